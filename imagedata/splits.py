@@ -1,0 +1,133 @@
+"""The in-memory form every dataset takes: uint8 NHWC RGB train/test arrays with int64 labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class DatasetError(ValueError):
+    """A dataset spec, file or array that cannot be used; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class ImageSplits:
+    """A labelled dataset split into a train (bank) and a test (query) part.
+
+    Attributes:
+        name: short dataset name (``"digits"``, ``"cifar10"``, ``"npz:cifar10_dev"``...).
+        spec: the spec the user gave.
+        x_train: ``uint8 (N, H, W, 3)`` RGB images.
+        y_train: ``int64 (N,)`` labels (used for evaluation only, never for training).
+        x_test: ``uint8 (M, H, W, 3)``.
+        y_test: ``int64 (M,)``.
+        class_names: one name per label value.
+        skipped_files: unreadable files left out (folder datasets with ``skip_corrupt``).
+    """
+
+    name: str
+    spec: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    skipped_files: tuple[str, ...] = field(default=())
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def summary(self) -> dict[str, object]:
+        """JSON-ready description for reports."""
+        return {
+            "spec": self.spec,
+            "name": self.name,
+            "num_train": int(len(self.x_train)),
+            "num_test": int(len(self.x_test)),
+            "image_shape": list(self.image_shape),
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "skipped_files": list(self.skipped_files),
+        }
+
+
+def as_rgb_nhwc(images: np.ndarray, where: str) -> np.ndarray:
+    """Validate ``uint8`` images as ``(N, H, W)``, ``(N, H, W, 1)`` or ``(N, H, W, 3)``; return ``(N, H, W, 3)``."""
+    if not isinstance(images, np.ndarray):
+        raise DatasetError(f"{where}: expected a numpy array, got {type(images).__name__}")
+    if images.dtype != np.uint8:
+        raise DatasetError(f"{where}: images must be uint8 (0..255), got dtype {images.dtype}")
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise DatasetError(
+            f"{where}: images must have shape (N, H, W, 3) or (N, H, W) (uint8 NHWC), got {images.shape}"
+        )
+    if images.shape[0] == 0:
+        raise DatasetError(f"{where}: the split is empty (0 images)")
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    return np.ascontiguousarray(images)
+
+
+def as_labels(labels: np.ndarray, count: int, where: str) -> np.ndarray:
+    """Validate integer labels of length ``count``; return ``int64 (count,)``."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.shape[0] != count:
+        raise DatasetError(f"{where}: labels must have shape ({count},) to match the images, got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DatasetError(f"{where}: labels must be integers, got dtype {labels.dtype}")
+    if labels.size and labels.min() < 0:
+        raise DatasetError(f"{where}: labels must be >= 0, found {int(labels.min())}")
+    return labels.astype(np.int64)
+
+
+def resize_images(images: np.ndarray, size: int, chunk: int = 2048) -> np.ndarray:
+    """Resize ``uint8 (N, H, W, 3)`` to ``(N, size, size, 3)`` (bilinear, antialiased when shrinking)."""
+    if images.shape[1] == size and images.shape[2] == size:
+        return images
+    out = np.empty((len(images), size, size, 3), dtype=np.uint8)
+    for start in range(0, len(images), chunk):
+        batch = torch.from_numpy(images[start : start + chunk]).permute(0, 3, 1, 2).float()
+        resized = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out[start : start + chunk] = resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return out
+
+
+def finalize_splits(splits: ImageSplits, image_size: int | None, max_train: int | None, max_test: int | None, seed: int) -> ImageSplits:
+    """Apply the optional subsetting (seeded, class-balanced order) and resizing common to all sources."""
+    x_train, y_train, x_test, y_test = splits.x_train, splits.y_train, splits.x_test, splits.y_test
+    if max_train is not None and max_train < len(x_train):
+        keep = _seeded_subset(y_train, max_train, seed)
+        x_train, y_train = x_train[keep], y_train[keep]
+    if max_test is not None and max_test < len(x_test):
+        keep = _seeded_subset(y_test, max_test, seed + 1)
+        x_test, y_test = x_test[keep], y_test[keep]
+    if image_size is not None:
+        x_train, x_test = resize_images(x_train, image_size), resize_images(x_test, image_size)
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DatasetError(f"{splits.spec}: train images are {x_train.shape[1:]} but test images are {x_test.shape[1:]}")
+    return replace(splits, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+def _seeded_subset(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Indices of ``count`` items, taken round-robin over classes in a seeded order (keeps classes balanced)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    # Rank of each item within its class, in the shuffled order; sorting by it interleaves the classes.
+    rank = np.empty(len(labels), dtype=np.int64)
+    seen: dict[int, int] = {}
+    for position, index in enumerate(order):
+        label = int(labels[index])
+        rank[position] = seen.get(label, 0)
+        seen[label] = rank[position] + 1
+    chosen = order[np.argsort(rank, kind="stable")[:count]]
+    return np.sort(chosen)

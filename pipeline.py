@@ -1,0 +1,466 @@
+"""One command from images to a deployed, evaluated encoder: train (MoCo) -> export (ONNX variants) -> evaluate.
+
+    python pipeline.py                                   # digits, CPU quick preset
+    python pipeline.py --config configs/cifar10_cpu.toml --dataset npz:../shared/data/cifar10_dev.npz
+    python pipeline.py --set train.epochs=5 --set evaluate.knn_k=200 --name my_run
+
+This is the only module that composes the stages; each stage takes plain arrays and small config objects.
+Every run writes ``runs/<name>/``: ``config.json`` (resolved), ``train/`` (checkpoints, log), ``deploy/`` (ONNX
+variants, manifest), ``report.json``, ``report.md`` and a printed summary. Exit codes: 0 ok, 2 usage or input
+error, 3 a precision variant failed its parity gate (see ``--allow-failed-parity``), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+import numpy as np
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "digits_cpu.toml"
+SECTIONS = ("name", "data", "train", "export", "evaluate")
+EXPORT_VARIANTS = ("fp32", "fp16", "int8_trt", "int8_cpu")
+EXIT_USAGE, EXIT_PARITY, EXIT_INTERRUPTED = 2, 3, 130
+
+log = logging.getLogger("pipeline")
+
+
+class UsageError(ValueError):
+    """Bad command line, config file or input data: reported in one line, exit code 2."""
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """The ``[data]`` section. ``0`` means "not set" for the size limits."""
+
+    dataset: str = "digits"
+    image_size: int = 0
+    max_train: int = 0
+    max_test: int = 0
+    test_fraction: float = 0.2
+    seed: int = 0
+    skip_corrupt: bool = False
+    data_root: str = ""
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """The ``[export]`` section."""
+
+    variants: list = field(default_factory=lambda: list(EXPORT_VARIANTS))
+    opset: int = 17
+    exporter: str = "auto"
+    calibration_images: int = 256
+    parity_images: int = 500
+    allow_failed: bool = False
+
+
+# ---------------------------------------------------------------------------------------------- configuration
+
+
+def _check_section(name: str, cls: type, values: dict[str, Any]) -> Any:
+    """Build a settings dataclass from a config section, naming unknown keys and wrong types."""
+    known = {f.name: f for f in fields(cls)}
+    for key, value in values.items():
+        if key not in known:
+            raise UsageError(f"unknown config key '{name}.{key}'; known keys: {', '.join(sorted(known))}")
+        default = cls().__getattribute__(key)
+        ok = (
+            isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool))
+        ) or (isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool))
+        if not ok:
+            raise UsageError(
+                f"config key '{name}.{key}': expected {type(default).__name__}, got {type(value).__name__} ({value!r})"
+            )
+    settings = cls(**values)
+    for key in ("image_size", "max_train", "max_test", "calibration_images", "parity_images"):
+        if getattr(settings, key, 0) < 0:
+            raise UsageError(f"config key '{name}.{key}' must be >= 0, got {getattr(settings, key)}")
+    return settings
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML preset; errors name the file."""
+    if not path.is_file():
+        raise UsageError(f"config file {path} does not exist")
+    try:
+        with path.open("rb") as handle:
+            config = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {path} is not valid TOML: {exc}") from exc
+    unknown = set(config) - set(SECTIONS)
+    if unknown:
+        raise UsageError(f"config file {path}: unknown section(s) {sorted(unknown)}; allowed: {list(SECTIONS)}")
+    return config
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.epochs=5"`` -> (["train", "epochs"], 5); values are TOML literals, bare words are strings."""
+    key, sep, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) != 2 or parts[0] not in SECTIONS[1:] or not parts[1]:
+        raise UsageError(f"override {text!r} must look like SECTION.KEY=VALUE with SECTION in {list(SECTIONS[1:])}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return parts, value
+
+
+def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Defaults <- config file <- dedicated flags <- ``--set`` overrides, validated section by section."""
+    config = load_config_file(Path(args.config) if args.config else DEFAULT_CONFIG)
+    for section in SECTIONS[1:]:
+        config.setdefault(section, {})
+        if not isinstance(config[section], dict):
+            raise UsageError(f"config section [{section}] must be a table")
+    if args.dataset:
+        config["data"]["dataset"] = args.dataset
+    if args.skip_corrupt:
+        config["data"]["skip_corrupt"] = True
+    if args.data_root:
+        config["data"]["data_root"] = args.data_root
+    if args.allow_failed_parity:
+        config["export"]["allow_failed"] = True
+    for text in args.set or []:
+        (section, key), value = parse_override(text)
+        config[section][key] = value
+    return config
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration of one run."""
+
+    name: str
+    data: DataSettings
+    train: Any  # train.config.TrainConfig
+    export: ExportSettings
+    evaluate: Any  # evaluate.suite.EvalConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "data": asdict(self.data),
+            "train": self.train.to_dict(),
+            "export": asdict(self.export),
+            "evaluate": self.evaluate.to_dict(),
+        }
+
+
+def validate_config(config: dict[str, Any], name: str | None) -> Settings:
+    from evaluate.suite import eval_config_from_dict
+    from train.config import train_config_from_dict
+
+    data = _check_section("data", DataSettings, config["data"])
+    export = _check_section("export", ExportSettings, config["export"])
+    bad = [v for v in export.variants if v not in EXPORT_VARIANTS]
+    if bad or not export.variants:
+        raise UsageError(f"config key 'export.variants': {bad or 'empty'} not allowed; choose from {list(EXPORT_VARIANTS)}")
+    try:
+        train = train_config_from_dict(config["train"])
+        evaluation = eval_config_from_dict(config["evaluate"])
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from exc
+    run_name = name or config.get("name") or "run"
+    if not isinstance(run_name, str) or not run_name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise UsageError(f"run name {run_name!r} must use letters, digits, '-', '_' or '.' only")
+    return Settings(run_name, data, train, export, evaluation)
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was requested but PyTorch sees no CUDA device (use --device cpu or auto)")
+    return requested
+
+
+def load_data(settings: DataSettings):  # -> imagedata.ImageSplits
+    from imagedata import DatasetError, load_dataset
+
+    try:
+        return load_dataset(
+            settings.dataset,
+            data_root=Path(settings.data_root).expanduser() if settings.data_root else None,
+            image_size=settings.image_size or None,
+            test_fraction=settings.test_fraction,
+            seed=settings.seed,
+            skip_corrupt=settings.skip_corrupt,
+            max_train=settings.max_train or None,
+            max_test=settings.max_test or None,
+        )
+    except DatasetError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of ``uint8 (N, H, W, 3)`` images on the 0..1 scale (the preprocessing contract)."""
+    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    std = np.maximum(pixels.std(axis=0), 1e-3)  # a constant channel (grey data) must not divide by zero
+    return [round(float(v), 6) for v in pixels.mean(axis=0)], [round(float(v), 6) for v in std]
+
+
+def make_knn_monitor(data, preprocess: dict[str, Any], eval_config, limit: int = 2000):
+    """A callback for train/: kNN top-1 of the current backbone, through evaluate/'s kNN (labels only here)."""
+    from evaluate.knn import knn_accuracy
+    from export.engines import TorchEngine
+
+    bank_x, bank_y = data.x_train[:limit], data.y_train[:limit]
+    query_x, query_y = data.x_test[:limit], data.y_test[:limit]
+
+    def monitor(backbone) -> dict[str, float]:
+        with TorchEngine(backbone, preprocess, name="monitor", device=next(backbone.parameters()).device.type) as engine:
+            bank, queries = engine.embed(bank_x), engine.embed(query_x)
+        scores = knn_accuracy(bank, bank_y, queries, query_y, k=eval_config.knn_k, temperature=eval_config.knn_temperature)
+        return {"knn_top1": scores["top1"], "knn_top5": scores["top5"]}
+
+    return monitor
+
+
+def run_train(settings: Settings, data, run_dir: Path, device: str, progress: bool) -> tuple[Any, dict[str, Any]]:
+    from train.loop import train_moco
+
+    mean, std = channel_stats(data.x_train)
+    preprocess = {"image_size": int(data.x_train.shape[1]), "mean": mean, "std": std}
+    result = train_moco(
+        data.x_train,
+        settings.train,
+        run_dir / "train",
+        device=device,
+        preprocess_mean=tuple(mean),
+        preprocess_std=tuple(std),
+        progress=progress,
+        knn_monitor=make_knn_monitor(data, preprocess, settings.evaluate),
+    )
+    return result, preprocess
+
+
+def calibration_indices(count: int, total: int, seed: int) -> np.ndarray:
+    """A deterministic, recorded choice of calibration images from the train split."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(total, size=min(count, total), replace=False))
+
+
+def run_export(settings: Settings, data, checkpoint: Path, run_dir: Path, progress: bool):
+    from export.bundle import ParityGateError, export_bundle
+
+    calib = calibration_indices(settings.export.calibration_images, len(data.x_train), settings.data.seed)
+    parity = slice(0, min(settings.export.parity_images, len(data.x_test)))
+    try:
+        return export_bundle(
+            checkpoint,
+            run_dir / "deploy",
+            calibration_images=data.x_train[calib],
+            calibration_indices=calib,
+            parity_images=data.x_test[parity],
+            parity_labels=data.y_test[parity],
+            variants=tuple(settings.export.variants),
+            opset=settings.export.opset,
+            exporter=settings.export.exporter,
+            allow_failed=True,  # evaluate every variant anyway; the gate decides the exit code below
+            progress=progress,
+        )
+    except ParityGateError as exc:  # pragma: no cover - allow_failed=True above never raises it
+        raise AssertionError("export_bundle raised despite allow_failed") from exc
+
+
+def run_evaluate(settings: Settings, data, checkpoint: Path, bundle, run_dir: Path, progress: bool) -> dict[str, Any]:
+    """Evaluate the PyTorch reference, every exported variant and the two baselines; return the metrics table."""
+    from evaluate.baselines import RawPixelEngine
+    from evaluate.suite import evaluate_engine
+    from export.engines import TorchEngine, open_engine
+    from train.backbones import build_backbone
+    from train.checkpoint import load_backbone
+
+    cache = run_dir / "cache" / "embeddings"
+    common = dict(config=settings.evaluate, dataset_id=data.spec, cache_dir=cache, progress=progress)
+    splits = (data.x_train, data.y_train, data.x_test, data.y_test)
+    metrics: dict[str, Any] = {}
+
+    backbone, preprocess, backbone_config = load_backbone(checkpoint)
+    with TorchEngine(backbone, preprocess, name="pytorch_fp32") as engine:
+        reference = evaluate_engine(engine, *splits, **common)
+    metrics["pytorch_fp32"] = {"kind": "reference", **reference.metrics}
+    for variant in bundle.variants.values():
+        with open_engine(bundle.manifest_path.parent, variant.name) as engine:
+            result = evaluate_engine(engine, *splits, reference=reference.test_embeddings, **common)
+        metrics[variant.engine_name] = {"kind": "engine", "precision": variant.precision, "parity_passed": variant.passed, **result.metrics}
+
+    with RawPixelEngine(data.x_train) as engine:
+        metrics["raw_pixels"] = {"kind": "baseline", **evaluate_engine(engine, *splits, **common).metrics}
+    import torch
+
+    torch.manual_seed(settings.train.seed)
+    random_backbone = build_backbone(backbone_config).eval()
+    with TorchEngine(random_backbone, preprocess, name="random_init") as engine:
+        metrics["random_init"] = {"kind": "baseline", **evaluate_engine(engine, *splits, **common).metrics}
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+    for module in ("onnx", "onnxruntime", "faiss", "tensorrt"):
+        try:
+            versions[module] = __import__(module).__version__
+        except Exception:  # not installed, or a broken optional install: report it as absent
+            versions[module] = None
+    return {
+        "versions": versions,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def build_report(settings: Settings, data, device: str, timings: dict[str, float], train_result, bundle, metrics) -> dict[str, Any]:
+    from evaluate.report import SCHEMA_VERSION
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": settings.name,
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": device,
+        "dataset": data.summary(),
+        "config": settings.to_dict(),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "train": train_result.summary(),
+        "export": bundle.summary(),
+        "metrics": metrics,
+        "environment": environment(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipeline.py",
+        description=__doc__.split("\n\n")[0],
+        epilog="Config keys: see configs/*.toml and README.md. Any key can be overridden with --set SECTION.KEY=VALUE.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="PATH", help=f"TOML preset (default: {DEFAULT_CONFIG.relative_to(PROJECT_ROOT)})")
+    parser.add_argument(
+        "--dataset",
+        metavar="SPEC",
+        help="digits | cifar10 | cifar100 | stl10 | mnist | fashion-mnist | folder:PATH | npz:PATH (overrides data.dataset)",
+    )
+    parser.add_argument("--name", metavar="NAME", help="run directory name: runs/NAME/ (default: the preset's name)")
+    parser.add_argument("--runs-dir", metavar="DIR", default="runs", help="where run directories go (default: runs)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training/reference device")
+    parser.add_argument("--data-root", metavar="DIR", help="where torchvision datasets are read (or downloaded) from")
+    parser.add_argument("--skip-corrupt", action="store_true", help="leave unreadable images out (counted in the report)")
+    parser.add_argument("--allow-failed-parity", action="store_true", help="exit 0 even if a variant fails its parity gate")
+    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = validate_config(resolve_config(args), args.name)
+    device = pick_device(args.device)
+    progress = not args.no_progress and sys.stderr.isatty()
+    run_dir = Path(args.runs_dir) / settings.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(run_dir / "config.json", settings.to_dict())
+    _log_to_file(run_dir / "pipeline.log")
+    log.info("run %s on %s -> %s", settings.name, device, run_dir)
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    with _timed(timings, "data"):
+        data = load_data(settings.data)
+    log.info("data %s: %d train / %d test images of %s", data.name, len(data.x_train), len(data.x_test), data.image_shape)
+    with _timed(timings, "train"):
+        train_result, _ = run_train(settings, data, run_dir, device, progress)
+    with _timed(timings, "export"):
+        bundle = run_export(settings, data, train_result.checkpoint_path, run_dir, progress)
+    with _timed(timings, "evaluate"):
+        metrics = run_evaluate(settings, data, train_result.checkpoint_path, bundle, run_dir, progress)
+    timings["total"] = time.perf_counter() - started
+
+    from evaluate.report import render_summary_table, write_report
+
+    report = build_report(settings, data, device, timings, train_result, bundle, metrics)
+    json_path, md_path = write_report(run_dir, report)
+    print(render_summary_table(report))
+    print(f"\nreport: {json_path}\n        {md_path}")
+    failed = [v.engine_name for v in bundle.variants.values() if not v.passed]
+    if failed and not settings.export.allow_failed:
+        print(f"error: parity gate failed for {', '.join(failed)} (files kept, marked failed in "
+              f"{bundle.manifest_path}); rerun with --allow-failed-parity to accept", file=sys.stderr)
+        return EXIT_PARITY
+    return 0
+
+
+class _timed:
+    """``with _timed(timings, "train"):`` records the block's wall time."""
+
+    def __init__(self, timings: dict[str, float], key: str) -> None:
+        self.timings, self.key = timings, key
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.timings[self.key] = time.perf_counter() - self.start
+
+
+def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _log_to_file(path: Path) -> None:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return run(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted: checkpoints and finished files are kept; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""pipeline.py as a user meets it: --help, presets, bad input (exit 2, one line), and a real end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pipeline
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+TINY = Path(__file__).with_name("tiny.toml")
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = pipeline.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_help_explains_every_option() -> None:
+    result = subprocess.run([sys.executable, "pipeline.py", "--help"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0
+    for option in ("--config", "--dataset", "--name", "--device", "--set", "--skip-corrupt", "--allow-failed-parity"):
+        assert option in result.stdout
+
+
+@pytest.mark.parametrize("preset", sorted((PROJECT_ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_preset_validates(preset: Path) -> None:
+    args = pipeline.build_parser().parse_args(["--config", str(preset)])
+    settings = pipeline.validate_config(pipeline.resolve_config(args), None)
+    assert settings.name == preset.stem
+
+
+def test_overrides_are_typed_and_applied() -> None:
+    args = pipeline.build_parser().parse_args(["--config", str(TINY), "--set", "train.epochs=7", "--set", "train.bf16=false"])
+    settings = pipeline.validate_config(pipeline.resolve_config(args), "x")
+    assert settings.train.epochs == 7 and settings.train.bf16 is False and settings.name == "x"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dataset", "imagenet-99"], "unknown dataset 'imagenet-99'"),
+        (["--dataset", "npz:/no/such/file.npz"], "/no/such/file.npz does not exist"),
+        (["--dataset", "folder:/no/such/dir"], "/no/such/dir does not exist"),
+        (["--set", "train.epochz=3"], "epochz"),
+        (["--set", "train.epochs=three"], "'epochs'"),
+        (["--set", "data.image_size=1.5"], "data.image_size"),
+        (["--set", "export.variants=['fp64']"], "export.variants"),
+        (["--set", "nonsense"], "SECTION.KEY=VALUE"),
+        (["--set", "evaluate.knn_kk=3"], "knn_kk"),
+        (["--config", "/no/such.toml"], "/no/such.toml does not exist"),
+        (["--name", "../escape"], "run name"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(capsys, tmp_path: Path, argv: list[str], message: str) -> None:
+    code, output = run_main(capsys, "--config", str(TINY), "--runs-dir", str(tmp_path), *argv)
+    assert code == 2
+    assert message in output and "Traceback" not in output
+
+
+def test_bad_npz_keys_exit_2(capsys, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=np.zeros((2, 4, 4, 3), np.uint8))
+    code, output = run_main(capsys, "--config", str(TINY), "--runs-dir", str(tmp_path), "--dataset", f"npz:{bad}")
+    assert code == 2 and "lacks the keys" in output
+
+
+def test_invalid_toml_names_the_file(capsys, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[train\nepochs = 3\n")
+    code, output = run_main(capsys, "--config", str(broken))
+    assert code == 2 and str(broken) in output
+
+
+def test_usage_error_exit_code_from_the_command_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "pipeline.py", "--config", str(TINY), "--runs-dir", str(tmp_path), "--dataset", "nope"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown dataset 'nope'")
+
+
+def test_end_to_end_smoke_run(tmp_path: Path) -> None:
+    """The real command: train -> export (4 ONNX variants) -> evaluate through ONNX Runtime -> report."""
+    result = subprocess.run(
+        [sys.executable, "pipeline.py", "--config", str(TINY), "--runs-dir", str(tmp_path), "--name", "smoke", "--device", "cpu"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "smoke"
+    report = json.loads((run_dir / "report.json").read_text())
+    assert (run_dir / "report.md").is_file() and (run_dir / "config.json").is_file()
+    assert (run_dir / "deploy" / "manifest.json").is_file() and (run_dir / "deploy" / "encoder_fp32.onnx").is_file()
+    assert report["dataset"]["num_train"] == 256 and report["dataset"]["num_test"] == 64
+    assert set(report["timings_s"]) >= {"data", "train", "export", "evaluate", "total"}
+    for name in ("onnx_fp32", "onnx_fp16", "onnx_int8_trt", "onnx_int8_cpu", "raw_pixels", "random_init"):
+        entry = report["metrics"][name]
+        for key in ("knn_top1", "knn_top5", "linear_top1"):
+            assert 0.0 <= entry[key] <= 1.0, (name, key, entry[key])
+    assert "onnx_fp32" in result.stdout  # the printed summary table
