@@ -63,7 +63,7 @@ class ExportSettings:
     """The ``[export]`` section."""
 
     variants: list = field(default_factory=lambda: list(EXPORT_VARIANTS))
-    opset: int = 17
+    opset: int = 18  # the dynamo exporter's native opset; TensorRT 10/11 parse it
     exporter: str = "auto"
     calibration_images: int = 256
     parity_images: int = 500
@@ -256,16 +256,11 @@ def run_train(settings: Settings, data, run_dir: Path, device: str, progress: bo
     return result, preprocess
 
 
-def calibration_indices(count: int, total: int, seed: int) -> np.ndarray:
-    """A deterministic, recorded choice of calibration images from the train split."""
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(total, size=min(count, total), replace=False))
-
-
 def run_export(settings: Settings, data, checkpoint: Path, run_dir: Path, progress: bool):
     from export.bundle import ParityGateError, export_bundle
+    from export.precision import select_calibration_indices
 
-    calib = calibration_indices(settings.export.calibration_images, len(data.x_train), settings.data.seed)
+    calib = select_calibration_indices(len(data.x_train), settings.export.calibration_images, seed=settings.data.seed)
     parity = slice(0, min(settings.export.parity_images, len(data.x_test)))
     try:
         return export_bundle(
@@ -287,34 +282,39 @@ def run_export(settings: Settings, data, checkpoint: Path, run_dir: Path, progre
 
 def run_evaluate(settings: Settings, data, checkpoint: Path, bundle, run_dir: Path, progress: bool) -> dict[str, Any]:
     """Evaluate the PyTorch reference, every exported variant and the two baselines; return the metrics table."""
+    import torch
+
     from evaluate.baselines import RawPixelEngine
-    from evaluate.suite import evaluate_engine
+    from evaluate.suite import compare_engines, evaluate_engine
     from export.engines import TorchEngine, open_engine
     from train.backbones import build_backbone
     from train.checkpoint import load_backbone
 
-    cache = run_dir / "cache" / "embeddings"
-    common = dict(config=settings.evaluate, dataset_id=data.spec, cache_dir=cache, progress=progress)
-    splits = (data.x_train, data.y_train, data.x_test, data.y_test)
-    metrics: dict[str, Any] = {}
+    def evaluate(engine, reference=None):  # noqa: ANN001, ANN202 - local shorthand
+        return evaluate_engine(
+            engine, data.x_train, data.y_train, data.x_test, data.y_test, config=settings.evaluate,
+            dataset_id=data.spec, cache_dir=run_dir / "cache" / "embeddings", reference=reference, progress=progress,
+        )
 
+    evaluations, kinds = {}, {}
     backbone, preprocess, backbone_config = load_backbone(checkpoint)
     with TorchEngine(backbone, preprocess, name="pytorch_fp32") as engine:
-        reference = evaluate_engine(engine, *splits, **common)
-    metrics["pytorch_fp32"] = {"kind": "reference", **reference.metrics}
-    for variant in bundle.variants.values():
-        with open_engine(bundle.manifest_path.parent, variant.name) as engine:
-            result = evaluate_engine(engine, *splits, reference=reference.test_embeddings, **common)
-        metrics[variant.engine_name] = {"kind": "engine", "precision": variant.precision, "parity_passed": variant.passed, **result.metrics}
-
+        reference = evaluations["pytorch_fp32"] = evaluate(engine)
+    kinds["pytorch_fp32"] = "reference"
+    for variant_name, variant in bundle.variants.items():
+        with open_engine(bundle.manifest_path.parent, variant_name) as engine:
+            evaluations[variant.engine_name] = evaluate(engine, reference)
+        kinds[variant.engine_name] = "engine"
     with RawPixelEngine(data.x_train) as engine:
-        metrics["raw_pixels"] = {"kind": "baseline", **evaluate_engine(engine, *splits, **common).metrics}
-    import torch
+        evaluations["raw_pixels"] = evaluate(engine)
+    torch.manual_seed(settings.train.seed)  # the random-init baseline is reproducible too
+    with TorchEngine(build_backbone(backbone_config).eval(), preprocess, name="random_init") as engine:
+        evaluations["random_init"] = evaluate(engine)
+    kinds["raw_pixels"] = kinds["random_init"] = "baseline"
 
-    torch.manual_seed(settings.train.seed)
-    random_backbone = build_backbone(backbone_config).eval()
-    with TorchEngine(random_backbone, preprocess, name="random_init") as engine:
-        metrics["random_init"] = {"kind": "baseline", **evaluate_engine(engine, *splits, **common).metrics}
+    metrics = compare_engines(evaluations, reference="pytorch_fp32", kinds=kinds)
+    for variant in bundle.variants.values():
+        metrics[variant.engine_name].update(precision=variant.precision, parity_passed=variant.passed)
     return metrics
 
 
@@ -339,6 +339,39 @@ def environment() -> dict[str, Any]:
     }
 
 
+def train_summary(result) -> dict[str, Any]:
+    """The report's ``train`` entry: figures of the run plus the kNN monitor's history (best and final)."""
+    monitored = [h for h in result.history if "knn_top1" in h]
+    summary = {
+        "checkpoint": str(result.checkpoint_path),
+        "steps": result.steps,
+        "epochs": result.epochs,
+        "final_loss": result.final_loss,
+        "images_per_s": result.images_per_s,
+        "seconds": result.seconds,
+        "resumed_from_step": result.resumed_from_step,
+        "knn_monitor": monitored,
+    }
+    if monitored:
+        summary["knn_top1_final"] = monitored[-1]["knn_top1"]
+        summary["knn_top1_best"] = max(h["knn_top1"] for h in monitored)
+    return summary
+
+
+def export_summary(bundle) -> dict[str, Any]:
+    """The report's ``export`` entry: the bundle location and, per variant, file, precision and parity."""
+    manifest = json.loads(bundle.manifest_path.read_text())
+    return {
+        "bundle": str(bundle.manifest_path.parent),
+        "opset": manifest.get("opset"),
+        "exporter": manifest.get("exporter"),
+        "variants": {
+            name: {"file": str(v.path.name), "engine": v.engine_name, "precision": v.precision, "passed": v.passed, "parity": v.parity}
+            for name, v in bundle.variants.items()
+        },
+    }
+
+
 def build_report(settings: Settings, data, device: str, timings: dict[str, float], train_result, bundle, metrics) -> dict[str, Any]:
     from evaluate.report import SCHEMA_VERSION
 
@@ -350,8 +383,8 @@ def build_report(settings: Settings, data, device: str, timings: dict[str, float
         "dataset": data.summary(),
         "config": settings.to_dict(),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        "train": train_result.summary(),
-        "export": bundle.summary(),
+        "train": train_summary(train_result),
+        "export": export_summary(bundle),
         "metrics": metrics,
         "environment": environment(),
     }
@@ -402,6 +435,9 @@ def run(args: argparse.Namespace) -> int:
     log.info("data %s: %d train / %d test images of %s", data.name, len(data.x_train), len(data.x_test), data.image_shape)
     with _timed(timings, "train"):
         train_result, _ = run_train(settings, data, run_dir, device, progress)
+    log.info("trained %d steps (%d epochs) in %.1f s, %.0f images/s, final loss %.4f -> %s", train_result.steps,
+             train_result.epochs, train_result.seconds, train_result.images_per_s, train_result.final_loss,
+             train_result.checkpoint_path)
     with _timed(timings, "export"):
         bundle = run_export(settings, data, train_result.checkpoint_path, run_dir, progress)
     with _timed(timings, "evaluate"):
@@ -444,14 +480,29 @@ def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
 def _log_to_file(path: Path) -> None:
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_QuietThirdParty())
     logging.getLogger().addHandler(handler)
+
+
+class _QuietThirdParty(logging.Filter):
+    """Drops the ONNX exporter's pass-by-pass INFO chatter and ONNX Runtime's quantizer advice (logged on root)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith(("onnxscript", "onnx_ir", "faiss")) and record.levelno < logging.WARNING:
+            return False
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_QuietThirdParty())
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(args.verbose)
     try:
         return run(args)
     except UsageError as exc:

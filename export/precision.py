@@ -1,0 +1,226 @@
+"""Precision variants derived from the verified FP32 encoder graph (no PyTorch needed).
+
+- ``fp16``: the backbone region's weights and compute in FP16; preprocessing and the L2 tail stay FP32,
+  joined by explicit Casts (the tail's sum of squares overflows in FP16).
+- ``int8_trt``: static PTQ in QDQ format, int8 per-channel weights and int8 activations, all symmetric, so
+  every zero-point is 0 (TensorRT's explicit quantization rejects anything else).
+- ``int8_cpu``: static PTQ in QDQ format, uint8 (asymmetric) activations and int8 per-channel weights
+  (U8S8), which ONNX Runtime's CPU kernels run fast on x86 VNNI and ARM.
+
+INT8 variants quantize only the backbone region: the preprocessing and the tail are passed to the
+quantizer as ``nodes_to_exclude`` (they are found by their ``preprocess/`` and ``tail/`` name prefixes).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from export.onnx_export import (INPUT_NAME, PREPROCESS_PREFIX, TAIL_PREFIX, read_metadata, region_node_names,
+                                set_metadata)
+
+logger = logging.getLogger(__name__)
+
+VARIANTS = ("fp32", "fp16", "int8_trt", "int8_cpu")
+FP16_MAX = float(np.finfo(np.float16).max)
+
+
+def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    uses: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            uses.setdefault(name, []).append(node)
+    return uses
+
+
+def _boundary(model: onnx.ModelProto) -> tuple[str, str]:
+    """Names of the body's input tensor (from preprocessing) and output tensor (into the tail)."""
+    regions = {k: set(v) for k, v in region_node_names(model).items()}
+    produced_by = {out: node for node in model.graph.node for out in node.output}
+    body_in = body_out = None
+    for node in model.graph.node:
+        for name in node.input:
+            src = produced_by.get(name)
+            if src is None:
+                continue
+            if node.name in regions["body"] and src.name in regions["preprocess"]:
+                body_in = name
+            if node.name in regions["tail"] and src.name in regions["body"]:
+                body_out = name
+    if body_in is None or body_out is None:
+        raise ValueError("model has no preprocess -> body -> tail structure (was it built by export.onnx_export?)")
+    return body_in, body_out
+
+
+def convert_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """FP16 variant of an assembled FP32 encoder: body initializers/constants/compute in FP16.
+
+    Inserts ``Cast(fp32 -> fp16)`` after preprocessing and ``Cast(fp16 -> fp32)`` before the tail.
+    Weights beyond the FP16 range are clipped (logged), since inf weights would poison the output.
+    """
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    g = model.graph
+    body_in, body_out = _boundary(model)
+    body_names = set(region_node_names(model)["body"])
+    uses = _consumers(model)
+    inits = {t.name: t for t in g.initializer}
+    for name, tensor in inits.items():
+        users = uses.get(name, [])
+        if tensor.data_type != TensorProto.FLOAT or not users or any(u.name not in body_names for u in users):
+            continue
+        tensor.CopyFrom(_to_fp16(tensor))
+    for node in g.node:
+        if node.name not in body_names:
+            continue
+        for attr in node.attribute:
+            if attr.name == "value" and attr.t.data_type == TensorProto.FLOAT:  # Constant
+                attr.t.CopyFrom(_to_fp16(attr.t))
+            if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
+                attr.i = TensorProto.FLOAT16
+    half_in, float_out = body_in + "/fp16", body_out + "/fp32"
+    for node in g.node:
+        if node.name in body_names:
+            node.input[:] = [half_in if n == body_in else n for n in node.input]
+        elif node.name.startswith(TAIL_PREFIX):
+            node.input[:] = [float_out if n == body_out else n for n in node.input]
+    nodes = list(g.node)
+    first_body = next(i for i, n in enumerate(nodes) if n.name in body_names)
+    nodes.insert(first_body, helper.make_node("Cast", [body_in], [half_in], to=TensorProto.FLOAT16,
+                                              name=PREPROCESS_PREFIX + "cast_fp16"))
+    first_tail = next(i for i, n in enumerate(nodes) if n.name.startswith(TAIL_PREFIX))
+    nodes.insert(first_tail, helper.make_node("Cast", [body_out], [float_out], to=TensorProto.FLOAT,
+                                              name=TAIL_PREFIX + "cast_fp32"))
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.value_info[:]
+    set_metadata(model, _variant_meta(model, "fp16"))
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True)
+
+
+def _to_fp16(tensor: onnx.TensorProto) -> onnx.TensorProto:
+    array = numpy_helper.to_array(tensor)
+    if np.abs(array).max(initial=0.0) > FP16_MAX:
+        logger.warning("clipping %s to the FP16 range", tensor.name)
+    return numpy_helper.from_array(np.clip(array, -FP16_MAX, FP16_MAX).astype(np.float16), tensor.name)
+
+
+def _variant_meta(model: onnx.ModelProto, precision: str) -> dict[str, str]:
+    meta = read_metadata(model)
+    meta["precision"] = precision
+    return {"edge_encoder." + k: v for k, v in meta.items()}
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Static PTQ settings for one INT8 flavour (see module docstring).
+
+    Attributes:
+        activation_type / weight_type: ``"int8"`` or ``"uint8"``.
+        activation_symmetric / weight_symmetric: symmetric ranges give zero-point 0.
+        per_channel: per-output-channel weight scales.
+        calibrate_method: ``"minmax"``, ``"entropy"`` or ``"percentile"`` (ORT ``CalibrationMethod``).
+    """
+
+    activation_type: str
+    weight_type: str
+    activation_symmetric: bool
+    weight_symmetric: bool = True
+    per_channel: bool = True
+    calibrate_method: str = "minmax"
+
+
+INT8_FLAVOURS: dict[str, QuantConfig] = {
+    "int8_trt": QuantConfig(activation_type="int8", weight_type="int8", activation_symmetric=True),
+    "int8_cpu": QuantConfig(activation_type="uint8", weight_type="int8", activation_symmetric=False),
+}
+
+
+class _ImageReader:
+    """ORT ``CalibrationDataReader`` over uint8 NHWC images, in fixed batches (deterministic order)."""
+
+    def __init__(self, images: np.ndarray, batch_size: int) -> None:
+        self._batches: Iterator[np.ndarray] = iter([images[i:i + batch_size] for i in range(0, len(images), batch_size)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: np.ascontiguousarray(batch)}
+
+
+def quantize_int8(model: onnx.ModelProto, calibration_images: np.ndarray, flavour: str, *,
+                  config: QuantConfig | None = None, batch_size: int = 32) -> onnx.ModelProto:
+    """Static INT8 QDQ quantization of the body of an assembled FP32 encoder.
+
+    Args:
+        model: the FP32 encoder (``images`` uint8 ``(N, H, W, 3)`` -> ``embeddings``).
+        calibration_images: uint8 ``(N, H, W, 3)``, a deterministic recorded set of training images.
+        flavour: ``"int8_trt"`` or ``"int8_cpu"``; ``config`` overrides its defaults.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if flavour not in INT8_FLAVOURS:
+        raise ValueError(f"INT8 flavour must be one of {sorted(INT8_FLAVOURS)}, got {flavour!r}")
+    if calibration_images.ndim != 4 or calibration_images.dtype != np.uint8 or len(calibration_images) == 0:
+        raise ValueError(f"calibration_images must be a non-empty uint8 (N, H, W, 3) array, got "
+                         f"{calibration_images.dtype} {calibration_images.shape}")
+    cfg = config or INT8_FLAVOURS[flavour]
+    qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[cfg.calibrate_method]
+    regions = region_node_names(model)
+    with tempfile.TemporaryDirectory(prefix="edge_encoder_quant_") as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / f"{flavour}.onnx"
+        onnx.save(model, src)
+        quantize_static(
+            str(src), str(dst), _ImageReader(calibration_images, batch_size), quant_format=QuantFormat.QDQ,
+            activation_type=qtype[cfg.activation_type], weight_type=qtype[cfg.weight_type],
+            per_channel=cfg.per_channel, calibrate_method=method,
+            nodes_to_exclude=regions["preprocess"] + regions["tail"],
+            extra_options={"ActivationSymmetric": cfg.activation_symmetric,
+                           "WeightSymmetric": cfg.weight_symmetric},
+        )
+        quantized = onnx.load(dst)
+    set_metadata(quantized, _variant_meta(model, flavour))
+    quantized.metadata_props.append(onnx.StringStringEntryProto(
+        key="edge_encoder.quantization", value=f"QDQ act={cfg.activation_type}{'/sym' if cfg.activation_symmetric else ''} "
+                                              f"w={cfg.weight_type}{'/per-channel' if cfg.per_channel else ''} "
+                                              f"calib={cfg.calibrate_method} n={len(calibration_images)}"))
+    return quantized
+
+
+def zero_points(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Every zero-point initializer used by a QuantizeLinear/DequantizeLinear node, by tensor name."""
+    inits = {t.name: t for t in model.graph.initializer}
+    found: dict[str, np.ndarray] = {}
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2 and node.input[2]:
+            found[node.input[2]] = numpy_helper.to_array(inits[node.input[2]])
+    return found
+
+
+def select_calibration_indices(n_available: int, n: int = 256, seed: int = 0) -> np.ndarray:
+    """Deterministic calibration subset: ``n`` sorted indices drawn without replacement with ``seed``."""
+    if n_available < 1:
+        raise ValueError("no images available for calibration")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_available, size=min(n, n_available), replace=False)).astype(np.int64)
+
+
+def make_variant(fp32_model: onnx.ModelProto, variant: str, calibration_images: np.ndarray | None = None,
+                 quant_config: QuantConfig | None = None) -> onnx.ModelProto:
+    """Build one of ``VARIANTS`` from the FP32 encoder."""
+    if variant == "fp32":
+        return fp32_model
+    if variant == "fp16":
+        return convert_fp16(fp32_model)
+    if variant in INT8_FLAVOURS:
+        if calibration_images is None:
+            raise ValueError(f"variant {variant!r} needs calibration_images")
+        return quantize_int8(fp32_model, calibration_images, variant, config=quant_config)
+    raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")

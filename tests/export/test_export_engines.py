@@ -1,0 +1,83 @@
+"""One contract suite over every engine available on this machine (docs/CONTRACTS.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from export.engines import OnnxRuntimeEngine, TorchEngine
+from export.onnx_export import build_fp32_encoder, save_model
+from export.precision import make_variant
+from tests.export.conftest import IMAGE_SIZE, PREPROCESS
+
+ENGINES = ["pytorch_fp32", "onnx_fp32", "onnx_fp16", "onnx_int8_trt", "onnx_int8_cpu", "tensorrt_fp32"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(backbone, random_images, tmp_path_factory):
+    out = tmp_path_factory.mktemp("engines")
+    fp32 = build_fp32_encoder(backbone, PREPROCESS, exporter="torchscript")[0]
+    for variant in ("fp32", "fp16", "int8_trt", "int8_cpu"):
+        save_model(make_variant(fp32, variant, random_images), out / f"encoder_{variant}.onnx")
+    return out
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request, backbone, model_dir):
+    name = request.param
+    if name == "pytorch_fp32":
+        eng = TorchEngine(backbone, PREPROCESS)
+    elif name.startswith("onnx_"):
+        eng = OnnxRuntimeEngine(model_dir / f"encoder_{name[5:]}.onnx")
+    else:
+        if importlib.util.find_spec("tensorrt") is None:
+            pytest.skip("tensorrt is not installed (pip install -e .[tensorrt] on an NVIDIA machine)")
+        from export.tensorrt import TensorRTEngine, build_engine
+
+        plan = build_engine(model_dir / "encoder_fp32.onnx", model_dir / "encoder_fp32.plan")
+        eng = TensorRTEngine(plan, name=name)
+    with eng:
+        yield eng
+
+
+def test_shape_dtype_and_norm(engine, random_images) -> None:
+    out = engine.embed(random_images)
+    assert out.dtype == np.float32 and out.shape == (len(random_images), 64)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-3)
+    spec = engine.input_spec
+    assert (spec.height, spec.width, spec.channels, spec.dtype, spec.layout) == (IMAGE_SIZE, IMAGE_SIZE, 3, "uint8", "NHWC")
+    assert isinstance(engine.name, str) and engine.name
+
+
+def test_deterministic(engine, random_images) -> None:
+    np.testing.assert_array_equal(engine.embed(random_images), engine.embed(random_images))
+
+
+def test_batch_size_invariance(engine, random_images) -> None:
+    full = engine.embed(random_images)
+    parts = np.concatenate([engine.embed(random_images[i:i + 5]) for i in range(0, len(random_images), 5)])
+    single = engine.embed(random_images[3:4])
+    np.testing.assert_allclose(parts, full, atol=1e-5)
+    np.testing.assert_allclose(single[0], full[3], atol=1e-5)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((2, IMAGE_SIZE, IMAGE_SIZE), np.uint8), "shape"),
+    (np.zeros((2, IMAGE_SIZE, IMAGE_SIZE, 3), np.float32), "dtype"),
+    (np.zeros((2, IMAGE_SIZE, IMAGE_SIZE, 1), np.uint8), "channels"),
+    (np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8), "empty batch"),
+    (np.zeros((2, IMAGE_SIZE + 1, IMAGE_SIZE, 3), np.uint8), "16x16"),
+    (np.zeros((2, 3, IMAGE_SIZE, IMAGE_SIZE), np.uint8), "channels"),  # NCHW given
+])
+def test_bad_input_raises_value_error(engine, bad, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        engine.embed(bad)
+
+
+def test_onnx_engine_source_and_name(model_dir) -> None:
+    with OnnxRuntimeEngine(model_dir / "encoder_int8_cpu.onnx") as eng:
+        assert eng.name == "onnx_int8_cpu" and eng.source_path == model_dir / "encoder_int8_cpu.onnx"
+    with pytest.raises(ValueError, match="not found"):
+        OnnxRuntimeEngine(model_dir / "missing.onnx")

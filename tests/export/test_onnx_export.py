@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from export.engines import OnnxRuntimeEngine, TorchEngine
+from export.onnx_export import (build_fp32_encoder, export_onnx, fold_batchnorm, read_metadata, region_node_names,
+                                verify_encoder)
+from tests.export.conftest import IMAGE_SIZE, PREPROCESS
+
+
+@pytest.fixture(scope="module")
+def exported(backbone, tmp_path_factory) -> Path:
+    return export_onnx(backbone, PREPROCESS, tmp_path_factory.mktemp("onnx") / "encoder.onnx", exporter="torchscript")
+
+
+def test_export_info_matches_file(exported) -> None:
+    model = onnx.load(exported.path)
+    assert exported.opset == 17 and exported.exporter == "torchscript"
+    assert exported.input_shape == ("batch", IMAGE_SIZE, IMAGE_SIZE, 3)
+    assert exported.output_shape == ("batch", 64)  # every non-batch dim static
+    assert [o.version for o in model.opset_import if o.domain == ""] == [17]
+    assert len(exported.sha256) == 64
+
+
+def test_single_file_no_batchnorm_checked(exported) -> None:
+    assert sorted(p.name for p in exported.path.parent.iterdir()) == ["encoder.onnx"]  # no side data file
+    model = onnx.load(exported.path)
+    assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    assert not [n for n in model.graph.node if n.op_type == "BatchNormalization"]
+    onnx.checker.check_model(model, full_check=True)
+    meta = read_metadata(model)
+    assert meta["input_layout"] == "NHWC" and meta["input_dtype"] == "uint8" and meta["l2_normalized"] == "true"
+    assert meta["embedding_dim"] == "64" and meta["image_size"] == str(IMAGE_SIZE)
+    regions = region_node_names(model)
+    assert regions["preprocess"] and regions["body"] and regions["tail"]
+
+
+def test_onnx_matches_pytorch_on_images(backbone, exported, real_images) -> None:
+    _, images, _ = real_images
+    with TorchEngine(backbone, PREPROCESS) as ref, OnnxRuntimeEngine(exported.path) as ort_engine:
+        a, b = ref.embed(images), ort_engine.embed(images)
+    cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    max_abs = float(np.abs(a - b).max())
+    print(f"ONNX vs PyTorch: min cosine {cosine.min():.7f}, max abs diff {max_abs:.2e}")
+    assert cosine.min() >= 0.9999
+    assert max_abs < 1e-4
+
+
+def test_fold_batchnorm_is_exact(backbone) -> None:
+    import torch
+
+    x = torch.randn(3, 3, IMAGE_SIZE, IMAGE_SIZE)
+    folded = fold_batchnorm(backbone)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), backbone(x), atol=1e-4, rtol=1e-4)
+
+
+def test_verify_rejects_training_mode_batchnorm_and_wrong_opset(backbone) -> None:
+    model, _, _ = build_fp32_encoder(backbone, PREPROCESS, exporter="torchscript")
+    with pytest.raises(ValueError, match="opset"):
+        verify_encoder(model, opset=18, image_size=IMAGE_SIZE, out_dim=64)
+    bad = onnx.ModelProto.FromString(model.SerializeToString())
+    bad.graph.node.append(onnx.helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], training_mode=1, name="bn"))
+    with pytest.raises(ValueError, match="training-mode"):
+        verify_encoder(bad, opset=17, image_size=IMAGE_SIZE, out_dim=64)
+
+
+def test_explicit_exporter_refuses_a_changed_opset(backbone) -> None:
+    # The dynamo exporter works at opset 18 natively and cannot down-convert this graph to 17; "auto"
+    # falls back to TorchScript, an explicit choice must fail loudly instead of shipping opset 18.
+    model, used, notes = build_fp32_encoder(backbone, PREPROCESS, opset=17, exporter="auto")
+    assert [o.version for o in model.opset_import if o.domain == ""] == [17]
+    if used == "torchscript":
+        assert notes, "a fallback must be explained"
+        with pytest.raises(RuntimeError, match="opset"):
+            build_fp32_encoder(backbone, PREPROCESS, opset=17, exporter="dynamo")
+
+
+@pytest.mark.slow
+def test_dynamo_exporter_at_its_native_opset(backbone, random_images, tmp_path) -> None:
+    info = export_onnx(backbone, PREPROCESS, tmp_path / "d.onnx", opset=18, exporter="dynamo")
+    assert info.exporter == "dynamo" and info.opset == 18
+    with TorchEngine(backbone, PREPROCESS) as ref, OnnxRuntimeEngine(info.path) as eng:
+        assert (ref.embed(random_images) * eng.embed(random_images)).sum(1).min() >= 0.9999
+
+
+def test_bad_preprocess_and_exporter(backbone, tmp_path) -> None:
+    with pytest.raises(ValueError, match="missing keys"):
+        export_onnx(backbone, {"image_size": 16}, tmp_path / "x.onnx")
+    with pytest.raises(ValueError, match="exporter"):
+        export_onnx(backbone, PREPROCESS, tmp_path / "x.onnx", exporter="magic")
