@@ -1,0 +1,83 @@
+"""Approximate-search benchmark: recall@10 vs queries/s for FAISS indexes, on real and on large banks.
+
+Runs ``evaluate.index_bench.benchmark_indexes`` with the default sweep (Flat, IVF nprobe sweep, HNSW32
+efSearch sweep, IVF-PQ, SQ8) on
+- ``real``: the real train embeddings as the bank, the real test embeddings as queries;
+- ``synthetic_<N>``: ``--bank-size`` vectors grown from the real train embeddings by
+  ``evaluate.index_bench.synthesize_bank`` (each a real embedding + Gaussian noise of norm 0.5x the median
+  10th-neighbour distance, re-normalised), queried with the real test embeddings.
+Prints a recall-vs-QPS table and the recommendation (fastest setting with recall@10 >= target), and writes
+``--out DIR``/index_benchmark.json + recall_vs_qps.png (the same section/plot the run report uses).
+
+    python benchmarks/evaluate_ann.py [--embeddings E.npz] [--bank-size 1000000] [--skip-hnsw-large]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from evaluate.index_bench import benchmark_indexes, default_specs, recommend, synthesize_bank  # noqa: E402
+from evaluate.knn import configure_threads  # noqa: E402
+from evaluate.report import to_jsonable  # noqa: E402
+from evaluate_embeddings import load_embeddings  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--embeddings", type=Path, default=None)
+    ap.add_argument("--bank-size", type=int, default=1_000_000)
+    ap.add_argument("--queries", type=int, default=2000)
+    ap.add_argument("--recall-target", type=float, default=0.95)
+    ap.add_argument("--skip-hnsw-large", action="store_true", help="HNSW build on the large bank takes minutes")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=Path("runs/bench_ann"))
+    args = ap.parse_args()
+    threads = configure_threads(args.threads)
+    emb = load_embeddings(args.embeddings)
+    queries = emb["test"][: args.queries]
+    rows = benchmark_indexes(emb["train"], queries, bank_name="real")
+    large, _ = synthesize_bank(emb["train"], args.bank_size)
+    specs = default_specs(*large.shape)
+    if args.skip_hnsw_large:
+        specs = [s for s in specs if not s.factory.startswith("HNSW")]
+    large_name = f"synthetic_{args.bank_size}"
+    rows += benchmark_indexes(large, queries, specs, bank_name=large_name)
+    section = {
+        "engine": str(args.embeddings or "cifar10_dev raw-pixel PCA-128"),
+        "recall_target": args.recall_target,
+        "threads": threads,
+        "banks": {"real": f"{len(emb['train'])} real train embeddings",
+                  large_name: "real train embeddings + Gaussian perturbation (norm 0.5 x median 10th-NN distance)"},
+        "rows": rows,
+        "recommendation": recommend(rows, args.recall_target, bank=large_name),
+        "recommendation_real": recommend(rows, args.recall_target, bank="real"),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "index_benchmark.json").write_text(json.dumps(to_jsonable(section), indent=2) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from evaluate.plots import recall_vs_qps
+
+        recall_vs_qps(plt, args.out, {"index_benchmark": section})
+    except ImportError:
+        pass
+    print(f"{'bank':<20} {'index':<16} {'param':<14} {'recall@10':>9} {'q/s':>10} {'build s':>8} {'MiB':>8}")
+    for r in rows:
+        print(f"{r['bank']:<20} {r['index']:<16} {r['param']:<14} {r['recall_at_10']:>9.4f} {r['qps']:>10.0f} "
+              f"{r['build_s']:>8.1f} {r['memory_mb']:>8.1f}")
+    print(f"recommendation (recall@10 >= {args.recall_target}, {large_name}): {section['recommendation']}")
+    print(f"recommendation (real bank): {section['recommendation_real']}")
+
+
+if __name__ == "__main__":
+    main()

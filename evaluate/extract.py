@@ -1,0 +1,284 @@
+"""Embedding extraction: the only place in evaluate/ that calls an engine.
+
+Images go through ``engine.embed`` in batches; the result is validated (2-D, one row per image, finite) and
+cached on disk so that re-evaluating an engine costs nothing. The cache key hashes: the engine's model file
+(``engine.source_path``, SHA-256) or, for engines without a file, their ``cache_token``; the dataset id and
+split; the image array's shape and a BLAKE2 digest of its bytes. A sidecar JSON keeps the throughput measured
+when the embeddings were computed, so a cache hit reports the same ``images_per_s``.
+
+Under ``torchrun`` (an initialised ``torch.distributed`` group), each rank embeds one shard of the images and
+the shards are all-gathered, so every rank returns the full array; rank 0 writes the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = "edge-encoder/embedding-cache/1"
+_HASH_CHUNK = 1 << 22
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What evaluate/ needs from an engine (docs/CONTRACTS.md); export/ engines match it by duck typing.
+
+    ``embed`` maps ``uint8 (N, H, W, 3)`` to ``float32 (N, D)``. ``source_path`` is the model file (hashed for
+    the cache) or ``None``; an engine without a file may offer a ``cache_token: str`` attribute instead.
+    The caller owns the engine's lifetime (``with engine: ...``); extraction never enters or exits it.
+    """
+
+    name: str
+    source_path: Path | None
+
+    def embed(self, images: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """Embeddings of one split and how they were obtained.
+
+    Attributes:
+        embeddings: ``float32 (N, D)``.
+        images_per_s: throughput of the engine when these embeddings were computed (from the sidecar on a hit).
+        cache_hit: loaded from the cache instead of running the engine.
+        cache_path: the ``.npy`` file, or ``None`` when uncached.
+    """
+
+    embeddings: np.ndarray
+    images_per_s: float
+    cache_hit: bool
+    cache_path: Path | None
+
+
+_file_hash_memo: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 hex digest of a file, memoised per (path, size, mtime) within the process."""
+    st = path.stat()
+    memo_key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo_key not in _file_hash_memo:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
+                h.update(chunk)
+        _file_hash_memo[memo_key] = h.hexdigest()
+    return _file_hash_memo[memo_key]
+
+
+def engine_fingerprint(engine: Any) -> str | None:
+    """Identity of the engine's weights: the model file hash, else its ``cache_token``, else ``None``."""
+    source = getattr(engine, "source_path", None)
+    if source is not None:
+        source = Path(source)
+        if not source.is_file():
+            raise ValueError(f"engine {getattr(engine, 'name', '?')!r}: source_path {source} is not a file")
+        return "sha256:" + file_sha256(source)
+    token = getattr(engine, "cache_token", None)
+    return f"token:{token}" if token else None
+
+
+def _images_digest(images: np.ndarray) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    flat = np.ascontiguousarray(images).reshape(-1).view(np.uint8)
+    for start in range(0, flat.size, _HASH_CHUNK):
+        h.update(flat[start : start + _HASH_CHUNK].data)
+    return h.hexdigest()
+
+
+def cache_key(engine: Any, images: np.ndarray, dataset_id: str, split: str) -> str | None:
+    """Hex key of the cache entry for these (engine, images), or ``None`` when the engine is not identifiable."""
+    fp = engine_fingerprint(engine)
+    if fp is None:
+        return None
+    payload = json.dumps(
+        {
+            "format": CACHE_FORMAT,
+            "engine": fp,
+            "engine_name": getattr(engine, "name", ""),
+            "dataset": dataset_id,
+            "split": split,
+            "shape": list(images.shape),
+            "dtype": str(images.dtype),
+            "images": _images_digest(images),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def _check_images(engine: Any, images: object) -> np.ndarray:
+    if not isinstance(images, np.ndarray):
+        raise TypeError(f"images must be a numpy array, got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be (N, H, W, 3), got shape {images.shape}")
+    if images.shape[0] == 0:
+        raise ValueError("images are empty (shape {}): the split has no images".format(images.shape))
+    if images.dtype != np.uint8:
+        raise TypeError(f"images must be uint8, got {images.dtype}")
+    spec = getattr(engine, "input_spec", None)
+    h, w = getattr(spec, "height", None), getattr(spec, "width", None)
+    if h is not None and w is not None and images.shape[1:3] != (h, w):
+        raise ValueError(
+            f"engine {getattr(engine, 'name', '?')!r} expects {h}x{w} images but got {images.shape[1]}x{images.shape[2]}"
+        )
+    return images
+
+
+def _check_output(out: object, n: int, engine_name: str, dim: int | None) -> np.ndarray:
+    if not isinstance(out, np.ndarray) or out.ndim != 2 or out.shape[0] != n:
+        shape = getattr(out, "shape", type(out).__name__)
+        raise ValueError(f"engine {engine_name!r} returned {shape} for a batch of {n} images; expected ({n}, D)")
+    if dim is not None and out.shape[1] != dim:
+        raise ValueError(f"engine {engine_name!r} changed its embedding width from {dim} to {out.shape[1]}")
+    out = out.astype(np.float32, copy=False)
+    if not np.isfinite(out).all():
+        raise ValueError(f"engine {engine_name!r} returned NaN/Inf embeddings")
+    return out
+
+
+def _run_engine(engine: Any, images: np.ndarray, batch_size: int, progress: bool) -> np.ndarray:
+    name = getattr(engine, "name", type(engine).__name__)
+    n = images.shape[0]
+    starts = range(0, n, batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc=f"embed {name}", unit="batch", total=(n + batch_size - 1) // batch_size)
+    out: np.ndarray | None = None
+    for s in starts:
+        batch = images[s : s + batch_size]
+        emb = _check_output(engine.embed(batch), batch.shape[0], name, None if out is None else out.shape[1])
+        if out is None:
+            out = np.empty((n, emb.shape[1]), dtype=np.float32)
+        out[s : s + batch.shape[0]] = emb
+    assert out is not None
+    return out
+
+
+def _dist_world() -> tuple[int, int]:
+    """(rank, world size) when running under an initialised torch.distributed group, else (0, 1)."""
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return 0, 1
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _run_sharded(engine: Any, images: np.ndarray, batch_size: int, progress: bool, rank: int, world: int) -> np.ndarray:
+    """Data-parallel extraction (e.g. under ``torchrun``): each rank embeds one contiguous shard, then an
+    all-gather gives every rank the full ``(N, D)`` array in the original order."""
+    import torch
+    import torch.distributed as dist
+
+    bounds = np.linspace(0, images.shape[0], world + 1).astype(int)
+    if np.any(np.diff(bounds) == 0):
+        raise ValueError(f"{images.shape[0]} images cannot be split over {world} ranks (every shard needs one)")
+    mine = _run_engine(engine, images[bounds[rank] : bounds[rank + 1]], batch_size, progress and rank == 0)
+    width = int(np.diff(bounds).max())
+    padded = torch.zeros(width, mine.shape[1], dtype=torch.float32)
+    padded[: mine.shape[0]] = torch.from_numpy(mine)
+    # NCCL needs CUDA tensors; gloo (CPU) takes them as they are.
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    parts = [torch.empty_like(padded, device=device) for _ in range(world)]
+    dist.all_gather(parts, padded.to(device))
+    return np.concatenate([p[: bounds[i + 1] - bounds[i]].cpu().numpy() for i, p in enumerate(parts)])
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write through ``write(file_object)`` to a temp file in ``path``'s directory, then ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_cached(npy: Path, meta_path: Path, n: int) -> tuple[np.ndarray, float] | None:
+    try:
+        emb = np.load(npy, allow_pickle=False)
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:  # a truncated or foreign file: recompute rather than fail
+        log.warning("ignoring unreadable embedding cache %s (%s)", npy, exc)
+        return None
+    if emb.ndim != 2 or emb.shape[0] != n or emb.dtype != np.float32 or not np.isfinite(emb).all():
+        log.warning("ignoring embedding cache %s with shape %s dtype %s", npy, emb.shape, emb.dtype)
+        return None
+    return emb, float(meta.get("images_per_s", float("nan")))
+
+
+def extract(
+    engine: Any,
+    images: np.ndarray,
+    *,
+    batch_size: int = 256,
+    cache_dir: Path | None = None,
+    dataset_id: str = "",
+    split: str = "",
+    progress: bool = False,
+) -> Extraction:
+    """Embed ``uint8 (N, H, W, 3)`` images through ``engine`` (or load them from the cache); see module doc."""
+    images = _check_images(engine, images)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    key = cache_key(engine, images, dataset_id, split) if cache_dir is not None else None
+    npy = meta_path = None
+    if key is not None:
+        cache_dir = Path(cache_dir)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        npy, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
+        if npy.is_file() and meta_path.is_file():
+            cached = _load_cached(npy, meta_path, images.shape[0])
+            if cached is not None:
+                log.info("embedding cache hit for %s %s/%s: %s", getattr(engine, "name", "?"), dataset_id, split, npy)
+                return Extraction(cached[0], cached[1], True, npy)
+    elif cache_dir is not None:
+        log.warning("engine %r has neither source_path nor cache_token: not caching", getattr(engine, "name", "?"))
+
+    start = time.perf_counter()
+    rank, world = _dist_world()
+    if world > 1:
+        emb = _run_sharded(engine, images, batch_size, progress, rank, world)
+    else:
+        emb = _run_engine(engine, images, batch_size, progress)
+    images_per_s = images.shape[0] / max(time.perf_counter() - start, 1e-9)
+    if npy is not None and meta_path is not None and rank == 0:  # one writer; the file is atomic for readers
+        meta = {"format": CACHE_FORMAT, "engine": getattr(engine, "name", ""), "dataset": dataset_id,
+                "split": split, "shape": list(emb.shape), "images_per_s": images_per_s}
+        _atomic_write(npy, lambda f: np.save(f, emb, allow_pickle=False))
+        _atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=2).encode()))
+    return Extraction(emb, images_per_s, False, npy)
+
+
+def extract_embeddings(
+    engine: Any,
+    images: np.ndarray,
+    *,
+    batch_size: int = 256,
+    cache_dir: Path | None = None,
+    dataset_id: str = "",
+    split: str = "",
+    progress: bool = False,
+) -> np.ndarray:
+    """``float32 (N, D)`` embeddings of ``uint8 (N, H, W, 3)`` images; :func:`extract` without the metadata."""
+    return extract(
+        engine, images, batch_size=batch_size, cache_dir=cache_dir, dataset_id=dataset_id, split=split,
+        progress=progress,
+    ).embeddings

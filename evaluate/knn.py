@@ -1,0 +1,202 @@
+"""Exact cosine k-nearest-neighbour search with FAISS and weighted kNN classification.
+
+Search: ``IndexFlatIP``-equivalent brute force (``faiss.knn`` / ``faiss.knn_gpu``) on L2-normalised
+vectors, tiled over queries and bank so that no ``Q x N`` similarity matrix is ever held; per-tile top-k
+results are merged with ``faiss.ResultHeap`` exactly as ``faiss.contrib.exhaustive_search`` does.
+Classification: Wu et al. (2018) / DINO weighted vote, ``score[q, c] = sum_{j in topk(q), y_j = c} exp(s_qj / T)``.
+Approximate indexes never feed these numbers (see ``index_bench.py`` for those).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import faiss
+import numpy as np
+import torch
+
+from evaluate.validation import check_embeddings, check_labels, check_same_dim, l2_normalize
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MEMORY_BUDGET_BYTES = 512 * 2**20
+_MAX_QUERY_TILE = 16384
+
+
+def available_cpus() -> int:
+    """Cores this process may run on (cgroup/affinity aware where the OS tells us)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS has no sched_getaffinity
+        return max(1, os.cpu_count() or 1)
+
+
+def configure_threads(num_threads: int | None = None) -> int:
+    """Set FAISS (OpenMP) and PyTorch intra-op thread counts to the same explicit value.
+
+    Both libraries default to "all cores" independently; used together (or next to a data loader) they
+    oversubscribe the CPU, which makes search several times slower on small machines.
+    Returns the thread count used.
+    """
+    n = available_cpus() if num_threads is None else int(num_threads)
+    if n < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads!r}")
+    faiss.omp_set_num_threads(n)
+    torch.set_num_threads(n)
+    return n
+
+
+def _tile_sizes(nq: int, nb: int, dim: int, k: int, budget: int) -> tuple[int, int]:
+    """(query tile, bank tile) such that a bank tile plus one query-tile x bank-tile block fit ``budget``."""
+    q_tile = min(nq, _MAX_QUERY_TILE)
+    b_tile = budget // (4 * (dim + q_tile)) - 1
+    return q_tile, int(min(nb, max(k, b_tile, 1)))
+
+
+def exact_search(
+    bank: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    *,
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
+    normalize: bool = True,
+    use_gpu: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by inner product (cosine after normalisation), tiled under a memory budget.
+
+    Args:
+        bank: ``(N, D)`` database embeddings.
+        queries: ``(Q, D)`` query embeddings.
+        k: neighbours per query, ``1 <= k <= N``.
+        memory_budget_bytes: bound on bank tile + similarity block held at once.
+        normalize: L2-normalise both sides first (cosine similarity).
+        use_gpu: ``None`` = GPU when the installed FAISS sees one.
+
+    Returns:
+        ``(sims float32 (Q, k), ids int64 (Q, k))`` sorted by decreasing similarity, ties by increasing
+        bank index (deterministic whatever the tiling).
+    """
+    bank = check_embeddings(bank, "bank embeddings")
+    queries = check_embeddings(queries, "query embeddings")
+    check_same_dim(bank, queries)
+    nb, dim = bank.shape
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if k > nb:
+        raise ValueError(f"k={k} is larger than the bank ({nb} embeddings)")
+    if normalize:
+        bank, queries = l2_normalize(bank), l2_normalize(queries)
+    gpu = faiss.get_num_gpus() > 0 if use_gpu is None else use_gpu
+    res = faiss.StandardGpuResources() if gpu else None
+    nq = queries.shape[0]
+    q_tile, b_tile = _tile_sizes(nq, nb, dim, k, memory_budget_bytes)
+    sims = np.empty((nq, k), dtype=np.float32)
+    ids = np.empty((nq, k), dtype=np.int64)
+    for q0 in range(0, nq, q_tile):
+        xq = queries[q0 : q0 + q_tile]
+        heap = faiss.ResultHeap(xq.shape[0], k, keep_max=True)
+        for b0 in range(0, nb, b_tile):
+            xb = bank[b0 : b0 + b_tile]
+            kt = min(k, xb.shape[0])
+            if gpu:
+                d, i = faiss.knn_gpu(res, xq, xb, kt, metric=faiss.METRIC_INNER_PRODUCT)
+            else:
+                d, i = faiss.knn(xq, xb, kt, metric=faiss.METRIC_INNER_PRODUCT)
+            heap.add_result(d, i + b0)
+        heap.finalize()
+        sims[q0 : q0 + q_tile], ids[q0 : q0 + q_tile] = _sort_rows(heap.D, heap.I)
+    return sims, ids
+
+
+def _sort_rows(sims: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Order each row by (-similarity, id) so equal similarities come out in bank order."""
+    order = np.lexsort((ids, -sims), axis=1)
+    return np.take_along_axis(sims, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+
+def vote_scores(
+    sims: np.ndarray, neighbor_labels: np.ndarray, num_classes: int, temperature: float
+) -> np.ndarray:
+    """Weighted vote ``(Q, C) float64``: ``sum exp(sim/T)`` over neighbours of each class.
+
+    Args:
+        sims: ``(Q, k)`` cosine similarities of the neighbours.
+        neighbor_labels: ``(Q, k)`` int class ids of the neighbours.
+    """
+    if temperature <= 0:
+        raise ValueError(f"kNN temperature must be > 0, got {temperature!r}")
+    weights = np.exp(sims.astype(np.float64) / temperature)  # (Q, k); |sim| <= 1 so no overflow for T >= 0.002
+    scores = np.zeros((sims.shape[0], num_classes), dtype=np.float64)
+    rows = np.repeat(np.arange(sims.shape[0]), sims.shape[1])
+    np.add.at(scores, (rows, neighbor_labels.ravel()), weights.ravel())
+    return scores
+
+
+def knn_classify(
+    bank: np.ndarray,
+    bank_labels: np.ndarray,
+    queries: np.ndarray,
+    *,
+    k: int = 20,
+    temperature: float = 0.07,
+    num_classes: int | None = None,
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
+) -> np.ndarray:
+    """Weighted kNN class scores ``(Q, C) float64`` for queries against a labelled bank.
+
+    ``C`` is ``num_classes`` or ``max(bank_labels) + 1``. Use :func:`rank_classes` for predictions.
+    """
+    bank = check_embeddings(bank, "bank embeddings")
+    bank_labels = check_labels(bank_labels, bank.shape[0], "bank labels")
+    sims, ids = exact_search(bank, queries, k, memory_budget_bytes=memory_budget_bytes)
+    c = _num_classes(num_classes, bank_labels)
+    return vote_scores(sims, bank_labels[ids], c, temperature)
+
+
+def _num_classes(num_classes: int | None, *label_arrays: np.ndarray) -> int:
+    inferred = max(int(a.max()) + 1 for a in label_arrays if a.size)
+    if num_classes is None:
+        return inferred
+    if num_classes < inferred:
+        raise ValueError(f"num_classes={num_classes} but labels go up to {inferred - 1}")
+    return int(num_classes)
+
+
+def rank_classes(scores: np.ndarray, top: int) -> np.ndarray:
+    """``(Q, top) int64`` class ids by decreasing score; ties go to the lower class id (stable sort)."""
+    return np.argsort(-scores, axis=1, kind="stable")[:, :top]
+
+
+def topk_accuracy(scores: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """Fractions in [0, 1] of rows whose label is among the ``k`` best-scored classes, as ``{"top<k>": acc}``.
+
+    With fewer than ``k`` classes, top-k counts every class (accuracy 1.0), as the references do.
+    """
+    labels = check_labels(labels, scores.shape[0], "query labels")
+    ranked = rank_classes(scores, max(ks))
+    return {f"top{k}": float((ranked[:, :k] == labels[:, None]).any(axis=1).mean()) for k in ks}
+
+
+def knn_accuracy(
+    bank: np.ndarray,
+    bank_labels: np.ndarray,
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    *,
+    k: int = 20,
+    temperature: float = 0.07,
+    num_classes: int | None = None,
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
+) -> dict[str, float]:
+    """Weighted kNN top-1/top-5 accuracy, ``{"top1": float, "top5": float}`` in [0, 1]."""
+    bank = check_embeddings(bank, "bank embeddings")
+    queries = check_embeddings(queries, "query embeddings")
+    bank_labels = check_labels(bank_labels, bank.shape[0], "bank labels")
+    query_labels = check_labels(query_labels, queries.shape[0], "query labels")
+    c = _num_classes(num_classes, bank_labels, query_labels)
+    scores = knn_classify(
+        bank, bank_labels, queries, k=k, temperature=temperature, num_classes=c,
+        memory_budget_bytes=memory_budget_bytes,
+    )
+    return topk_accuracy(scores, query_labels)

@@ -1,0 +1,22 @@
+"""Worker for test_extract_distributed: run by torchrun with 2 CPU ranks (gloo)."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from conftest import ProjectionEngine, make_images  # noqa: E402
+from evaluate.extract import extract  # noqa: E402
+
+dist.init_process_group("gloo")
+model, out = Path(sys.argv[1]), Path(sys.argv[2])
+x, _ = make_images(13, 3, seed=4)  # 39 images: shards of 19 and 20
+engine = ProjectionEngine(model)
+res = extract(engine, x, batch_size=8, cache_dir=out / "cache", dataset_id="toy", split="train")
+np.save(out / f"rank{dist.get_rank()}.npy", res.embeddings)
+np.save(out / f"calls{dist.get_rank()}.npy", np.array([engine.calls]))
+dist.destroy_process_group()

@@ -1,0 +1,116 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ProjectionEngine, make_projection_model
+from evaluate.extract import Engine, cache_key, extract, extract_embeddings
+
+
+def test_embeddings_match_engine_and_batches(engine, images):
+    x = images[0]
+    emb = extract_embeddings(engine, x, batch_size=7)
+    assert emb.shape == (len(x), 16) and emb.dtype == np.float32
+    np.testing.assert_allclose(emb, engine.embed(x), atol=1e-6)  # BLAS blocking differs by batch size
+    assert isinstance(engine, Engine)
+
+
+def test_second_extraction_is_a_cache_hit(engine, images, tmp_path):
+    x = images[0]
+    first = extract(engine, x, batch_size=16, cache_dir=tmp_path / "c", dataset_id="toy", split="train")
+    calls = engine.calls
+    second = extract(engine, x, batch_size=16, cache_dir=tmp_path / "c", dataset_id="toy", split="train")
+    assert not first.cache_hit and second.cache_hit and engine.calls == calls
+    np.testing.assert_array_equal(first.embeddings, second.embeddings)
+    assert second.images_per_s == first.images_per_s
+    assert not list((tmp_path / "c").glob("*.tmp"))  # atomic writes leave no temp files
+
+
+def test_cache_key_depends_on_model_dataset_split_and_images(tmp_path, images):
+    x = images[0]
+    a = ProjectionEngine(make_projection_model(tmp_path / "a.npy", seed=0))
+    b = ProjectionEngine(make_projection_model(tmp_path / "b.npy", seed=1))
+    base = cache_key(a, x, "toy", "train")
+    assert base == cache_key(a, x.copy(), "toy", "train")
+    others = {cache_key(b, x, "toy", "train"), cache_key(a, x, "toy2", "train"),
+              cache_key(a, x, "toy", "test"), cache_key(a, x[:-1], "toy", "train"),
+              cache_key(a, 255 - x, "toy", "train")}
+    assert base not in others and len(others) == 5
+
+
+def test_corrupt_cache_is_recomputed(engine, images, tmp_path):
+    x = images[0]
+    first = extract(engine, x, cache_dir=tmp_path, dataset_id="toy", split="train")
+    first.cache_path.write_bytes(b"not a npy file")
+    again = extract(engine, x, cache_dir=tmp_path, dataset_id="toy", split="train")
+    assert not again.cache_hit
+    np.testing.assert_array_equal(again.embeddings, first.embeddings)
+
+
+class _BadEngine:
+    name = "bad"
+    source_path = None
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def embed(self, images):
+        return self.fn(images)
+
+
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (lambda x: np.full((len(x), 4), np.nan, np.float32), "NaN/Inf"),
+        (lambda x: np.zeros((len(x) + 1, 4), np.float32), r"expected \(5, D\)"),
+        (lambda x: np.zeros((len(x),), np.float32), r"expected \(5, D\)"),
+    ],
+)
+def test_bad_engine_output(fn, match, images):
+    with pytest.raises(ValueError, match=match):
+        extract_embeddings(_BadEngine(fn), images[0][:5])
+
+
+def test_bad_images(engine, images):
+    x = images[0]
+    with pytest.raises(ValueError, match="empty"):
+        extract_embeddings(engine, x[:0])
+    with pytest.raises(ValueError, match=r"\(N, H, W, 3\)"):
+        extract_embeddings(engine, x[..., 0])
+    with pytest.raises(TypeError, match="uint8"):
+        extract_embeddings(engine, x.astype(np.float32))
+
+
+def test_input_spec_mismatch(engine, images):
+    engine.input_spec = type("Spec", (), {"height": 16, "width": 16})()
+    with pytest.raises(ValueError, match="expects 16x16 images but got 8x8"):
+        extract_embeddings(engine, images[0])
+
+
+def test_missing_model_file(tmp_path, images):
+    eng = ProjectionEngine(make_projection_model(tmp_path / "m.npy"))
+    eng.source_path = Path(tmp_path / "gone.onnx")
+    with pytest.raises(ValueError, match="gone.onnx is not a file"):
+        extract(eng, images[0], cache_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_extract_distributed_matches_single_process(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import make_images
+
+    model = make_projection_model(tmp_path / "m.npy")
+    worker = Path(__file__).with_name("dist_extract_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(worker), str(model), str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    x, _ = make_images(13, 3, seed=4)
+    want = ProjectionEngine(model).embed(x)
+    for r in (0, 1):
+        np.testing.assert_allclose(np.load(tmp_path / f"rank{r}.npy"), want, atol=1e-6)
+    # each rank ran only its shard: ceil(19/8) + ceil(20/8) = 3 + 3 batches
+    assert [int(np.load(tmp_path / f"calls{r}.npy")[0]) for r in (0, 1)] == [3, 3]
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
