@@ -7,9 +7,8 @@ import numpy as np
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from conftest import ProjectionEngine, make_images  # noqa: E402
+from tests.evaluate.conftest import ProjectionEngine, make_images  # noqa: E402
 from evaluate.extract import extract  # noqa: E402
 
 dist.init_process_group("gloo")

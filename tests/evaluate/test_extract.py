@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ProjectionEngine, make_projection_model
+from tests.evaluate.conftest import ProjectionEngine, make_projection_model
 from evaluate.extract import Engine, cache_key, extract, extract_embeddings
 
 
@@ -99,7 +99,7 @@ def test_extract_distributed_matches_single_process(tmp_path):
     import subprocess
     import sys
 
-    from conftest import make_images
+    from tests.evaluate.conftest import make_images
 
     model = make_projection_model(tmp_path / "m.npy")
     worker = Path(__file__).with_name("dist_extract_worker.py")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import ProjectionEngine, make_projection_model
+from tests.evaluate.conftest import ProjectionEngine, make_projection_model
 from evaluate.baselines import RawPixelEngine
 from evaluate.knn import knn_accuracy
 from evaluate.suite import EvalConfig, compare_engines, eval_config_from_dict, evaluate_engine

@@ -109,7 +109,7 @@ def test_failed_gate_writes_bundle_then_raises(backbone, real_images, tmp_path) 
 INTERRUPTED_SCRIPT = """
 import sys, numpy as np
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
-from conftest import make_backbone, PREPROCESS, BACKBONE_CONFIG
+from tests.export.conftest import make_backbone, PREPROCESS, BACKBONE_CONFIG
 from export.bundle import export_bundle
 d = np.load(sys.argv[4])
 export_bundle((make_backbone(1), PREPROCESS, BACKBONE_CONFIG), sys.argv[3], calibration_images=d["c"],

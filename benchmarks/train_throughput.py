@@ -1,0 +1,176 @@
+"""Training throughput: this trainer's MoCo v2 step against a reference step built from lightly's building blocks.
+
+Both run on the same machine in one process, with the same backbone (train.backbones ResNet-18 layout), batch,
+queue size, augmentation family and data (cifar10_dev, or random uint8 images with --synthetic):
+
+- ours: uint8 data in memory, batched two-view augmentation (train/augment.py), split BN + key shuffle,
+  bf16 autocast + channels_last where the CPU supports bf16, ``_foreach`` EMA — i.e. ``train.loop``'s step;
+- reference: torchvision per-sample transforms (RandomResizedCrop, ColorJitter, RandomGrayscale, flip) in a
+  DataLoader with one worker, lightly's ``MoCoProjectionHead``, ``NTXentLoss(memory_bank_size=K)``,
+  ``update_momentum``, ``batch_shuffle``/``batch_unshuffle``, fp32.
+
+Prints images/s, extrapolated seconds per epoch, the ratio, peak memory, and the achieved training FLOP/s
+against the machine's measured dense-matmul FLOP/s (bf16 and fp32). Needs ``pip install lightly`` (its
+building blocks import without its optional dependencies: ``pip install --no-deps lightly`` suffices).
+
+Usage: python benchmarks/train_throughput.py [--steps 8] [--batch 256] [--width 16] [--threads 0] [--synthetic]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from train.augment import AugmentParams, two_views  # noqa: E402
+from train.backbones import BackboneConfig, build_backbone  # noqa: E402
+from train.loop import resolve_bf16  # noqa: E402
+from train.moco import build_moco  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MEAN, STD = (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)
+
+
+def load_images(synthetic: bool) -> np.ndarray:
+    path = Path(os.environ.get("EDGE_ENCODER_CIFAR10_DEV", ROOT.parent / "shared" / "data" / "cifar10_dev.npz"))
+    if synthetic or not path.is_file():
+        return np.random.default_rng(0).integers(0, 256, (10000, 32, 32, 3), dtype=np.uint8)
+    return np.load(path)["x_train"]
+
+
+def ours(images: np.ndarray, args: argparse.Namespace) -> tuple[float, float]:
+    """Seconds per step (median of args.steps after 2 warm-up steps) and training FLOPs per step."""
+    torch.manual_seed(0)
+    model = build_moco(BackboneConfig(width=args.width), method="moco_v2", proj_hidden_dim=0, proj_dim=128,
+                       pred_hidden_dim=0, queue_size=4096, temperature=0.2, symmetric=False,
+                       split_bn_groups=args.split_bn).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.query_parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
+    bf16 = resolve_bf16("auto", torch.device("cpu"))
+    data = torch.from_numpy(images)
+    gen = torch.Generator().manual_seed(0)
+    p = AugmentParams(out_size=32, mean=MEAN, std=STD)
+    order = torch.randperm(len(data), generator=gen)
+
+    def step(i: int) -> None:
+        batch = data[order[(i * args.batch) % (len(data) - args.batch):][:args.batch]]
+        v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in two_views(batch, p, gen))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(v1, v2, 0.99)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    flops = FlopCounterMode(display=False)
+    with flops:
+        step(0)
+    return _timed(step, args.steps), flops.get_total_flops()
+
+
+def reference(images: np.ndarray, args: argparse.Namespace) -> float:
+    """Seconds per step of the lightly-built reference (DataLoader with per-sample torchvision transforms)."""
+    import torchvision.transforms as T
+    from lightly.loss import NTXentLoss
+    from lightly.models.modules import MoCoProjectionHead
+    from lightly.models.utils import batch_shuffle, batch_unshuffle, deactivate_requires_grad, update_momentum
+    from PIL import Image
+
+    aug = T.Compose([T.RandomResizedCrop(32, scale=(0.2, 1.0)), T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+                     T.RandomGrayscale(p=0.2), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
+
+    class TwoViews(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(images)
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+            img = Image.fromarray(images[i])
+            return aug(img), aug(img)
+
+    loader = torch.utils.data.DataLoader(TwoViews(), batch_size=args.batch, shuffle=True, drop_last=True,
+                                         num_workers=1, persistent_workers=True)
+    torch.manual_seed(0)
+    backbone = build_backbone(BackboneConfig(width=args.width))
+    head = MoCoProjectionHead(backbone.out_dim, backbone.out_dim, 128)
+    backbone_k, head_k = copy.deepcopy(backbone), copy.deepcopy(head)
+    deactivate_requires_grad(backbone_k)
+    deactivate_requires_grad(head_k)
+    criterion = NTXentLoss(temperature=0.2, memory_bank_size=(4096, 128))
+    opt = torch.optim.SGD(list(backbone.parameters()) + list(head.parameters()), lr=0.06, momentum=0.9,
+                          weight_decay=5e-4)
+    batches = iter(loader)
+
+    def step(i: int) -> None:
+        x_q, x_k = next(batches)
+        update_momentum(backbone, backbone_k, 0.99)
+        update_momentum(head, head_k, 0.99)
+        q = head(backbone(x_q))
+        with torch.no_grad():
+            x_k, shuffle = batch_shuffle(x_k)
+            k = batch_unshuffle(head_k(backbone_k(x_k)), shuffle)
+        loss = criterion(q, k)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return _timed(step, args.steps)
+
+
+def _timed(step, steps: int) -> float:  # noqa: ANN001
+    step(0)
+    step(1)
+    times = []
+    for i in range(steps):
+        t0 = time.perf_counter()
+        step(i + 2)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def matmul_flops(dtype: torch.dtype, n: int = 1024, reps: int = 20) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--split-bn", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--synthetic", action="store_true", help="random images instead of cifar10_dev")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    images = load_images(args.synthetic)
+    steps_per_epoch = len(images) // args.batch
+    t_ours, flops = ours(images, args)
+    rss_ours = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t_ref = reference(images, args)
+    peak_bf16, peak_fp32 = matmul_flops(torch.bfloat16), matmul_flops(torch.float32)
+    print(json.dumps({
+        "threads": torch.get_num_threads(), "batch": args.batch, "width": args.width, "split_bn": args.split_bn,
+        "ours_images_per_s": round(args.batch / t_ours, 1), "reference_images_per_s": round(args.batch / t_ref, 1),
+        "ours_epoch_s": round(t_ours * steps_per_epoch, 1), "reference_epoch_s": round(t_ref * steps_per_epoch, 1),
+        "speedup": round(t_ref / t_ours, 2), "peak_rss_mb_after_ours": round(rss_ours),
+        "train_gflop_per_step": round(flops / 1e9, 2), "achieved_gflop_s": round(flops / t_ours / 1e9, 1),
+        "matmul_peak_gflop_s_bf16": round(peak_bf16 / 1e9, 1), "matmul_peak_gflop_s_fp32": round(peak_fp32 / 1e9, 1),
+        "utilisation_vs_bf16_matmul": round(flops / t_ours / peak_bf16, 3),
+    }))
+
+
+if __name__ == "__main__":
+    main()

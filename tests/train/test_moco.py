@@ -1,0 +1,146 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from train.backbones import BackboneConfig, build_backbone
+from train.checkpoint import plain_backbone_state
+from train.moco import SplitBatchNorm2d, build_moco, in_batch_contrastive_loss, infonce_loss
+
+TINY = BackboneConfig(width=4)
+
+
+def _moco(**kw: object) -> torch.nn.Module:
+    args = dict(method="moco_v2", proj_hidden_dim=0, proj_dim=8, pred_hidden_dim=0, queue_size=10,
+                temperature=0.2, symmetric=False, split_bn_groups=1)
+    torch.manual_seed(0)
+    return build_moco(TINY, **{**args, **kw})
+
+
+def test_infonce_hand_computed() -> None:
+    # One query, positive key at cos 0.6, two negatives at cos 0.8 and 0.0, temperature 0.5:
+    # loss = -log(e^{1.2} / (e^{1.2} + e^{1.6} + e^{0}))
+    q = torch.tensor([[1.0, 0.0]])
+    k = torch.tensor([[0.6, 0.8]])
+    queue = torch.tensor([[0.8, 0.6], [0.0, 1.0]])
+    expected = -math.log(math.exp(1.2) / (math.exp(1.2) + math.exp(1.6) + math.exp(0.0)))
+    assert infonce_loss(q, k, queue, 0.5).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_infonce_is_fp32_for_bf16_inputs_and_averages_queries() -> None:
+    q = F.normalize(torch.randn(4, 8), dim=1)
+    k = F.normalize(torch.randn(4, 8), dim=1)
+    queue = F.normalize(torch.randn(6, 8), dim=1)
+    loss = infonce_loss(q.bfloat16(), k.bfloat16(), queue.bfloat16(), 0.2)
+    assert loss.dtype == torch.float32
+    per_query = [infonce_loss(q[i:i + 1], k[i:i + 1], queue, 0.2) for i in range(4)]
+    assert infonce_loss(q, k, queue, 0.2).item() == pytest.approx(torch.stack(per_query).mean().item(), rel=1e-6)
+
+
+def test_v3_loss_hand_computed() -> None:
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    k = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    t = 0.5
+    # row 0: logits (2, 1.2) target 0; row 1: logits (0, 1.6) target 1; scaled by 2t = 1
+    row0 = -math.log(math.exp(2.0) / (math.exp(2.0) + math.exp(1.2)))
+    row1 = -math.log(math.exp(1.6) / (math.exp(0.0) + math.exp(1.6)))
+    assert in_batch_contrastive_loss(q, k, t).item() == pytest.approx((row0 + row1) / 2 * 2 * t, rel=1e-6)
+
+
+def test_key_encoder_gets_no_gradients_and_follows_ema() -> None:
+    model = _moco()
+    assert all(not p.requires_grad for p in model.key_parameters())
+    # make query and key encoders differ so the EMA is visible
+    with torch.no_grad():
+        for p in model.query_parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    k_before = [p.detach().clone() for p in model.key_parameters()]
+    q_before = [p.detach().clone() for p in model.query_parameters(include_predictor=False)]
+    m = 0.9
+    loss = model(torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16), m)
+    loss.backward()
+    assert all(p.grad is None for p in model.key_parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.query_parameters())
+    for k_new, k_old, q_old in zip(model.key_parameters(), k_before, q_before):
+        torch.testing.assert_close(k_new, k_old * m + q_old * (1 - m), rtol=0, atol=1e-6)  # fp32 rounding only
+
+
+def test_queue_is_fifo_and_wraps_around() -> None:
+    model = _moco(queue_size=10)  # K = 10 does not divide the batch of 4
+    # key j of batch i carries the value 10 * i + j in every coordinate
+    keys = [(10.0 * i + torch.arange(4.0))[:, None].expand(4, 8).clone() for i in range(1, 4)]
+    model.enqueue(keys[0])
+    model.enqueue(keys[1])
+    assert int(model.queue_ptr) == 8
+    model.enqueue(keys[2])
+    # 12 keys into 10 slots: batch 1 -> 0-3, batch 2 -> 4-7, batch 3 -> 8, 9 then wraps to 0, 1
+    assert model.queue[:, 0].tolist() == [32, 33, 12, 13, 20, 21, 22, 23, 30, 31]
+    assert int(model.queue_ptr) == 2
+
+
+def test_queue_larger_batch_keeps_the_newest_keys() -> None:
+    model = _moco(queue_size=4)
+    model.enqueue(torch.arange(6, dtype=torch.float32)[:, None].expand(6, 8).clone())  # keys 0..5, K = 4
+    assert sorted(model.queue[:, 0].tolist()) == [2.0, 3.0, 4.0, 5.0]
+    assert int(model.queue_ptr) == 2  # 6 writes into 4 slots
+
+
+def test_forward_enqueues_keys_symmetric_enqueues_each_once() -> None:
+    model = _moco(queue_size=20, symmetric=True)
+    model(torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16), 0.99)
+    assert int(model.queue_ptr) == 8  # two key batches of 4, each once
+
+
+def test_v3_has_predictor_and_no_queue() -> None:
+    model = _moco(method="moco_v3", proj_hidden_dim=16, pred_hidden_dim=16)
+    assert model.predictor is not None and not hasattr(model, "queue")
+    loss = model(torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16), 0.99)
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+def test_split_bn_normalises_groups_independently() -> None:
+    torch.manual_seed(0)
+    bn = SplitBatchNorm2d(3, num_splits=2).train()
+    x = torch.randn(8, 3, 4, 4)
+    y = bn(x)
+    x2 = x.clone()
+    x2[1] += 5.0  # sample 1 is in group 1 (odd samples)
+    y2 = bn(x2)
+    torch.testing.assert_close(y2[0::2], y[0::2])  # group 0 untouched
+    assert not torch.allclose(y2[3], y[3])  # group 1 statistics changed
+    # each group is normalised with its own statistics
+    ref = F.batch_norm(x[0::2], None, None, training=True, eps=bn.eps)
+    torch.testing.assert_close(y[0::2], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_key_shuffle_puts_keys_in_other_groups_than_queries() -> None:
+    """The known trap: shuffling on one device changes nothing with plain BN. With split BN it does."""
+    model = _moco(split_bn_groups=4)
+    model.generator = torch.Generator().manual_seed(1)
+    im = torch.randn(16, 3, 16, 16)
+    k_shuffled = model.encode_key(im)
+    model.shuffle_keys = False
+    k_plain = model.encode_key(im)
+    assert not torch.allclose(k_shuffled, k_plain, atol=1e-4)  # the groups (statistics) changed
+    perm = torch.randperm(16, generator=torch.Generator().manual_seed(1))
+    query_group = torch.arange(16) % 4
+    key_group = torch.argsort(perm) % 4  # sample i sits at position argsort(perm)[i] of the shuffled batch
+    assert (query_group != key_group).any()
+
+
+def test_split_bn_exports_as_plain_bn_with_identical_eval_outputs() -> None:
+    model = _moco(split_bn_groups=4)
+    for _ in range(3):  # move the running statistics away from their initial values
+        model(torch.randn(16, 3, 16, 16), torch.randn(16, 3, 16, 16), 0.99)
+    plain = build_backbone(TINY)
+    plain.load_state_dict(plain_backbone_state(model.backbone_q))
+    assert not any(isinstance(m, SplitBatchNorm2d) for m in plain.modules())
+    assert isinstance(plain.bn1, nn.BatchNorm2d)
+    x = torch.randn(5, 3, 16, 16)
+    model.backbone_q.eval()
+    plain.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), model.backbone_q(x), rtol=0, atol=0)

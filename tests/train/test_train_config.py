@@ -1,0 +1,69 @@
+import pytest
+
+from train.config import PRESETS, TrainConfig, preset_config, train_config_from_dict, with_overrides
+
+
+def test_defaults_roundtrip_through_dict() -> None:
+    config = TrainConfig()
+    assert train_config_from_dict(config.to_dict()) == config
+
+
+def test_unknown_key_is_named_with_suggestion() -> None:
+    with pytest.raises(ValueError, match=r"unknown train config key 'batch_sise'; did you mean 'batch_size'"):
+        train_config_from_dict({"batch_sise": 64})
+    with pytest.raises(ValueError, match="unknown train config key 'tempreature'"):
+        with_overrides(TrainConfig(), tempreature=0.1)
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("batch_size", True, "expected int, got bool"),  # bool is not an int
+    ("batch_size", 3.0, "expected int, got float"),
+    ("base_lr", "0.1", "expected float, got str"),
+    ("symmetric", 1, "expected bool, got int"),
+    ("bf16", 1, "expected str or bool, got int"),
+    ("method", 2, "expected str, got int"),
+])
+def test_wrong_types_name_key_expected_and_given(key: str, value: object, expected: str) -> None:
+    with pytest.raises(ValueError, match=rf"'{key}': {expected}"):
+        train_config_from_dict({key: value})
+
+
+def test_int_accepted_for_float() -> None:
+    config = train_config_from_dict({"base_lr": 1, "temperature": 1})
+    assert config.base_lr == 1.0 and isinstance(config.base_lr, float)
+
+
+@pytest.mark.parametrize("overrides, key", [
+    ({"queue_size": 0}, "queue_size"),
+    ({"key_momentum": 1.01}, "key_momentum"),
+    ({"key_momentum": -0.1}, "key_momentum"),
+    ({"batch_size": 1}, "batch_size"),
+    ({"temperature": 0.0}, "temperature"),
+    ({"method": "simclr"}, "method"),
+    ({"optimizer": "adam"}, "optimizer"),
+    ({"grayscale_prob": 1.5}, "grayscale_prob"),
+    ({"crop_min_scale": 0.0}, "crop_min_scale"),
+    ({"warmup_epochs": 20.0, "epochs": 10}, "warmup_epochs"),
+    ({"bf16": "maybe"}, "bf16"),
+    ({"split_bn_groups": 0}, "split_bn_groups"),
+    ({"keep_last": 0}, "keep_last"),
+])
+def test_range_errors_name_the_key(overrides: dict, key: str) -> None:
+    with pytest.raises(ValueError, match=f"'{key}'"):
+        train_config_from_dict(overrides)
+
+
+def test_queue_size_ignored_without_queue() -> None:
+    assert train_config_from_dict({"method": "moco_v3", "queue_size": 0}).queue_size == 0
+
+
+def test_presets_hold_the_published_defaults() -> None:
+    v1, v2, v3, demo = (preset_config(n) for n in ("moco_v1", "moco_v2", "moco_v3", "cifar_demo"))
+    assert (v1.method, v1.temperature, v1.queue_size, v1.key_momentum) == ("moco_v1", 0.07, 65536, 0.999)
+    assert (v2.method, v2.temperature, v2.blur_prob, v2.grayscale_prob) == ("moco_v2", 0.2, 0.5, 0.2)
+    assert (v3.method, v3.symmetric, v3.key_momentum_schedule, v3.optimizer) == ("moco_v3", True, "cosine", "lars")
+    assert (demo.queue_size, demo.key_momentum, demo.temperature, demo.batch_size) == (4096, 0.99, 0.1, 512)
+    assert demo.base_lr * demo.batch_size / 256 == pytest.approx(0.06)  # lr 0.06 at batch 512
+    assert set(PRESETS) == {"moco_v1", "moco_v2", "moco_v3", "cifar_demo"}
+    with pytest.raises(ValueError, match="unknown train preset 'byol'"):
+        preset_config("byol")

@@ -1,0 +1,421 @@
+"""The MoCo training loop: in-memory uint8 data, batched augmentation, bf16 autocast, atomic checkpoints, exact resume.
+
+One readable loop. Every source of randomness is an explicit, checkpointed ``torch.Generator`` (augmentation and
+key shuffle) or a pure function of ``(seed, epoch)`` (the data order), so a resumed run repeats an uninterrupted
+one bit for bit on CPU. Labels never reach this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import resource
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from train.augment import AugmentParams, two_views
+from train.backbones import BackboneConfig
+from train.checkpoint import (FORMAT, checkpoint_path, latest_checkpoint, load_checkpoint, plain_backbone_state,
+                              prune_checkpoints, save_checkpoint)
+from train.config import TrainConfig
+from train.moco import MoCo, build_moco
+from train.optim import build_optimizer
+from train.schedule import lr_at_step, momentum_at_step, scaled_lr
+
+logger = logging.getLogger(__name__)
+
+# Keys that do not change the training trajectory: a resumed run may change them.
+_RESUME_FREE_KEYS = {"checkpoint_every_steps", "checkpoint_every_epochs", "keep_last", "log_every",
+                     "knn_every_epochs", "num_threads", "compile"}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; training stopped before the optimiser step, checkpoints untouched."""
+
+
+@dataclass
+class TrainResult:
+    """What ``train_moco`` returns. ``checkpoint_path`` is the final checkpoint (what export/ reads)."""
+
+    checkpoint_path: Path
+    steps: int
+    epochs: int
+    final_loss: float
+    images_per_s: float
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from_step: int | None = None
+
+
+def resolve_bf16(setting: str | bool, device: torch.device) -> bool:
+    """``"auto"``: bf16 where the hardware computes it natively (CUDA with bf16, x86 CPUs with AVX512-BF16/AMX)."""
+    if setting != "auto":
+        return bool(setting)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu" and sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            flags = Path("/proc/cpuinfo").read_text()
+            return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
+
+
+def resolve_split_groups(groups: int, batch_size: int) -> int:
+    """The largest group count <= ``groups`` that divides the batch (split BN needs equal groups)."""
+    for g in range(min(groups, batch_size), 0, -1):
+        if batch_size % g == 0 and batch_size // g >= 2:
+            return g
+    return 1
+
+
+def _check_images(images: np.ndarray, config: TrainConfig) -> None:
+    if not isinstance(images, np.ndarray):
+        raise TypeError(f"train images must be a numpy.ndarray, got {type(images).__name__}")
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"train images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    if images.shape[0] < config.batch_size:
+        raise ValueError(f"train config key 'batch_size': {config.batch_size} is larger than the "
+                         f"{images.shape[0]} training images")
+    if config.image_size == 0 and images.shape[1] != images.shape[2]:
+        raise ValueError(f"images are {images.shape[1]}x{images.shape[2]} (not square): set train config key "
+                         "'image_size' to the square training resolution")
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+
+
+def _epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The data order of one epoch, a pure function of (seed, epoch): resume needs no sampler state."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+class _SignalFlag:
+    """Records SIGTERM/SIGINT so the loop can checkpoint at the next step boundary (main thread only)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_SignalFlag":
+        if threading.current_thread() is threading.main_thread():  # signal.signal only works there
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _augment_params(config: TrainConfig, size: int, mean: tuple[float, float, float],
+                    std: tuple[float, float, float]) -> AugmentParams:
+    s = config.color_jitter_strength
+    return AugmentParams(out_size=size, mean=tuple(mean), std=tuple(std), crop_min_scale=config.crop_min_scale,
+                         flip_prob=config.flip_prob, jitter_prob=config.color_jitter_prob, brightness=s, contrast=s,
+                         saturation=s, hue=config.hue_strength, grayscale_prob=config.grayscale_prob,
+                         blur_prob=config.blur_prob, blur_min_size=config.blur_min_size,
+                         solarize_prob=config.solarize_prob)
+
+
+def _rng_state(aug_gen: torch.Generator) -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "aug": aug_gen.get_state(),
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        # numpy's state holds an ndarray, which weights_only loading refuses: store it as a tensor.
+        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], aug_gen: torch.Generator) -> None:
+    aug_gen.set_state(state["aug"])
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    npst = state["numpy"]
+    np.random.set_state(("MT19937", npst["key"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
+                         npst["cached_gaussian"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x: Any) -> Any:
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+@dataclass
+class _Run:
+    """Everything the loop mutates, bundled so helpers stay small."""
+
+    config: TrainConfig
+    run_dir: Path
+    device: torch.device
+    model: MoCo
+    optimizer: torch.optim.Optimizer
+    aug_gen: torch.Generator
+    preprocess: dict[str, Any]
+    backbone_config: BackboneConfig
+    steps_per_epoch: int
+    total_steps: int
+    runtime: dict[str, Any]
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    last_loss: float = float("nan")
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "backbone": plain_backbone_state(self.model.backbone_q),
+            "backbone_config": self.backbone_config.to_dict(),
+            "preprocess": dict(self.preprocess),
+            "config": self.config.to_dict(),
+            "state": {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "step": self.step,
+                "epoch": self.step // self.steps_per_epoch,
+                "batch_in_epoch": self.step % self.steps_per_epoch,
+                "rng": _rng_state(self.aug_gen),
+                "last_loss": self.last_loss,
+                "runtime": dict(self.runtime),
+            },
+            "history": list(self.history),
+        }
+
+    def save(self) -> Path:
+        path = save_checkpoint(checkpoint_path(self.run_dir, self.step), self.payload())
+        prune_checkpoints(self.run_dir, self.config.keep_last)
+        logger.info("saved checkpoint %s", path)
+        return path
+
+    def log(self, record: dict[str, Any]) -> None:
+        with open(self.run_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _resume(run: _Run) -> int | None:
+    """Restore the newest checkpoint of the run directory, if any. Refuses one made with another config."""
+    path = latest_checkpoint(run.run_dir)
+    if path is None:
+        return None
+    payload = load_checkpoint(path, map_location="cpu")
+    saved, now = payload["config"], run.config.to_dict()
+    differing = sorted(k for k in set(saved) | set(now) if k not in _RESUME_FREE_KEYS and saved.get(k) != now.get(k))
+    if differing:
+        changes = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in differing)
+        raise ValueError(f"run directory {run.run_dir} holds a checkpoint ({path.name}) from a different training "
+                         f"config ({changes}); use another run directory or delete {path.parent}")
+    if payload["preprocess"] != run.preprocess:
+        raise ValueError(f"{path}: preprocess {payload['preprocess']} differs from this run's {run.preprocess}")
+    state = payload["state"]
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    _set_rng_state(state["rng"], run.aug_gen)
+    run.step, run.history, run.last_loss = int(state["step"]), list(payload.get("history", [])), state["last_loss"]
+    logger.info("resumed from %s at step %d", path, run.step)
+    return run.step
+
+
+def _call_monitor(run: _Run, monitor: Callable[[nn.Module], dict[str, float]], epoch: int) -> None:
+    backbone = run.model.backbone_q
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            metrics = monitor(backbone)
+    finally:
+        backbone.train()
+    record = {"event": "knn", "epoch": epoch, "step": run.step, **{k: float(v) for k, v in metrics.items()}}
+    run.history.append(record)
+    run.log(record)
+
+
+def _batches(run: _Run, data: torch.Tensor, stop: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(step, uint8 batch)`` from ``run.step`` up to ``stop``; the epoch order is recomputed after a resume."""
+    b, spe = run.config.batch_size, run.steps_per_epoch
+    order, order_epoch = None, -1
+    for step in range(run.step, stop):
+        epoch, i = divmod(step, spe)
+        if epoch != order_epoch:
+            order, order_epoch = _epoch_order(run.config.seed, epoch, data.shape[0]).to(data.device), epoch
+        yield step, data[order[i * b:(i + 1) * b]]
+
+
+def _build_run(images: np.ndarray, config: TrainConfig, run_dir: Path, device: torch.device,
+               mean: tuple[float, float, float], std: tuple[float, float, float]) -> _Run:
+    size = config.image_size or images.shape[1]
+    groups = resolve_split_groups(config.split_bn_groups, config.batch_size)
+    backbone_config = BackboneConfig(arch=config.arch, width=config.width, stem=config.stem)
+    aug_gen = torch.Generator(device=device).manual_seed(config.seed)
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
+        torch.manual_seed(config.seed)
+        model = build_moco(backbone_config, method=config.method, proj_hidden_dim=config.proj_hidden_dim,
+                           proj_dim=config.proj_dim, pred_hidden_dim=config.pred_hidden_dim,
+                           queue_size=config.queue_size, temperature=config.temperature, symmetric=config.symmetric,
+                           split_bn_groups=groups, generator=aug_gen)
+    model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
+    optimizer = build_optimizer(config.optimizer, model.query_parameters(), lr=0.0,
+                                weight_decay=config.weight_decay, momentum=config.momentum_sgd,
+                                exclude_norm_bias=config.exclude_norm_bias_from_wd,
+                                trust_coefficient=config.lars_trust_coefficient)
+    spe = images.shape[0] // config.batch_size  # drop_last: batch norm always sees full batches
+    runtime = {"device": str(device), "bf16": resolve_bf16(config.bf16, device), "split_bn_groups": groups,
+               "steps_per_epoch": spe}
+    return _Run(config=config, run_dir=run_dir, device=device, model=model, optimizer=optimizer, aug_gen=aug_gen,
+                preprocess={"image_size": size, "mean": [float(v) for v in mean], "std": [float(v) for v in std]},
+                backbone_config=backbone_config, steps_per_epoch=spe, total_steps=config.epochs * spe,
+                runtime=runtime)
+
+
+def train_moco(
+    images: np.ndarray,
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    device: str = "cpu",
+    preprocess_mean: tuple[float, float, float],
+    preprocess_std: tuple[float, float, float],
+    progress: bool = True,
+    knn_monitor: Callable[[nn.Module], dict[str, float]] | None = None,
+    stop_at_step: int | None = None,
+) -> TrainResult:
+    """Pretrain a backbone with MoCo on unlabeled images; resumes from ``run_dir``'s newest checkpoint.
+
+    Args:
+        images: ``uint8 (N, H, W, 3)`` RGB training images (never labels).
+        config: the resolved training config.
+        run_dir: where ``checkpoints/step_*.pt`` and ``train_log.jsonl`` go.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:i"``.
+        preprocess_mean, preprocess_std: per-channel normalisation on the 0..1 scale (stored for export).
+        progress: show a tqdm bar.
+        knn_monitor: called every ``config.knn_every_epochs`` epochs and at the end with the query backbone in
+            eval mode; its metrics go into ``history`` and the log.
+        stop_at_step: stop (with a checkpoint) after this many total steps, e.g. for a time-boxed job.
+
+    Raises:
+        ValueError: bad images, or a run directory holding a checkpoint of another config.
+        NonFiniteLossError: the loss became NaN/inf (the message names the step).
+    """
+    _check_images(images, config)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    if config.uses_queue and config.queue_size >= images.shape[0]:
+        logger.warning("queue_size %d >= %d training images: the queue holds several keys of the same image",
+                       config.queue_size, images.shape[0])
+    run = _build_run(images, config, run_dir, dev, preprocess_mean, preprocess_std)
+    resumed_from = _resume(run)
+    stop = min(run.total_steps, stop_at_step if stop_at_step is not None else run.total_steps)
+    data = torch.from_numpy(np.ascontiguousarray(images)).to(dev)  # uint8 N x H x W x 3, resident on the device
+    aug = _augment_params(config, run.preprocess["image_size"], preprocess_mean, preprocess_std)
+    step_fn = torch.compile(run.model) if config.compile else run.model
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=run.runtime["bf16"])
+    peak_lr = scaled_lr(config.base_lr, config.batch_size)
+    warmup = round(config.warmup_epochs * run.steps_per_epoch)
+    run.log({"event": "start", "step": run.step, "total_steps": run.total_steps, "resumed": resumed_from is not None,
+             **run.runtime})
+
+    final_path: Path | None = latest_checkpoint(run_dir) if run.step >= stop else None
+    train_time, data_time, seen, window = 0.0, 0.0, 0, []
+    bar = _progress_bar(progress, run)
+    with _SignalFlag() as flag:
+        for step, batch in _batches(run, data, stop):
+            t0 = time.perf_counter()
+            v1, v2 = two_views(batch, aug, run.aug_gen)  # N x 3 x S x S each
+            if config.channels_last:
+                v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
+            t1 = time.perf_counter()
+            lr = lr_at_step(step, run.total_steps, peak_lr, warmup, config.final_lr_ratio)
+            for group in run.optimizer.param_groups:
+                group["lr"] = lr
+            m = momentum_at_step(step, run.total_steps, config.key_momentum, config.key_momentum_schedule)
+            with autocast:
+                loss = step_fn(v1, v2, m)
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise NonFiniteLossError(
+                    f"loss is {loss_value} at step {step} (epoch {step // run.steps_per_epoch}); stopped before the "
+                    f"optimiser step. Last good checkpoint: {latest_checkpoint(run_dir)}")
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            run.optimizer.step()
+            t2 = time.perf_counter()
+            run.step, run.last_loss = step + 1, loss_value
+            train_time, data_time, seen = train_time + t2 - t0, data_time + t1 - t0, seen + batch.shape[0]
+            window.append(loss_value)
+            bar.update(1)
+            final_path = _after_step(run, window, lr, m, train_time, data_time, seen, bar, knn_monitor, stop) or final_path
+            if flag.signum is not None:
+                path = run.save()
+                run.log({"event": "signal", "signal": flag.signum, "step": run.step, "checkpoint": str(path)})
+                bar.close()
+                if flag.signum == signal.SIGINT:
+                    raise KeyboardInterrupt(f"training interrupted at step {run.step}; checkpoint {path}")
+                raise SystemExit(128 + flag.signum)
+    bar.close()
+    if final_path is None:  # e.g. stop_at_step hit without another trigger
+        final_path = run.save()
+    ips = seen / train_time if train_time > 0 else 0.0
+    run.log({"event": "end", "step": run.step, "images_per_s": ips, "seconds": train_time})
+    return TrainResult(checkpoint_path=final_path, steps=run.step, epochs=run.step // run.steps_per_epoch,
+                       final_loss=run.last_loss, images_per_s=ips, seconds=train_time, history=run.history,
+                       resumed_from_step=resumed_from)
+
+
+def _progress_bar(progress: bool, run: _Run) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=run.total_steps, initial=run.step, disable=not progress, desc="moco", unit="step",
+                dynamic_ncols=True)
+
+
+def _after_step(run: _Run, window: list[float], lr: float, m: float, train_time: float, data_time: float,
+                seen: int, bar: Any, monitor: Callable[[nn.Module], dict[str, float]] | None, stop: int) -> Path | None:
+    """Logging, epoch bookkeeping, kNN monitor and checkpoint triggers after step ``run.step``; returns a saved path."""
+    c, step, spe = run.config, run.step, run.steps_per_epoch
+    ips = seen / train_time if train_time > 0 else 0.0
+    if step % c.log_every == 0 or step == stop:
+        record = {"event": "step", "step": step, "epoch": step / spe, "loss": sum(window) / len(window), "lr": lr,
+                  "momentum": m, "images_per_s": ips, "data_wait_frac": data_time / max(train_time, 1e-9),
+                  "peak_mem_mb": _peak_memory_mb(run.device)}
+        run.log(record)
+        bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{ips:.0f}")
+        window.clear()
+    epoch_end = step % spe == 0
+    final = step == stop
+    if epoch_end:
+        epoch = step // spe
+        summary = {"event": "epoch", "epoch": epoch, "step": step, "loss": run.last_loss, "lr": lr,
+                   "images_per_s": ips, "seconds": train_time}
+        run.history.append(summary)
+        run.log(summary)
+        if monitor is not None and ((c.knn_every_epochs and epoch % c.knn_every_epochs == 0) or step == run.total_steps):
+            _call_monitor(run, monitor, epoch)
+    if (final or (c.checkpoint_every_steps and step % c.checkpoint_every_steps == 0)
+            or (epoch_end and c.checkpoint_every_epochs and (step // spe) % c.checkpoint_every_epochs == 0)):
+        return run.save()
+    return None
