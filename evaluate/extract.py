@@ -252,6 +252,9 @@ def extract(
     elif cache_dir is not None:
         log.warning("engine %r has neither source_path nor cache_token: not caching", getattr(engine, "name", "?"))
 
+    # One untimed warm-up batch: the first call of an engine pays one-off costs (thread pools, kernel selection,
+    # lazy allocation) that would otherwise be billed to whichever split is embedded first.
+    _run_engine(engine, images[: min(batch_size, 32)], batch_size, False)
     start = time.perf_counter()
     rank, world = _dist_world()
     if world > 1:
