@@ -46,3 +46,32 @@ def test_thresholds_fail_with_named_metric() -> None:
 def test_shape_mismatch_raises() -> None:
     with pytest.raises(ValueError, match="shape|equal"):
         compare_embeddings(np.zeros((3, 4)), np.zeros((3, 5)))
+
+
+def test_knn_drop_gate_allows_sampling_noise_but_not_a_real_drop() -> None:
+    from dataclasses import replace
+
+    from export.parity import apply_thresholds
+
+    e = _unit(np.random.default_rng(1).normal(size=(40, 8)))
+    base = compare_embeddings(e, e.copy(), np.arange(40) % 4)
+    gate = ParityThresholds(max_knn_accuracy_drop=0.015)
+    # A 3-point drop on a small subset where many verdicts flipped both ways: within 0.015 + 2 x 0.012.
+    noisy = apply_thresholds(replace(base, knn_accuracy_delta=-0.03, knn_accuracy_delta_stderr=0.012), gate)
+    assert noisy.failures == []
+    # The same drop measured precisely (small standard error) is a real regression.
+    real = apply_thresholds(replace(base, knn_accuracy_delta=-0.03, knn_accuracy_delta_stderr=0.002), gate)
+    assert len(real.failures) == 1 and real.failures[0].startswith("knn_accuracy_drop")
+
+
+def test_knn_drop_stderr_is_the_paired_standard_error() -> None:
+    rng = np.random.default_rng(2)
+    ref = _unit(rng.normal(size=(60, 6)))
+    cand = _unit(ref + 0.5 * rng.normal(size=ref.shape))
+    labels = np.arange(60) % 3
+    r = compare_embeddings(ref, cand, labels)
+    from export.parity import _loo_knn_correct
+
+    change = _loo_knn_correct(_neighbours(cand, 10), labels).astype(float) - _loo_knn_correct(_neighbours(ref, 10), labels)
+    assert r.knn_accuracy_delta == pytest.approx(change.mean())
+    assert r.knn_accuracy_delta_stderr == pytest.approx(change.std(ddof=1) / np.sqrt(60))
