@@ -30,8 +30,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from export.engines import OnnxRuntimeEngine, TorchEngine
-from export.onnx_export import (INPUT_NAME, OUTPUT_NAME, Preprocess, atomic_write_bytes, build_fp32_encoder,
-                                file_sha256, save_model)
+from export.files import atomic_write_bytes, file_sha256
+from export.onnx_export import INPUT_NAME, OUTPUT_NAME, Preprocess, build_fp32_encoder, save_model
 from export.parity import DEFAULT_THRESHOLDS, ParityThresholds, compare_embeddings
 from export.precision import INT8_FLAVOURS, VARIANTS, QuantConfig, make_variant
 

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from export.engines import InputSpec, _Engine
-from export.onnx_export import atomic_write_bytes
+from export.files import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
