@@ -145,19 +145,29 @@ def _blur(x: torch.Tensor, u: torch.Tensor, p: AugmentParams) -> torch.Tensor:
     return flat.reshape(n, 3, size, size)
 
 
-def augment_view(x: torch.Tensor, p: AugmentParams, generator: torch.Generator) -> torch.Tensor:
+def augment_view(x: torch.Tensor, p: AugmentParams, generator: torch.Generator,
+                 shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
     """One augmented, normalised view of a batch.
 
     Args:
         x: ``float32 (N, 3, H, W)`` in [0, 1] (see ``to_float_nchw``), on the generator's device.
         p: augmentation parameters.
         generator: source of all randomness (one draw per call, so a saved state replays exactly).
+        shard: ``(rank, world)`` when ``x`` holds rows ``rank, rank + world, ...`` of a global batch of
+            ``world * N`` samples (DDP, see ``train.distributed``). The random numbers are drawn for the whole
+            global batch and this rank keeps its rows, so every sample gets exactly the view one process would
+            give it, while each rank renders only its own samples; the generator advances identically on every
+            rank. (Rendering the whole global batch on every rank and slicing would cost ``world`` times more.)
 
     Returns:
         ``float32 (N, 3, out_size, out_size)``, normalised with ``p.mean`` / ``p.std``.
     """
     n, size = x.shape[0], p.out_size
-    u = torch.rand(n, 2 * _CROP_TRIES + 3 + 6 + 2 + 1, generator=generator, device=x.device, dtype=torch.float32)
+    rank, world = shard
+    u = torch.rand(n * world, 2 * _CROP_TRIES + 3 + 6 + 2 + 1, generator=generator, device=x.device,
+                   dtype=torch.float32)  # one row of random numbers per sample of the global batch
+    if world > 1:
+        u = u[rank::world]  # N x D, this rank's samples
     u_crop, u_col, u_blur, u_sol = u[:, :2 * _CROP_TRIES + 3], u[:, -9:-3], u[:, -3:-1], u[:, -1]
     grid = F.affine_grid(_crop_thetas(u_crop, p), [n, 3, size, size], align_corners=False)  # N x S x S x 2
     v = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)  # N x 3 x S x S
@@ -174,7 +184,10 @@ def augment_view(x: torch.Tensor, p: AugmentParams, generator: torch.Generator) 
     return v.sub_(mean).div_(std)
 
 
-def two_views(images: torch.Tensor, p: AugmentParams, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """``uint8 (N, H, W, 3)`` -> two independently augmented ``float32 (N, 3, S, S)`` views (query, key)."""
+def two_views(images: torch.Tensor, p: AugmentParams, generator: torch.Generator,
+              shard: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, torch.Tensor]:
+    """``uint8 (N, H, W, 3)`` -> two independently augmented ``float32 (N, 3, S, S)`` views (query, key).
+
+    ``shard``: this rank's share of a global batch, as in ``augment_view``."""
     x = to_float_nchw(images)
-    return augment_view(x, p, generator), augment_view(x, p, generator)
+    return augment_view(x, p, generator, shard), augment_view(x, p, generator, shard)

@@ -16,6 +16,7 @@ METHODS = ("moco_v1", "moco_v2", "moco_v3")
 QUEUE_METHODS = ("moco_v1", "moco_v2")
 OPTIMIZERS = ("sgd", "lars", "adamw")
 MOMENTUM_SCHEDULES = ("constant", "cosine")
+DDP_BN = ("shuffle", "sync")
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,18 @@ class TrainConfig:
     """Every knob of a MoCo run. Defaults are MoCo v2 scaled to a CPU-sized ResNet-18 on 32 px images.
 
     Learning rate follows the linear scaling rule: ``lr = base_lr * batch_size / 256``.
-    ``image_size = 0`` trains at the images' own resolution. ``proj_hidden_dim = 0`` / ``pred_hidden_dim = 0``
+    ``image_size = 0`` trains at the images' own resolution. ``crop_size`` is the side of the augmented training
+    views (0 = ``image_size``): random-resized crops rendered smaller than the engine's input cost fewer FLOPs per
+    step, and testing at a higher resolution than the crops were trained at is known to be no loss (FixRes). ``proj_hidden_dim = 0`` / ``pred_hidden_dim = 0``
     use the backbone's feature width. ``split_bn_groups = 1`` is plain batch norm (no shuffle-BN emulation).
     ``bf16`` is ``"auto"`` (on where the device computes bf16 natively), ``True`` or ``False``.
     Checkpoint/monitor intervals of 0 switch that trigger off (a final checkpoint is always written).
+
+    Under ``torchrun`` (several processes) ``batch_size`` is the global batch, split evenly over the processes.
+    ``ddp_bn`` picks the batch norm there: ``"shuffle"`` (per-process batch norm, ``split_bn_groups`` counted over
+    all processes, plus a cross-process shuffle of the key batch: the same computation as one process with
+    ``split_bn_groups`` groups when the process count divides it) or ``"sync"`` (batch statistics over the whole
+    global batch, no shuffle, like one process with ``split_bn_groups = 1``). One process ignores ``ddp_bn``.
     """
 
     # method and model
@@ -35,10 +44,12 @@ class TrainConfig:
     width: int = 16
     stem: str = "cifar"
     image_size: int = 0
+    crop_size: int = 0
     proj_hidden_dim: int = 0
     proj_dim: int = 128
     pred_hidden_dim: int = 0
     split_bn_groups: int = 8
+    ddp_bn: str = "shuffle"
     # contrastive objective
     queue_size: int = 4096
     key_momentum: float = 0.99
@@ -129,10 +140,12 @@ def _check_ranges(c: TrainConfig) -> None:
     _require(c.bf16 in ("auto", True, False), "bf16", "must be 'auto', true or false", c.bf16)
     _require(c.width >= 1, "width", "must be >= 1", c.width)
     _require(c.image_size == 0 or c.image_size >= 8, "image_size", "must be 0 (native) or >= 8", c.image_size)
+    _require(c.crop_size == 0 or c.crop_size >= 8, "crop_size", "must be 0 (= image_size) or >= 8", c.crop_size)
     _require(c.proj_hidden_dim >= 0, "proj_hidden_dim", "must be >= 0 (0 = backbone width)", c.proj_hidden_dim)
     _require(c.pred_hidden_dim >= 0, "pred_hidden_dim", "must be >= 0 (0 = backbone width)", c.pred_hidden_dim)
     _require(c.proj_dim >= 1, "proj_dim", "must be >= 1", c.proj_dim)
     _require(c.split_bn_groups >= 1, "split_bn_groups", "must be >= 1 (1 = plain batch norm)", c.split_bn_groups)
+    _require(c.ddp_bn in DDP_BN, "ddp_bn", f"must be one of {list(DDP_BN)}", c.ddp_bn)
     if c.uses_queue:
         _require(c.queue_size >= 1, "queue_size", f"must be >= 1 for {c.method}", c.queue_size)
     _require(0.0 <= c.key_momentum <= 1.0, "key_momentum", "must lie in [0, 1]", c.key_momentum)

@@ -3,6 +3,11 @@
 One readable loop. Every source of randomness is an explicit, checkpointed ``torch.Generator`` (augmentation and
 key shuffle) or a pure function of ``(seed, epoch)`` (the data order), so a resumed run repeats an uninterrupted
 one bit for bit on CPU. Labels never reach this module.
+
+Under ``torchrun`` the same loop runs on every process (see ``train.distributed``): ``config.batch_size`` is the
+global batch and each rank takes every W-th row of it, the query encoder is wrapped in DDP, keys are gathered
+before they are enqueued, and only rank 0 writes checkpoints and logs. The other ranks wait at a barrier after
+each save; a resume loads the checkpoint on every rank.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from train.backbones import BackboneConfig
 from train.checkpoint import (FORMAT, checkpoint_path, latest_checkpoint, load_checkpoint, plain_backbone_state,
                               prune_checkpoints, save_checkpoint)
 from train.config import TrainConfig
-from train.moco import MoCo, build_moco
+from train.distributed import (DistContext, all_reduce_sum, average_bn_buffers_, barrier, convert_sync_bn,
+                               per_rank_batch, setup, wrap_ddp)
+from train.moco import MoCo, QueryEncoder, build_moco
 from train.optim import build_optimizer
 from train.schedule import lr_at_step, momentum_at_step, scaled_lr
 
@@ -181,6 +188,7 @@ class _Run:
     steps_per_epoch: int
     total_steps: int
     runtime: dict[str, Any]
+    dist: DistContext = field(default_factory=DistContext)
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     last_loss: float = float("nan")
@@ -206,12 +214,19 @@ class _Run:
         }
 
     def save(self) -> Path:
-        path = save_checkpoint(checkpoint_path(self.run_dir, self.step), self.payload())
-        prune_checkpoints(self.run_dir, self.config.keep_last)
-        logger.info("saved checkpoint %s", path)
+        """Collective under DDP: every rank calls it; rank 0 writes, the others wait at the barrier."""
+        average_bn_buffers_(self.model, self.dist)  # the running statistics of all ranks' groups
+        path = checkpoint_path(self.run_dir, self.step)
+        if self.dist.is_main:
+            save_checkpoint(path, self.payload())
+            prune_checkpoints(self.run_dir, self.config.keep_last)
+            logger.info("saved checkpoint %s", path)
+        barrier(self.dist)
         return path
 
     def log(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
         with open(self.run_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -222,7 +237,8 @@ def _resume(run: _Run) -> int | None:
     if path is None:
         return None
     payload = load_checkpoint(path, map_location="cpu")
-    saved, now = payload["config"], run.config.to_dict()
+    # keys added to TrainConfig after the checkpoint was written count as their defaults
+    saved, now = {**TrainConfig().to_dict(), **payload["config"]}, run.config.to_dict()
     differing = sorted(k for k in set(saved) | set(now) if k not in _RESUME_FREE_KEYS and saved.get(k) != now.get(k))
     if differing:
         changes = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in differing)
@@ -240,6 +256,11 @@ def _resume(run: _Run) -> int | None:
 
 
 def _call_monitor(run: _Run, monitor: Callable[[nn.Module], dict[str, float]], epoch: int) -> None:
+    """Rank 0 evaluates (the others wait at the barrier); its records go into its history and the log."""
+    average_bn_buffers_(run.model, run.dist)
+    if not run.dist.is_main:
+        barrier(run.dist)
+        return
     backbone = run.model.backbone_q
     backbone.eval()
     try:
@@ -247,26 +268,50 @@ def _call_monitor(run: _Run, monitor: Callable[[nn.Module], dict[str, float]], e
             metrics = monitor(backbone)
     finally:
         backbone.train()
+        barrier(run.dist)
     record = {"event": "knn", "epoch": epoch, "step": run.step, **{k: float(v) for k, v in metrics.items()}}
     run.history.append(record)
     run.log(record)
 
 
 def _batches(run: _Run, data: torch.Tensor, stop: int) -> Iterator[tuple[int, torch.Tensor]]:
-    """``(step, uint8 batch)`` from ``run.step`` up to ``stop``; the epoch order is recomputed after a resume."""
-    b, spe = run.config.batch_size, run.steps_per_epoch
+    """``(step, uint8 batch)`` from ``run.step`` up to ``stop``; the epoch order is recomputed after a resume.
+
+    Under DDP every rank computes the same global order and takes rows ``rank::world`` of each global batch:
+    the ranks' samples are disjoint and together the global batch (see ``train.distributed`` for the layout)."""
+    b, spe, d = run.config.batch_size, run.steps_per_epoch, run.dist
     order, order_epoch = None, -1
     for step in range(run.step, stop):
         epoch, i = divmod(step, spe)
         if epoch != order_epoch:
             order, order_epoch = _epoch_order(run.config.seed, epoch, data.shape[0]).to(data.device), epoch
-        yield step, data[order[i * b:(i + 1) * b]]
+        rows = order[i * b:(i + 1) * b]  # the global batch
+        yield step, data[rows[d.rank::d.world] if d.active else rows]
+
+
+def _bn_layout(config: TrainConfig, ctx: DistContext) -> tuple[int, str | None]:
+    """``(split-BN groups per process, DDP batch-norm mode or None for one process)``."""
+    if not ctx.active:
+        return resolve_split_groups(config.split_bn_groups, config.batch_size), None
+    local_batch = per_rank_batch(config.batch_size, ctx)
+    if config.ddp_bn == "sync":
+        if config.split_bn_groups > 1:
+            logger.info("ddp_bn = 'sync': batch statistics over the global batch; split_bn_groups %d is not used",
+                        config.split_bn_groups)
+        return 1, "sync"
+    # shuffle: split_bn_groups counts the groups of all processes together, g = split_bn_groups / W per process
+    if config.split_bn_groups % ctx.world:
+        logger.info("ddp_bn = 'shuffle' with split_bn_groups %d on %d processes: each process normalises its own "
+                    "samples, so there are at least %d groups", config.split_bn_groups, ctx.world, ctx.world)
+    return resolve_split_groups(max(1, config.split_bn_groups // ctx.world), local_batch), "shuffle"
 
 
 def _build_run(images: np.ndarray, config: TrainConfig, run_dir: Path, device: torch.device,
-               mean: tuple[float, float, float], std: tuple[float, float, float]) -> _Run:
+               mean: tuple[float, float, float], std: tuple[float, float, float],
+               ctx: DistContext | None = None) -> _Run:
+    ctx = ctx or DistContext()
     size = config.image_size or images.shape[1]
-    groups = resolve_split_groups(config.split_bn_groups, config.batch_size)
+    groups, ddp_bn = _bn_layout(config, ctx)
     backbone_config = BackboneConfig(arch=config.arch, width=config.width, stem=config.stem)
     aug_gen = torch.Generator(device=device).manual_seed(config.seed)
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
@@ -275,18 +320,28 @@ def _build_run(images: np.ndarray, config: TrainConfig, run_dir: Path, device: t
                            proj_dim=config.proj_dim, pred_hidden_dim=config.pred_hidden_dim,
                            queue_size=config.queue_size, temperature=config.temperature, symmetric=config.symmetric,
                            split_bn_groups=groups, generator=aug_gen)
+    if ddp_bn == "sync":
+        model = convert_sync_bn(model, device)  # same Parameter objects, plain BatchNorm state dict keys
     model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
+    if ctx.active:
+        model.shuffle_keys = ddp_bn == "shuffle"
+        # No buffer sync: under 'shuffle' each rank keeps the running statistics of its own groups (averaged
+        # over ranks before saves and kNN, see average_bn_buffers_), exactly like split BN.
+        ddp = wrap_ddp(QueryEncoder(model.backbone_q, model.projector_q, model.predictor), device)
+        model.attach_distributed(ctx, ddp)
     optimizer = build_optimizer(config.optimizer, model.query_parameters(), lr=0.0,
                                 weight_decay=config.weight_decay, momentum=config.momentum_sgd,
                                 exclude_norm_bias=config.exclude_norm_bias_from_wd,
                                 trust_coefficient=config.lars_trust_coefficient)
     spe = images.shape[0] // config.batch_size  # drop_last: batch norm always sees full batches
     runtime = {"device": str(device), "bf16": resolve_bf16(config.bf16, device), "split_bn_groups": groups,
-               "steps_per_epoch": spe}
+               "steps_per_epoch": spe, "world_size": ctx.world}
+    if ctx.active:
+        runtime["ddp_bn"] = ddp_bn
     return _Run(config=config, run_dir=run_dir, device=device, model=model, optimizer=optimizer, aug_gen=aug_gen,
                 preprocess={"image_size": size, "mean": [float(v) for v in mean], "std": [float(v) for v in std]},
                 backbone_config=backbone_config, steps_per_epoch=spe, total_steps=config.epochs * spe,
-                runtime=runtime)
+                runtime=runtime, dist=ctx)
 
 
 def train_moco(
@@ -307,7 +362,10 @@ def train_moco(
         images: ``uint8 (N, H, W, 3)`` RGB training images (never labels).
         config: the resolved training config.
         run_dir: where ``checkpoints/step_*.pt`` and ``train_log.jsonl`` go.
-        device: ``"cpu"``, ``"cuda"`` or ``"cuda:i"``.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:i"``. Under ``torchrun`` (``WORLD_SIZE`` > 1) the process
+            group is joined (gloo on CPU, nccl on CUDA, where the device becomes ``cuda:LOCAL_RANK``; it stays open
+            for later calls and is closed at exit); every process must call ``train_moco`` with the same
+            images and config. Only rank 0 writes checkpoints and logs.
         preprocess_mean, preprocess_std: per-channel normalisation on the 0..1 scale (stored for export).
         progress: show a tqdm bar.
         knn_monitor: called every ``config.knn_every_epochs`` epochs and at the end with the query backbone in
@@ -315,23 +373,31 @@ def train_moco(
         stop_at_step: stop (with a checkpoint) after this many total steps, e.g. for a time-boxed job.
 
     Raises:
-        ValueError: bad images, or a run directory holding a checkpoint of another config.
+        ValueError: bad images, a global batch the processes do not divide, or a run directory holding a
+            checkpoint of another config.
         NonFiniteLossError: the loss became NaN/inf (the message names the step).
     """
     _check_images(images, config)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(device)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     if config.uses_queue and config.queue_size >= images.shape[0]:
         logger.warning("queue_size %d >= %d training images: the queue holds several keys of the same image",
                        config.queue_size, images.shape[0])
-    run = _build_run(images, config, run_dir, dev, preprocess_mean, preprocess_std)
+    ctx, dev = setup(torch.device(device))
+    return _train(images, config, run_dir, dev, ctx, preprocess_mean, preprocess_std, progress, knn_monitor,
+                  stop_at_step)
+
+
+def _train(images: np.ndarray, config: TrainConfig, run_dir: Path, dev: torch.device, ctx: DistContext,
+           preprocess_mean: tuple[float, float, float], preprocess_std: tuple[float, float, float], progress: bool,
+           knn_monitor: Callable[[nn.Module], dict[str, float]] | None, stop_at_step: int | None) -> TrainResult:
+    run = _build_run(images, config, run_dir, dev, preprocess_mean, preprocess_std, ctx)
     resumed_from = _resume(run)
     stop = min(run.total_steps, stop_at_step if stop_at_step is not None else run.total_steps)
     data = torch.from_numpy(np.ascontiguousarray(images)).to(dev)  # uint8 N x H x W x 3, resident on the device
-    aug = _augment_params(config, run.preprocess["image_size"], preprocess_mean, preprocess_std)
+    aug = _augment_params(config, config.crop_size or run.preprocess["image_size"], preprocess_mean, preprocess_std)
     step_fn = torch.compile(run.model) if config.compile else run.model
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=run.runtime["bf16"])
     peak_lr = scaled_lr(config.base_lr, config.batch_size)
@@ -341,11 +407,12 @@ def train_moco(
 
     final_path: Path | None = latest_checkpoint(run_dir) if run.step >= stop else None
     train_time, data_time, seen, window = 0.0, 0.0, 0, []
-    bar = _progress_bar(progress, run)
+    bar = _progress_bar(progress and ctx.is_main, run)
+    shard = (ctx.rank, ctx.world)
     with _SignalFlag() as flag:
         for step, batch in _batches(run, data, stop):
             t0 = time.perf_counter()
-            v1, v2 = two_views(batch, aug, run.aug_gen)  # N x 3 x S x S each
+            v1, v2 = two_views(batch, aug, run.aug_gen, shard)  # N x 3 x S x S each (this rank's rows)
             if config.channels_last:
                 v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
             t1 = time.perf_counter()
@@ -356,6 +423,11 @@ def train_moco(
             with autocast:
                 loss = step_fn(v1, v2, m)
             loss_value = float(loss.detach())
+            signum = flag.signum
+            if ctx.active:  # the global-batch loss, and whether any rank was signalled: all ranks decide alike
+                loss_sum, signalled = all_reduce_sum([loss_value, float(signum is not None)], ctx, dev)
+                loss_value = loss_sum / ctx.world
+                signum = (signum or signal.SIGTERM) if signalled > 0 else None
             if not math.isfinite(loss_value):
                 raise NonFiniteLossError(
                     f"loss is {loss_value} at step {step} (epoch {step // run.steps_per_epoch}); stopped before the "
@@ -365,17 +437,20 @@ def train_moco(
             run.optimizer.step()
             t2 = time.perf_counter()
             run.step, run.last_loss = step + 1, loss_value
-            train_time, data_time, seen = train_time + t2 - t0, data_time + t1 - t0, seen + batch.shape[0]
+            train_time, data_time = train_time + t2 - t0, data_time + t1 - t0
+            seen += batch.shape[0] * ctx.world  # images of the global batch
             window.append(loss_value)
             bar.update(1)
             final_path = _after_step(run, window, lr, m, train_time, data_time, seen, bar, knn_monitor, stop) or final_path
-            if flag.signum is not None:
+            if not ctx.active:
+                signum = flag.signum
+            if signum is not None:
                 path = run.save()
-                run.log({"event": "signal", "signal": flag.signum, "step": run.step, "checkpoint": str(path)})
+                run.log({"event": "signal", "signal": signum, "step": run.step, "checkpoint": str(path)})
                 bar.close()
-                if flag.signum == signal.SIGINT:
+                if signum == signal.SIGINT:
                     raise KeyboardInterrupt(f"training interrupted at step {run.step}; checkpoint {path}")
-                raise SystemExit(128 + flag.signum)
+                raise SystemExit(128 + signum)
     bar.close()
     if final_path is None:  # e.g. stop_at_step hit without another trigger
         final_path = run.save()

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.backbones import BackboneConfig, ResNetBackbone, build_backbone
+from train.distributed import DistContext, broadcast_, gather_rows
 
 
 def infonce_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -36,14 +37,18 @@ def infonce_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperat
     return F.cross_entropy(logits, labels)
 
 
-def in_batch_contrastive_loss(q: torch.Tensor, k: torch.Tensor, temperature: float) -> torch.Tensor:
+def in_batch_contrastive_loss(q: torch.Tensor, k: torch.Tensor, temperature: float,
+                              labels: torch.Tensor | None = None) -> torch.Tensor:
     """MoCo v3 loss: the other keys of the batch are the negatives, scaled by ``2 * temperature``.
 
-    ``q``, ``k``: ``(N, C)`` L2-normalised; row i of ``k`` is the positive of row i of ``q``. Returns fp32 scalar.
+    ``q``: ``(N, C)``, ``k``: ``(M, C)``, L2-normalised. Without ``labels`` (``M = N``) row i of ``k`` is the
+    positive of row i of ``q``; under DDP ``k`` is the global key batch and ``labels (N,)`` give each local
+    query's positive. Returns fp32 scalar.
     """
     q, k = q.float(), k.float()
-    logits = q @ k.T / temperature  # N x N, positives on the diagonal
-    labels = torch.arange(logits.shape[0], device=logits.device)
+    logits = q @ k.T / temperature  # N x M, positives on the diagonal (or at ``labels``)
+    if labels is None:
+        labels = torch.arange(logits.shape[0], device=logits.device)
     return F.cross_entropy(logits, labels) * (2.0 * temperature)
 
 
@@ -116,11 +121,37 @@ def build_heads(method: str, in_dim: int, hidden_dim: int, out_dim: int, pred_hi
     raise ValueError(f"MoCo method {method!r} is unknown")
 
 
+class QueryEncoder(nn.Module):
+    """The trainable path (backbone, projector, predictor) as one module whose one ``forward`` encodes one or
+    two views: what DDP wraps, so a symmetric step is still a single DDP forward before its backward."""
+
+    def __init__(self, backbone: nn.Module, projector: nn.Module, predictor: nn.Module | None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projector = projector
+        self.predictor = predictor
+
+    def forward(self, *views: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = []
+        for im in views:
+            z = self.projector(self.backbone(im))  # N x C
+            if self.predictor is not None:
+                z = self.predictor(z)
+            out.append(F.normalize(z.float(), dim=1))
+        return tuple(out)
+
+
 class MoCo(nn.Module):
     """Query encoder + momentum key encoder (+ queue for v1/v2).
 
     ``forward(im_q, im_k, momentum)`` performs the momentum update of the key encoder, encodes both views,
     computes the loss (symmetric if configured), enqueues the keys and returns the fp32 loss.
+
+    Under DDP (``attach_distributed``) the inputs are this rank's rows of the global batch (rows
+    ``rank::world``, see ``train.distributed``); the query path runs through the DDP wrapper, keys are gathered
+    from all ranks in global order before they are enqueued (every rank holds the same queue), and with
+    ``shuffle_keys`` the key batch is shuffled across ranks (gather, permute with rank 0's permutation, encode
+    this rank's rows, gather, unshuffle). With one process nothing changes.
     """
 
     def __init__(
@@ -153,6 +184,16 @@ class MoCo(nn.Module):
             queue = F.normalize(torch.randn(queue_size, dim), dim=1)  # K x C, random keys until filled
             self.register_buffer("queue", queue)
             self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self._q_params = [p for p in self.query_parameters(include_predictor=False)]
+        self._k_params = list(self.key_parameters())
+        self.dist = DistContext()  # one process until attach_distributed
+        self._query_ddp: nn.Module | None = None
+
+    def attach_distributed(self, ctx: DistContext, query_ddp: nn.Module | None) -> None:
+        """Train as rank ``ctx.rank`` of ``ctx.world``; ``query_ddp`` is the DDP-wrapped ``QueryEncoder`` of this
+        module's query modules (kept out of ``_modules`` so the state dict keys stay those of one process)."""
+        self.dist = ctx
+        object.__setattr__(self, "_query_ddp", query_ddp)
         self._q_params = [p for p in self.query_parameters(include_predictor=False)]
         self._k_params = list(self.key_parameters())
 
@@ -196,6 +237,36 @@ class MoCo(nn.Module):
             z = self.predictor(z)
         return F.normalize(z.float(), dim=1)
 
+    def _encode_queries(self, *views: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self._query_ddp is not None:
+            return self._query_ddp(*views)
+        return tuple(self.encode_query(v) for v in views)
+
+    @torch.no_grad()
+    def _keys(self, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(this rank's keys (n, C), the global batch's keys (W*n, C) in global order)``; one process: both
+        are ``encode_key(im)``."""
+        d = self.dist
+        if not d.active:
+            k = self.encode_key(im)
+            return k, k
+        if self.shuffle_keys:  # cross-rank shuffle: each key is normalised with samples of other ranks
+            im_all = gather_rows(im, d)  # W*n x 3 x S x S, global order
+            if im.dim() == 4 and im.is_contiguous(memory_format=torch.channels_last):
+                im_all = im_all.contiguous(memory_format=torch.channels_last)
+            # Drawn on every rank from the shared generator (keeps the generators in step, and equals the
+            # single-process draw); rank 0's permutation is broadcast and authoritative.
+            perm = broadcast_(torch.randperm(im_all.shape[0], device=im.device, generator=self.generator), d)
+            k_shuffled = gather_rows(self._encode_key_plain(im_all[perm][d.rank::d.world]), d)  # W*n x C
+            k_all = k_shuffled[torch.argsort(perm)]  # unshuffled
+        else:
+            k_all = gather_rows(self._encode_key_plain(im), d)
+        return k_all[d.rank::d.world], k_all
+
+    @torch.no_grad()
+    def _encode_key_plain(self, im: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projector_k(self.backbone_k(im)).float(), dim=1)
+
     @torch.no_grad()
     def encode_key(self, im: torch.Tensor) -> torch.Tensor:
         """Key embeddings ``(N, C)``; with ``shuffle_keys`` the batch is permuted before the (split-BN) encoder
@@ -209,19 +280,27 @@ class MoCo(nn.Module):
     def forward(self, im_q: torch.Tensor, im_k: torch.Tensor, momentum: float) -> torch.Tensor:
         """Two views ``(N, 3, H, W)`` -> fp32 scalar loss; updates the key encoder and the queue."""
         self.momentum_update(momentum)
-        q1 = self.encode_query(im_q)  # N x C
-        k2 = self.encode_key(im_k)  # N x C
+        qs = self._encode_queries(im_q, im_k) if self.symmetric else self._encode_queries(im_q)  # N x C each
+        q1 = qs[0]
+        k2, k2_all = self._keys(im_k)  # N x C (this rank), W*N x C (global batch)
         if not self.uses_queue:
-            q2, k1 = self.encode_query(im_k), self.encode_key(im_q)
-            return in_batch_contrastive_loss(q1, k2, self.temperature) + in_batch_contrastive_loss(q2, k1, self.temperature)
+            q2 = qs[1]
+            k1, k1_all = self._keys(im_q)
+            d = self.dist
+            labels = None  # one process: the diagonal; DDP: local row j is global row rank + W * j
+            if d.active:
+                labels = d.rank + d.world * torch.arange(q1.shape[0], device=q1.device)
+            return (in_batch_contrastive_loss(q1, k2_all, self.temperature, labels)
+                    + in_batch_contrastive_loss(q2, k1_all, self.temperature, labels))
         queue = self.queue.clone()  # K x C, negatives as they were before this step's keys
         if self.symmetric:
-            q2, k1 = self.encode_query(im_k), self.encode_key(im_q)
+            q2 = qs[1]
+            k1, k1_all = self._keys(im_q)
             loss = 0.5 * (infonce_loss(q1, k2, queue, self.temperature) + infonce_loss(q2, k1, queue, self.temperature))
-            self.enqueue(torch.cat([k1, k2]))  # each key once
+            self.enqueue(torch.cat([k1_all, k2_all]))  # each key once, the global batch on every rank
         else:
             loss = infonce_loss(q1, k2, queue, self.temperature)
-            self.enqueue(k2)
+            self.enqueue(k2_all)
         return loss
 
 
