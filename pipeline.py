@@ -425,9 +425,13 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     progress = not args.no_progress and sys.stderr.isatty()
     run_dir = Path(args.runs_dir) / settings.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(run_dir / "config.json", settings.to_dict())
-    _log_to_file(run_dir / "pipeline.log")
+    # Under torchrun every rank trains (train/ shards the data and only rank 0 writes checkpoints); export and
+    # evaluation run once, on rank 0.
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(run_dir / "config.json", settings.to_dict())
+        _log_to_file(run_dir / "pipeline.log")
     log.info("run %s on %s -> %s", settings.name, device, run_dir)
 
     timings: dict[str, float] = {}
@@ -440,6 +444,9 @@ def run(args: argparse.Namespace) -> int:
     log.info("trained %d steps (%d epochs) in %.1f s, %.0f images/s, final loss %.4f -> %s", train_result.steps,
              train_result.epochs, train_result.seconds, train_result.images_per_s, train_result.final_loss,
              train_result.checkpoint_path)
+    _leave_process_group()  # export and evaluation run single-process on rank 0 (the others are done)
+    if rank != 0:
+        return 0
     with _timed(timings, "export"):
         bundle = run_export(settings, data, train_result.checkpoint_path, run_dir, progress)
     with _timed(timings, "evaluate"):
@@ -458,6 +465,15 @@ def run(args: argparse.Namespace) -> int:
               f"{bundle.manifest_path}); rerun with --allow-failed-parity to accept", file=sys.stderr)
         return EXIT_PARITY
     return 0
+
+
+def _leave_process_group() -> None:
+    """Close the torchrun process group train/ opened, so later stages do not wait for ranks that have exited."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 class _timed:

@@ -105,3 +105,19 @@ def test_end_to_end_smoke_run(tmp_path: Path) -> None:
         for key in ("knn_top1", "knn_top5", "linear_top1"):
             assert 0.0 <= entry[key] <= 1.0, (name, key, entry[key])
     assert "onnx_fp32" in result.stdout  # the printed summary table
+
+
+@pytest.mark.slow
+def test_pipeline_under_torchrun_two_processes(tmp_path: Path) -> None:
+    """Both ranks train (gloo on CPU); rank 0 alone exports, evaluates and reports."""
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "pipeline.py",
+         "--config", str(TINY), "--runs-dir", str(tmp_path), "--name", "ddp", "--no-progress",
+         "--set", "evaluate.linear_probe=false"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    start = json.loads((tmp_path / "ddp" / "train" / "train_log.jsonl").read_text().splitlines()[0])
+    assert start["world_size"] == 2
+    report = json.loads((tmp_path / "ddp" / "report.json").read_text())
+    assert report["train"]["steps"] == 8 and "onnx_int8_cpu" in report["metrics"]
