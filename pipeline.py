@@ -243,16 +243,19 @@ def run_train(settings: Settings, data, run_dir: Path, device: str, progress: bo
 
     mean, std = channel_stats(data.x_train)
     preprocess = {"image_size": int(data.x_train.shape[1]), "mean": mean, "std": std}
-    result = train_moco(
-        data.x_train,
-        settings.train,
-        run_dir / "train",
-        device=device,
-        preprocess_mean=tuple(mean),
-        preprocess_std=tuple(std),
-        progress=progress,
-        knn_monitor=make_knn_monitor(data, preprocess, settings.evaluate),
-    )
+    try:
+        result = train_moco(
+            data.x_train,
+            settings.train,
+            run_dir / "train",
+            device=device,
+            preprocess_mean=tuple(mean),
+            preprocess_std=tuple(std),
+            progress=progress,
+            knn_monitor=make_knn_monitor(data, preprocess, settings.evaluate),
+        )
+    except ValueError as exc:  # refused before any step: a config that does not fit the data or the run dir
+        raise UsageError(f"{exc} (to start afresh, choose another --name)" if "different training" in str(exc) else str(exc)) from exc
     return result, preprocess
 
 

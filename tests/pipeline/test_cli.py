@@ -56,6 +56,9 @@ def test_overrides_are_typed_and_applied() -> None:
         (["--set", "evaluate.knn_kk=3"], "knn_kk"),
         (["--config", "/no/such.toml"], "/no/such.toml does not exist"),
         (["--name", "../escape"], "run name"),
+        (["--set", "train.batch_size=4096"], "'batch_size'"),
+        (["--set", "train.queue_size=0"], "'queue_size'"),
+        (["--set", "train.key_momentum=1.5"], "'key_momentum'"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(capsys, tmp_path: Path, argv: list[str], message: str) -> None:
