@@ -10,6 +10,10 @@ Layout::
       triton/<model>/config.pbtxt (+ 1/model.onnx)   onnxruntime_onnx and tensorrt_plan models
       README.md            build, verify, run on the device
 
+One input layout per bundle (``input_layout``): ``uint8_nhwc`` (default, preprocessing in every graph)
+or ``float_nchw`` (float32 ``(N, 3, H, W)`` normalised upstream, e.g. by DeepStream/Triton); the manifest,
+Triton configs and trtexec lines follow it. File names are ``encoder_<variant>.onnx`` either way.
+
 The bundle is built in a temporary directory beside ``out_dir`` and swapped in at the end, so an
 interrupted export leaves the previous bundle as it was.
 """
@@ -31,7 +35,8 @@ import numpy as np
 
 from export.engines import OnnxRuntimeEngine, TorchEngine
 from export.files import atomic_write_bytes, file_sha256
-from export.onnx_export import INPUT_NAME, OUTPUT_NAME, Preprocess, build_fp32_encoder, save_model
+from export.onnx_export import (INPUT_NAME, OUTPUT_NAME, Preprocess, build_fp32_encoder, check_input_layout,
+                                input_contract, save_model)
 from export.parity import DEFAULT_THRESHOLDS, ParityThresholds, compare_embeddings
 from export.precision import INT8_FLAVOURS, VARIANTS, QuantConfig, make_variant
 
@@ -114,7 +119,7 @@ def export_bundle(source: Any, out_dir: Path, *, calibration_images: np.ndarray,
                   exporter: str = "auto", calibration_indices: np.ndarray | None = None,
                   thresholds: dict[str, ParityThresholds] | None = None,
                   quant_configs: dict[str, QuantConfig] | None = None, allow_failed: bool = False,
-                  progress: bool = False) -> BundleResult:
+                  progress: bool = False, input_layout: str = "uint8_nhwc") -> BundleResult:
     """Export every variant, gate it on parity with the FP32 PyTorch reference, write the bundle atomically.
 
     Args:
@@ -127,6 +132,9 @@ def export_bundle(source: Any, out_dir: Path, *, calibration_images: np.ndarray,
         calibration_indices: where ``calibration_images`` came from in the training split (recorded).
         thresholds / quant_configs: per-variant overrides of ``DEFAULT_THRESHOLDS`` / ``INT8_FLAVOURS``.
         allow_failed: do not raise ``ParityGateError`` when a variant fails its gate.
+        input_layout: ``"uint8_nhwc"`` (default) or ``"float_nchw"`` (see ``export.onnx_export.export_onnx``);
+            every variant of the bundle gets it. Calibration and parity images stay uint8 NHWC either way
+            (float variants are calibrated and checked on them normalised with the recorded mean/std).
 
     Raises:
         ParityGateError: after the bundle is written, when a variant failed and ``allow_failed`` is False.
@@ -134,6 +142,7 @@ def export_bundle(source: Any, out_dir: Path, *, calibration_images: np.ndarray,
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or "fp32" not in variants:
         raise ValueError(f"variants must include 'fp32' and come from {VARIANTS}, got {list(variants)}")
+    check_input_layout(input_layout)
     backbone, preprocess, backbone_config, ckpt_sha = _resolve_source(source)
     pre = Preprocess.from_dict(preprocess)
     _check_images("calibration_images", calibration_images, pre.image_size)
@@ -144,7 +153,8 @@ def export_bundle(source: Any, out_dir: Path, *, calibration_images: np.ndarray,
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
     try:
-        fp32, exporter_used, notes = build_fp32_encoder(backbone, pre.to_dict(), opset=opset, exporter=exporter)
+        fp32, exporter_used, notes = build_fp32_encoder(backbone, pre.to_dict(), opset=opset, exporter=exporter,
+                                                        input_layout=input_layout)
         with TorchEngine(backbone, pre.to_dict()) as ref_engine:
             reference = ref_engine.embed(parity_images)
         thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
@@ -159,7 +169,7 @@ def export_bundle(source: Any, out_dir: Path, *, calibration_images: np.ndarray,
             model = make_variant(fp32, variant, calibration_images, (quant_configs or {}).get(variant))
             file = f"encoder_{variant}.onnx"
             sha = save_model(model, tmp / file)
-            with OnnxRuntimeEngine(tmp / file, name=f"onnx_{variant}") as engine:
+            with OnnxRuntimeEngine(tmp / file, name=f"onnx_{variant}", preprocess=pre.to_dict()) as engine:
                 candidate = engine.embed(parity_images)
             report = compare_embeddings(reference, candidate, parity_labels, thresholds[variant])
             logger.info("%s: cosine min %.6f, top-1 agreement %.3f, %s", variant, report.cosine_min,
@@ -171,11 +181,11 @@ def export_bundle(source: Any, out_dir: Path, *, calibration_images: np.ndarray,
             results[variant] = VariantResult(out_dir / file, f"onnx_{variant}", variant, report.to_dict(), report.passed)
         out_dim = int(reference.shape[1])
         manifest = _manifest(pre, out_dim, backbone_config, entries, ckpt_sha, opset, exporter_used, notes,
-                             len(calibration_images), len(parity_images))
+                             len(calibration_images), len(parity_images), input_layout)
         _write_json(tmp / "manifest.json", manifest)
         _write_json(tmp / "calibration.json", _calibration_record(calibration_images, calibration_indices))
-        _write_text(tmp / "trtexec.txt", trtexec_commands(list(variants), pre.image_size))
-        write_triton_repository(tmp, list(variants), pre.image_size, out_dim)
+        _write_text(tmp / "trtexec.txt", trtexec_commands(list(variants), pre.image_size, input_layout=input_layout))
+        write_triton_repository(tmp, list(variants), pre.image_size, out_dim, input_layout=input_layout)
         _write_text(tmp / "README.md", device_readme(manifest))
         _swap_in(tmp, out_dir)
     except BaseException:
@@ -192,17 +202,23 @@ def _quant_desc(variant: str, overrides: dict[str, QuantConfig] | None) -> dict[
         return None
     cfg = (overrides or {}).get(variant) or INT8_FLAVOURS[variant]
     return {"format": "QDQ", "tool": "onnxruntime.quantization.quantize_static", **cfg.__dict__,
-            "excluded": "preprocess/* and tail/* nodes (kept FP32)"}
+            "excluded": "preprocess/*, input/* and tail/* nodes (kept FP32)"}
 
 
 def _manifest(pre: Preprocess, out_dim: int, backbone_config: dict[str, Any], entries: dict[str, Any],
-              ckpt_sha: str | None, opset: int, exporter: str, notes: list[str], n_calib: int, n_parity: int) -> dict[str, Any]:
+              ckpt_sha: str | None, opset: int, exporter: str, notes: list[str], n_calib: int, n_parity: int,
+              input_layout: str = "uint8_nhwc") -> dict[str, Any]:
+    spec = input_contract(input_layout, pre.image_size)
     return {
         "format": MANIFEST_FORMAT,
-        "input": {"name": INPUT_NAME, "shape": ["batch", pre.image_size, pre.image_size, 3], "layout": "NHWC",
-                  "dtype": "uint8", "color": "RGB", "image_size": pre.image_size},
-        "preprocessing": {"in_graph": True, "scale": 1 / 255, "mean": list(pre.mean), "std": list(pre.std),
-                          "formula": "((x / 255) - mean) / std, per RGB channel"},
+        "input_layout": input_layout,
+        "input": {"name": INPUT_NAME, "shape": spec["shape"], "layout": spec["layout"],
+                  "dtype": spec["dtype"], "color": "RGB", "image_size": pre.image_size},
+        "preprocessing": {"in_graph": spec["normalization_in_graph"], "scale": 1 / 255, "mean": list(pre.mean),
+                          "std": list(pre.std), "formula": "((x / 255) - mean) / std, per RGB channel",
+                          **({} if spec["normalization_in_graph"] else {
+                              "applied_by": "the caller (upstream, e.g. DeepStream/Triton), before the graph input; "
+                                            "export.engines applies it itself when given uint8 NHWC images"})},
         "output": {"name": OUTPUT_NAME, "shape": ["batch", out_dim], "dtype": "float32", "embedding_dim": out_dim,
                    "l2_normalized": True, "tail_precision": "fp32"},
         "backbone_config": backbone_config,
@@ -263,11 +279,17 @@ def load_manifest(bundle_dir: Path | str) -> dict[str, Any]:
     return manifest
 
 
-def trtexec_commands(variants: list[str], image_size: int, profile: dict[str, int] = PROFILE) -> str:
+def trtexec_commands(variants: list[str], image_size: int, profile: dict[str, int] = PROFILE, *,
+                     input_layout: str = "uint8_nhwc") -> str:
     """``trtexec`` lines equivalent to ``python -m export.tensorrt`` (strongly typed, same profile)."""
-    shape = lambda n: f"{INPUT_NAME}:{n}x{image_size}x{image_size}x3"  # noqa: E731
+    rest = "x".join(str(d) for d in input_contract(input_layout, image_size)["shape"][1:])
+    shape = lambda n: f"{INPUT_NAME}:{n}x{rest}"  # noqa: E731
     lines = ["# Build on the target device (engines are specific to the GPU and TensorRT version).",
-             "# Strongly typed: precision comes from the ONNX graph (works on TensorRT 10 and 11).", "mkdir -p tensorrt"]
+             "# Strongly typed: precision comes from the ONNX graph (works on TensorRT 10 and 11).",
+             f"# Input {INPUT_NAME}: " + ("uint8 NHWC camera pixels (normalisation inside the graph)."
+                                          if input_layout == "uint8_nhwc" else
+                                          "float32 NCHW, already ((x / 255) - mean) / std (see manifest.json)."),
+             "mkdir -p tensorrt"]
     for v in variants:
         lines.append(f"trtexec --onnx=encoder_{v}.onnx --stronglyTyped --minShapes={shape(profile['min'])} "
                      f"--optShapes={shape(profile['opt'])} --maxShapes={shape(profile['max'])} "
@@ -277,29 +299,35 @@ def trtexec_commands(variants: list[str], image_size: int, profile: dict[str, in
     return "\n".join(lines) + "\n"
 
 
-def _config_pbtxt(name: str, platform: str, image_size: int, out_dim: int, max_batch: int) -> str:
+def _config_pbtxt(name: str, platform: str, image_size: int, out_dim: int, max_batch: int,
+                  input_layout: str = "uint8_nhwc") -> str:
+    spec = input_contract(input_layout, image_size)
+    dtype = {"uint8": "TYPE_UINT8", "float32": "TYPE_FP32"}[spec["dtype"]]
+    dims = ", ".join(str(d) for d in spec["shape"][1:])
     return (f'name: "{name}"\nplatform: "{platform}"\nmax_batch_size: {max_batch}\n'
-            f'input [\n  {{\n    name: "{INPUT_NAME}"\n    data_type: TYPE_UINT8\n    format: FORMAT_NHWC\n'
-            f'    dims: [ {image_size}, {image_size}, 3 ]\n  }}\n]\n'
+            f'input [\n  {{\n    name: "{INPUT_NAME}"\n    data_type: {dtype}\n    format: FORMAT_{spec["layout"]}\n'
+            f'    dims: [ {dims} ]\n  }}\n]\n'
             f'output [\n  {{\n    name: "{OUTPUT_NAME}"\n    data_type: TYPE_FP32\n    dims: [ {out_dim} ]\n  }}\n]\n'
             f'dynamic_batching {{\n  max_queue_delay_microseconds: 500\n}}\n')
 
 
 def write_triton_repository(bundle: Path, variants: list[str], image_size: int, out_dim: int,
-                            profile: dict[str, int] = PROFILE) -> None:
+                            profile: dict[str, int] = PROFILE, *, input_layout: str = "uint8_nhwc") -> None:
     """``triton/`` model repository: ``encoder_onnx_<v>`` (with ``1/model.onnx``) and ``encoder_trt_<v>``
     (``1/model.plan`` is written by ``python -m export.tensorrt``); max_batch_size = the TRT profile max."""
     for v in variants:
         onnx_dir = bundle / "triton" / f"encoder_onnx_{v}"
         (onnx_dir / "1").mkdir(parents=True, exist_ok=True)
-        _write_text(onnx_dir / "config.pbtxt", _config_pbtxt(onnx_dir.name, "onnxruntime_onnx", image_size, out_dim, profile["max"]))
+        _write_text(onnx_dir / "config.pbtxt", _config_pbtxt(onnx_dir.name, "onnxruntime_onnx", image_size, out_dim, profile["max"],
+                                                              input_layout))
         try:  # a hard link costs no space; fall back to a copy across filesystems
             os.link(bundle / f"encoder_{v}.onnx", onnx_dir / "1" / "model.onnx")
         except OSError:
             shutil.copy2(bundle / f"encoder_{v}.onnx", onnx_dir / "1" / "model.onnx")
         trt_dir = bundle / "triton" / f"encoder_trt_{v}"
         (trt_dir / "1").mkdir(parents=True, exist_ok=True)
-        _write_text(trt_dir / "config.pbtxt", _config_pbtxt(trt_dir.name, "tensorrt_plan", image_size, out_dim, profile["max"]))
+        _write_text(trt_dir / "config.pbtxt", _config_pbtxt(trt_dir.name, "tensorrt_plan", image_size, out_dim, profile["max"],
+                                                             input_layout))
 
 
 def device_readme(manifest: dict[str, Any]) -> str:
@@ -308,10 +336,18 @@ def device_readme(manifest: dict[str, Any]) -> str:
     rows = "\n".join(f"| {v} | `{e['file']}` | {e['engine_name']} | {'yes' if e['passed'] else '**FAILED**'} | "
                      f"{e['parity']['cosine_min']:.5f} | {e['parity']['top1_agreement']:.3f} |"
                      for v, e in manifest["variants"].items())
+    pre = manifest["preprocessing"]
+    if pre["in_graph"]:
+        input_text = (f"Input `{inp['name']}`: uint8, NHWC, RGB, shape (N, {inp['image_size']}, {inp['image_size']}, 3), "
+                      f"N dynamic.\nPreprocessing ({pre['formula']}) is inside every graph: feed camera pixels as they are.")
+    else:
+        input_text = (f"Input `{inp['name']}`: float32, NCHW, RGB, shape (N, 3, {inp['image_size']}, {inp['image_size']}), "
+                      f"N dynamic.\nNormalisation is NOT inside the graphs: feed {pre['formula']} with mean = {pre['mean']}, "
+                      f"std = {pre['std']}\n(upstream, e.g. in a DeepStream/Triton preprocessing step). "
+                      f"`export.engines` engines still take uint8 NHWC\nand apply it themselves.")
     return f"""# Edge encoder deploy bundle
 
-Input `{inp['name']}`: uint8, NHWC, RGB, shape (N, {inp['image_size']}, {inp['image_size']}, 3), N dynamic.
-Preprocessing ({manifest['preprocessing']['formula']}) is inside every graph: feed camera pixels as they are.
+{input_text}
 Output `{out['name']}`: float32 (N, {out['embedding_dim']}), rows L2-normalised (computed in FP32 in every variant).
 
 | variant | file | engine | parity passed | min cosine | kNN top-1 agreement |

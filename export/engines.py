@@ -3,6 +3,10 @@ embeddings (the contract in docs/CONTRACTS.md). One class per backend; backends 
 
 ``TorchEngine`` is the FP32 reference; ``OnnxRuntimeEngine`` runs any bundle variant (CPU EP, CUDA/TensorRT
 EPs when onnxruntime-gpu is installed); ``export.tensorrt.TensorRTEngine`` runs native TensorRT engines.
+
+Models exported with ``input_layout="float_nchw"`` take normalised float32 ``(N, 3, H, W)``; their engines
+still take uint8 NHWC in ``embed`` and apply the recorded mean/std themselves (``normalize_images``), so
+every engine keeps the same contract.
 """
 
 from __future__ import annotations
@@ -46,6 +50,25 @@ class InputSpec:
         return np.ascontiguousarray(images)
 
 
+def normalize_images(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 ``(N, H, W, 3)`` RGB -> float32 ``(N, 3, H, W)`` ``((x / 255) - mean) / std``.
+
+    The same float32 operations in the same order as the in-graph ``preprocess/*`` nodes (cast, NCHW,
+    /255, -mean, /std), so a float-NCHW graph fed this gives the uint8 graph's embeddings.
+    """
+    m = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
+    x = images.astype(np.float32).transpose(0, 3, 1, 2)
+    return np.ascontiguousarray((x / np.float32(255.0) - m) / s, dtype=np.float32)
+
+
+def _parse_floats(value: Any, what: str, source: Any) -> tuple[float, float, float]:
+    values = [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
+    if len(values) != 3:
+        raise ValueError(f"{source}: {what} must have 3 values (RGB), got {value!r}")
+    return values[0], values[1], values[2]
+
+
 class _Engine:
     """Shared context-manager plumbing; subclasses implement ``_open``, ``_close`` and ``_run``."""
 
@@ -77,7 +100,10 @@ class _Engine:
 
 
 class OnnxRuntimeEngine(_Engine):
-    """ONNX Runtime engine over an encoder ONNX file (input ``images`` uint8 NHWC).
+    """ONNX Runtime engine over an encoder ONNX file (input ``images`` uint8 NHWC, or float32 NCHW normalised).
+
+    ``embed`` always takes uint8 NHWC; for a float-NCHW model (``input_layout="float_nchw"`` export) the
+    engine applies ``((x / 255) - mean) / std`` itself before calling the session.
 
     Args:
         path: the ``.onnx`` file.
@@ -86,10 +112,12 @@ class OnnxRuntimeEngine(_Engine):
             ``["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]`` with
             onnxruntime-gpu). Unavailable providers are dropped with a warning.
         intra_op_threads: ORT intra-op thread count (None: ORT default).
+        preprocess: ``{"mean", "std"}`` (e.g. the manifest's ``preprocessing``) for a float-NCHW model;
+            default: the mean/std in the model's metadata. Ignored for uint8 models.
     """
 
     def __init__(self, path: Path | str, *, name: str | None = None, providers: Sequence[str] | None = None,
-                 intra_op_threads: int | None = None) -> None:
+                 intra_op_threads: int | None = None, preprocess: dict[str, Any] | None = None) -> None:
         import onnxruntime as ort
 
         self.source_path = Path(path)
@@ -107,10 +135,31 @@ class OnnxRuntimeEngine(_Engine):
         self._session = ort.InferenceSession(str(self.source_path), options, providers=chosen)
         meta = self._session.get_modelmeta().custom_metadata_map
         inp = self._session.get_inputs()[0]
-        if inp.type != "tensor(uint8)" or len(inp.shape) != 4:
-            raise ValueError(f"{self.source_path}: input {inp.name!r} must be uint8 (N, H, W, 3), got {inp.type} {inp.shape}")
         self._input_name = inp.name
-        self.input_spec = InputSpec(height=int(inp.shape[1]), width=int(inp.shape[2]), channels=int(inp.shape[3]))
+        self._normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+        if inp.type == "tensor(uint8)" and len(inp.shape) == 4:
+            self.input_layout = "uint8_nhwc"
+            self.input_spec = InputSpec(height=int(inp.shape[1]), width=int(inp.shape[2]), channels=int(inp.shape[3]))
+        elif inp.type == "tensor(float)" and len(inp.shape) == 4 and inp.shape[1] == 3 \
+                and all(isinstance(d, int) for d in inp.shape[2:]):
+            self.input_layout = "float_nchw"
+            if meta.get("edge_encoder.normalization_in_graph") == "true":
+                raise ValueError(f"{self.source_path}: float input but metadata says normalization is in the graph")
+            source = preprocess if preprocess is not None else {
+                k: meta[f"edge_encoder.{k}"] for k in ("mean", "std") if f"edge_encoder.{k}" in meta}
+            missing = [k for k in ("mean", "std") if k not in source]
+            if missing:
+                raise ValueError(f"{self.source_path}: float NCHW model needs the normalisation {missing}; it is not "
+                                 f"in the model metadata, pass preprocess={{'mean': ..., 'std': ...}}")
+            mean = _parse_floats(source["mean"], "mean", self.source_path)
+            std = _parse_floats(source["std"], "std", self.source_path)
+            if min(std) <= 0:
+                raise ValueError(f"{self.source_path}: std must be > 0, got {std}")
+            self._normalize = (mean, std)
+            self.input_spec = InputSpec(height=int(inp.shape[2]), width=int(inp.shape[3]))
+        else:
+            raise ValueError(f"{self.source_path}: input {inp.name!r} must be uint8 (N, H, W, 3) or float32 "
+                             f"(N, 3, H, W), got {inp.type} {inp.shape}")
         precision = meta.get("edge_encoder.precision")
         self.name = name or (f"onnx_{precision}" if precision else self.source_path.stem)
         self.providers = self._session.get_providers()
@@ -118,6 +167,8 @@ class OnnxRuntimeEngine(_Engine):
     def _run(self, images: np.ndarray) -> np.ndarray:
         if self._session is None:
             raise RuntimeError(f"engine {self.name!r} is closed")
+        if self._normalize is not None:
+            images = normalize_images(images, *self._normalize)
         return self._session.run(None, {self._input_name: images})[0]
 
     def close(self) -> None:
@@ -188,8 +239,10 @@ def open_engine(bundle_dir: Path | str, variant: str, *, backend: str = "onnxrun
         raise ValueError(f"variant {variant!r} is not in {manifest_path}; available: {sorted(variants)}")
     entry = variants[variant]
     if backend == "onnxruntime":
+        pre = manifest.get("preprocessing") or {}
         return OnnxRuntimeEngine(bundle / entry["file"], name=entry.get("engine_name"), providers=providers,
-                                 intra_op_threads=intra_op_threads)
+                                 intra_op_threads=intra_op_threads,
+                                 preprocess=pre if not pre.get("in_graph", True) and "mean" in pre else None)
     if backend == "tensorrt":
         from export.tensorrt import TensorRTEngine
 

@@ -8,6 +8,10 @@ later passes (FP16 conversion, INT8 quantization) can find them without guessing
 - the backbone, exported by PyTorch (BatchNorm folded into the convolutions beforehand, in FP32);
 - ``tail/*``: the L2 normalisation, FP32 in every precision variant (it overflows in FP16).
 
+Optional input layout ``input_layout="float_nchw"`` (for DeepStream/Triton pipelines that normalise
+upstream): ``images`` float32 ``(N, 3, H, W)``, already ``((x / 255) - mean) / std`` with the recorded
+mean/std, fed straight into the backbone (no ``preprocess/*`` nodes). Output contract unchanged.
+
 The exporter is chosen explicitly (``"dynamo"``, ``"torchscript"`` or ``"auto"`` = dynamo, falling back to
 TorchScript when dynamo fails or does not honour the requested opset), and the result is checked: opset,
 single self-contained file, static non-batch dims, ``onnx.checker`` with full check, shape inference.
@@ -41,7 +45,9 @@ PREPROCESS_PREFIX = "preprocess/"
 TAIL_PREFIX = "tail/"
 BODY_INPUT = "backbone_input"
 BODY_OUTPUT = "backbone_features"
+INPUT_PREFIX = "input/"  # boundary adapters on a float input (e.g. the FP16 cast); not preprocessing
 EXPORTERS = ("auto", "dynamo", "torchscript")
+INPUT_LAYOUTS = ("uint8_nhwc", "float_nchw")
 METADATA_PREFIX = "edge_encoder."
 # ONNX opsets this module emits correctly (ReduceSum takes axes as an input from 13 on).
 MIN_OPSET, MAX_OPSET = 13, 21
@@ -56,10 +62,12 @@ class ExportInfo:
         opset: default-domain opset of the file.
         ir_version: ONNX IR version of the file.
         exporter: the exporter that produced the backbone graph (``"dynamo"`` or ``"torchscript"``).
-        input_name / input_shape: e.g. ``"images"``, ``("batch", 32, 32, 3)``.
+        input_name / input_shape: e.g. ``"images"``, ``("batch", 32, 32, 3)`` (``("batch", 3, 32, 32)`` for
+            ``input_layout="float_nchw"``).
         output_name / output_shape: e.g. ``"embeddings"``, ``("batch", 512)``.
         sha256: hex digest of the file.
         precision: ``"fp32"``, ``"fp16"``, ``"int8_trt"``, ``"int8_cpu"``.
+        input_layout: ``"uint8_nhwc"`` (preprocessing in the graph) or ``"float_nchw"`` (normalised upstream).
     """
 
     path: Path
@@ -73,6 +81,7 @@ class ExportInfo:
     sha256: str
     precision: str = "fp32"
     notes: tuple[str, ...] = field(default_factory=tuple)
+    input_layout: str = "uint8_nhwc"
 
 
 @dataclass(frozen=True)
@@ -240,24 +249,47 @@ def tail_nodes(in_name: str, eps: float = 1e-12) -> tuple[list[onnx.NodeProto], 
     return nodes, inits
 
 
+def check_input_layout(input_layout: str) -> str:
+    if input_layout not in INPUT_LAYOUTS:
+        raise ValueError(f"input_layout must be one of {INPUT_LAYOUTS}, got {input_layout!r}")
+    return input_layout
+
+
+def input_value_info(input_layout: str, image_size: int) -> onnx.ValueInfoProto:
+    """The graph input ``images``: uint8 ``(batch, H, W, 3)`` or float32 ``(batch, 3, H, W)``."""
+    if check_input_layout(input_layout) == "float_nchw":
+        return helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [BATCH_DIM, 3, image_size, image_size])
+    return helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [BATCH_DIM, image_size, image_size, 3])
+
+
 def assemble_encoder(body: onnx.ModelProto, pre: Preprocess, out_dim: int, *,
-                     body_dtype: int = TensorProto.FLOAT) -> onnx.ModelProto:
+                     body_dtype: int = TensorProto.FLOAT, input_layout: str = "uint8_nhwc") -> onnx.ModelProto:
     """Wrap a backbone graph (``backbone_input`` -> ``backbone_features``) into the deploy graph.
 
     ``body_dtype`` is the element type the body computes in; FP16 bodies get explicit Casts on both sides
-    so that preprocessing and the L2 tail stay FP32.
+    so that preprocessing (or the float input) and the L2 tail stay FP32. ``input_layout="float_nchw"``
+    feeds the float32 NCHW graph input ``images`` straight into the body (no preprocessing nodes).
     """
+    check_input_layout(input_layout)
     g = body.graph
     body_in, body_out = g.input[0].name, g.output[0].name
     cast_body = body_dtype != TensorProto.FLOAT
-    pre_out = PREPROCESS_PREFIX + "normalised" if cast_body else body_in
     tail_in = TAIL_PREFIX + "features_fp32" if cast_body else body_out
-    nodes, inits = preprocess_nodes(pre, pre_out)
-    if cast_body:
-        nodes.append(helper.make_node("Cast", [pre_out], [body_in], to=body_dtype, name=PREPROCESS_PREFIX + "cast_body"))
+    if input_layout == "uint8_nhwc":
+        pre_out = PREPROCESS_PREFIX + "normalised" if cast_body else body_in
+        nodes, inits = preprocess_nodes(pre, pre_out)
+        if cast_body:
+            nodes.append(helper.make_node("Cast", [pre_out], [body_in], to=body_dtype, name=PREPROCESS_PREFIX + "cast_body"))
+    else:
+        nodes, inits = [], []
+        if cast_body:
+            nodes.append(helper.make_node("Cast", [INPUT_NAME], [body_in], to=body_dtype, name=INPUT_PREFIX + "cast_body"))
+        else:  # the body reads the graph input directly
+            for node in g.node:
+                node.input[:] = [INPUT_NAME if n == body_in else n for n in node.input]
     for i, node in enumerate(g.node):
         # Unique, stable names: quantization excludes/includes nodes by name.
-        if not node.name or node.name.startswith((PREPROCESS_PREFIX, TAIL_PREFIX)):
+        if not node.name or node.name.startswith((PREPROCESS_PREFIX, TAIL_PREFIX, INPUT_PREFIX)):
             node.name = f"body/{i}_{node.op_type}"
         nodes.append(node)
     if cast_body:
@@ -267,7 +299,7 @@ def assemble_encoder(body: onnx.ModelProto, pre: Preprocess, out_dim: int, *,
     inits += t_inits
     graph = helper.make_graph(
         nodes, "edge_encoder",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [BATCH_DIM, pre.image_size, pre.image_size, 3])],
+        [input_value_info(input_layout, pre.image_size)],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [BATCH_DIM, out_dim])],
         list(g.initializer) + inits,
     )
@@ -277,20 +309,42 @@ def assemble_encoder(body: onnx.ModelProto, pre: Preprocess, out_dim: int, *,
 
 
 def region_node_names(model: onnx.ModelProto) -> dict[str, list[str]]:
-    """Node names of the ``preprocess``, ``body`` and ``tail`` regions of an assembled encoder."""
-    regions: dict[str, list[str]] = {"preprocess": [], "body": [], "tail": []}
+    """Node names of the ``preprocess``, ``body`` and ``tail`` regions of an assembled encoder.
+
+    ``input/*`` adapters on a float input (e.g. the FP16 cast) are listed under ``"input"``: they are
+    neither preprocessing nor part of the body.
+    """
+    regions: dict[str, list[str]] = {"preprocess": [], "body": [], "tail": [], "input": []}
     for node in model.graph.node:
-        key = "preprocess" if node.name.startswith(PREPROCESS_PREFIX) else "tail" if node.name.startswith(TAIL_PREFIX) else "body"
+        key = ("preprocess" if node.name.startswith(PREPROCESS_PREFIX) else "tail" if node.name.startswith(TAIL_PREFIX)
+               else "input" if node.name.startswith(INPUT_PREFIX) else "body")
         regions[key].append(node.name)
     return regions
 
 
-def contract_metadata(pre: Preprocess, out_dim: int, precision: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The contract as ONNX ``metadata_props`` (strings), so the model file is self-describing."""
+def input_contract(input_layout: str, image_size: int) -> dict[str, Any]:
+    """Layout facts of ``input_layout``: tensor ``layout``, ``dtype``, ``shape`` and ``normalization_in_graph``."""
+    if check_input_layout(input_layout) == "float_nchw":
+        return {"layout": "NCHW", "dtype": "float32", "shape": ["batch", 3, image_size, image_size],
+                "normalization_in_graph": False}
+    return {"layout": "NHWC", "dtype": "uint8", "shape": ["batch", image_size, image_size, 3],
+            "normalization_in_graph": True}
+
+
+def contract_metadata(pre: Preprocess, out_dim: int, precision: str, extra: dict[str, str] | None = None, *,
+                      input_layout: str = "uint8_nhwc") -> dict[str, str]:
+    """The contract as ONNX ``metadata_props`` (strings), so the model file is self-describing.
+
+    ``input_format`` is the layout name (``uint8_nhwc``/``float_nchw``); ``normalization_in_graph`` says
+    whether ``((x / 255) - mean) / std`` happens inside the graph or must be applied by the caller.
+    """
+    spec = input_contract(input_layout, pre.image_size)
     meta = {
-        "input_name": INPUT_NAME, "input_layout": "NHWC", "input_dtype": "uint8", "input_color": "RGB",
-        "image_size": str(pre.image_size), "mean": ",".join(f"{v:.8g}" for v in pre.mean),
-        "std": ",".join(f"{v:.8g}" for v in pre.std), "scale": "1/255",
+        "input_name": INPUT_NAME, "input_format": input_layout, "input_layout": spec["layout"],
+        "input_dtype": spec["dtype"], "input_color": "RGB",
+        "normalization_in_graph": "true" if spec["normalization_in_graph"] else "false",
+        "image_size": str(pre.image_size), "mean": ",".join(repr(float(v)) for v in pre.mean),
+        "std": ",".join(repr(float(v)) for v in pre.std), "scale": "1/255",
         "output_name": OUTPUT_NAME, "embedding_dim": str(out_dim), "l2_normalized": "true",
         "precision": precision, "tail_precision": "fp32",
     }
@@ -316,10 +370,12 @@ def _dims(vi: onnx.ValueInfoProto) -> tuple[int | str, ...]:
     return tuple(d.dim_param if d.HasField("dim_param") else d.dim_value for d in vi.type.tensor_type.shape.dim)
 
 
-def verify_encoder(model: onnx.ModelProto, *, opset: int, image_size: int, out_dim: int) -> None:
+def verify_encoder(model: onnx.ModelProto, *, opset: int, image_size: int, out_dim: int,
+                   input_layout: str = "uint8_nhwc") -> None:
     """Checks every saved variant must pass; raises ``ValueError`` naming what is wrong.
 
-    opset as requested; input uint8 ``(batch, H, W, 3)``, output float32 ``(batch, D)`` with every
+    opset as requested; input uint8 ``(batch, H, W, 3)`` (float32 ``(batch, 3, H, W)`` for
+    ``input_layout="float_nchw"``), output float32 ``(batch, D)`` with every
     non-batch dim static; no external data; no training-mode BatchNormalization; ``onnx.checker``
     full check (which includes strict shape inference).
     """
@@ -328,8 +384,11 @@ def verify_encoder(model: onnx.ModelProto, *, opset: int, image_size: int, out_d
     if len(model.graph.input) != 1 or len(model.graph.output) != 1:
         raise ValueError(f"expected one input and one output, got {len(model.graph.input)} and {len(model.graph.output)}")
     inp, out = model.graph.input[0], model.graph.output[0]
-    if inp.type.tensor_type.elem_type != TensorProto.UINT8 or _dims(inp)[1:] != (image_size, image_size, 3):
-        raise ValueError(f"input {inp.name!r} must be uint8 (batch, {image_size}, {image_size}, 3), got "
+    want = input_value_info(input_layout, image_size).type.tensor_type
+    want_dims = tuple(d.dim_value for d in want.shape.dim)[1:]
+    if inp.type.tensor_type.elem_type != want.elem_type or _dims(inp)[1:] != want_dims:
+        raise ValueError(f"input {inp.name!r} must be {TensorProto.DataType.Name(want.elem_type)} (batch, "
+                         f"{', '.join(map(str, want_dims))}) for input_layout={input_layout!r}, got "
                          f"{TensorProto.DataType.Name(inp.type.tensor_type.elem_type)} {_dims(inp)}")
     if out.type.tensor_type.elem_type != TensorProto.FLOAT or _dims(out)[1:] != (out_dim,):
         raise ValueError(f"output {out.name!r} must be float32 (batch, {out_dim}), got {_dims(out)}")
@@ -356,20 +415,23 @@ def export_info(path: Path, model: onnx.ModelProto, exporter: str, precision: st
                 notes: Sequence[str] = ()) -> ExportInfo:
     """``ExportInfo`` read back from the model proto that was saved to ``path``."""
     inp, out = model.graph.input[0], model.graph.output[0]
+    layout = "uint8_nhwc" if inp.type.tensor_type.elem_type == TensorProto.UINT8 else "float_nchw"
     return ExportInfo(path=Path(path), opset=_opset_of(model), ir_version=model.ir_version, exporter=exporter,
                       input_name=inp.name, input_shape=_dims(inp), output_name=out.name, output_shape=_dims(out),
-                      sha256=sha256, precision=precision, notes=tuple(notes))
+                      sha256=sha256, precision=precision, notes=tuple(notes), input_layout=layout)
 
 
 def build_fp32_encoder(backbone: nn.Module, preprocess: dict[str, Any] | Preprocess, *, opset: int = 17,
-                       exporter: str = "auto") -> tuple[onnx.ModelProto, str, list[str]]:
+                       exporter: str = "auto", input_layout: str = "uint8_nhwc") -> tuple[onnx.ModelProto, str, list[str]]:
     """The verified FP32 deploy graph in memory: ``(model, exporter_used, notes)``."""
+    check_input_layout(input_layout)
     pre = preprocess if isinstance(preprocess, Preprocess) else Preprocess.from_dict(preprocess)
     body, used, notes = export_backbone_graph(backbone, pre.image_size, opset=opset, exporter=exporter)
     out_dim = _body_out_dim(body, backbone, pre.image_size)
-    model = assemble_encoder(body, pre, out_dim)
-    set_metadata(model, contract_metadata(pre, out_dim, "fp32", {"exporter": used, "opset": str(opset)}))
-    verify_encoder(model, opset=opset, image_size=pre.image_size, out_dim=out_dim)
+    model = assemble_encoder(body, pre, out_dim, input_layout=input_layout)
+    set_metadata(model, contract_metadata(pre, out_dim, "fp32", {"exporter": used, "opset": str(opset)},
+                                          input_layout=input_layout))
+    verify_encoder(model, opset=opset, image_size=pre.image_size, out_dim=out_dim, input_layout=input_layout)
     return model, used, notes
 
 
@@ -383,7 +445,7 @@ def _body_out_dim(body: onnx.ModelProto, backbone: nn.Module, image_size: int) -
 
 
 def export_onnx(backbone: nn.Module, preprocess: dict[str, Any], out_path: Path, *, opset: int = 17,
-                exporter: str = "auto") -> ExportInfo:
+                exporter: str = "auto", input_layout: str = "uint8_nhwc") -> ExportInfo:
     """Export ``backbone`` + preprocessing + L2 tail to one verified FP32 ONNX file.
 
     Args:
@@ -392,11 +454,15 @@ def export_onnx(backbone: nn.Module, preprocess: dict[str, Any], out_path: Path,
         out_path: the ``.onnx`` file to write (atomically).
         opset: requested default-domain opset; the file is checked to carry exactly it.
         exporter: ``"auto"`` (dynamo, TorchScript fallback), ``"dynamo"`` or ``"torchscript"``.
+        input_layout: ``"uint8_nhwc"`` (default): ``images`` uint8 ``(N, H, W, 3)`` RGB, cast/scale/normalise
+            inside the graph. ``"float_nchw"``: ``images`` float32 ``(N, 3, H, W)`` RGB already normalised
+            upstream as ``((x / 255) - mean) / std`` with ``preprocess``'s mean/std; no preprocessing nodes.
 
     Returns:
-        ``ExportInfo`` read back from the saved model. The graph maps ``images`` uint8 ``(N, H, W, 3)``
-        to ``embeddings`` float32 ``(N, D)`` with L2-normalised rows.
+        ``ExportInfo`` read back from the saved model. The graph maps ``images`` to ``embeddings`` float32
+        ``(N, D)`` with L2-normalised rows (FP32 tail).
     """
-    model, used, notes = build_fp32_encoder(backbone, preprocess, opset=opset, exporter=exporter)
+    model, used, notes = build_fp32_encoder(backbone, preprocess, opset=opset, exporter=exporter,
+                                            input_layout=input_layout)
     sha = save_model(model, Path(out_path))
     return export_info(Path(out_path), model, used, "fp32", sha, notes)

@@ -9,6 +9,10 @@
 
 INT8 variants quantize only the backbone region: the preprocessing and the tail are passed to the
 quantizer as ``nodes_to_exclude`` (they are found by their ``preprocess/`` and ``tail/`` name prefixes).
+
+Both input layouts are handled: for a ``float_nchw`` encoder (no preprocessing nodes) the FP16 cast sits
+right after the graph input (``input/cast_fp16``), and INT8 calibration feeds the same uint8 calibration
+images normalised with the model's recorded mean/std.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export.onnx_export import (INPUT_NAME, PREPROCESS_PREFIX, TAIL_PREFIX, read_metadata, region_node_names,
-                                set_metadata)
+from export.engines import normalize_images
+from export.onnx_export import (INPUT_NAME, INPUT_PREFIX, PREPROCESS_PREFIX, TAIL_PREFIX, read_metadata,
+                                region_node_names, set_metadata)
 
 logger = logging.getLogger(__name__)
 
@@ -41,14 +46,17 @@ def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
 
 
 def _boundary(model: onnx.ModelProto) -> tuple[str, str]:
-    """Names of the body's input tensor (from preprocessing) and output tensor (into the tail)."""
+    """Names of the body's input tensor (from preprocessing, or the float graph input) and output tensor."""
     regions = {k: set(v) for k, v in region_node_names(model).items()}
     produced_by = {out: node for node in model.graph.node for out in node.output}
+    graph_inputs = {i.name for i in model.graph.input}
     body_in = body_out = None
     for node in model.graph.node:
         for name in node.input:
             src = produced_by.get(name)
             if src is None:
+                if name in graph_inputs and node.name in regions["body"] and not regions["preprocess"]:
+                    body_in = name  # float_nchw: the body reads the graph input directly
                 continue
             if node.name in regions["body"] and src.name in regions["preprocess"]:
                 body_in = name
@@ -62,7 +70,9 @@ def _boundary(model: onnx.ModelProto) -> tuple[str, str]:
 def convert_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """FP16 variant of an assembled FP32 encoder: body initializers/constants/compute in FP16.
 
-    Inserts ``Cast(fp32 -> fp16)`` after preprocessing and ``Cast(fp16 -> fp32)`` before the tail.
+    Inserts ``Cast(fp32 -> fp16)`` after preprocessing (``preprocess/cast_fp16``) or, for a float input
+    without preprocessing, right after the graph input (``input/cast_fp16``), and ``Cast(fp16 -> fp32)``
+    before the tail.
     Weights beyond the FP16 range are clipped (logged), since inf weights would poison the output.
     """
     model = onnx.ModelProto.FromString(model.SerializeToString())
@@ -92,8 +102,9 @@ def convert_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
             node.input[:] = [float_out if n == body_out else n for n in node.input]
     nodes = list(g.node)
     first_body = next(i for i, n in enumerate(nodes) if n.name in body_names)
+    in_prefix = INPUT_PREFIX if body_in in {i.name for i in g.input} else PREPROCESS_PREFIX
     nodes.insert(first_body, helper.make_node("Cast", [body_in], [half_in], to=TensorProto.FLOAT16,
-                                              name=PREPROCESS_PREFIX + "cast_fp16"))
+                                              name=in_prefix + "cast_fp16"))
     first_tail = next(i for i, n in enumerate(nodes) if n.name.startswith(TAIL_PREFIX))
     nodes.insert(first_tail, helper.make_node("Cast", [body_out], [float_out], to=TensorProto.FLOAT,
                                               name=TAIL_PREFIX + "cast_fp32"))
@@ -143,14 +154,34 @@ INT8_FLAVOURS: dict[str, QuantConfig] = {
 
 
 class _ImageReader:
-    """ORT ``CalibrationDataReader`` over uint8 NHWC images, in fixed batches (deterministic order)."""
+    """ORT ``CalibrationDataReader`` over uint8 NHWC images, in fixed batches (deterministic order).
 
-    def __init__(self, images: np.ndarray, batch_size: int) -> None:
+    With ``normalize=(mean, std)`` each batch is fed as float32 NCHW ``((x / 255) - mean) / std`` (for a
+    ``float_nchw`` encoder), so both layouts calibrate on the same images.
+    """
+
+    def __init__(self, images: np.ndarray, batch_size: int,
+                 normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> None:
         self._batches: Iterator[np.ndarray] = iter([images[i:i + batch_size] for i in range(0, len(images), batch_size)])
+        self._normalize = normalize
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)
-        return None if batch is None else {INPUT_NAME: np.ascontiguousarray(batch)}
+        if batch is None:
+            return None
+        if self._normalize is not None:
+            return {INPUT_NAME: normalize_images(batch, *self._normalize)}
+        return {INPUT_NAME: np.ascontiguousarray(batch)}
+
+
+def _calibration_normalize(model: onnx.ModelProto) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``(mean, std)`` from the metadata when the encoder takes a float input, else ``None`` (uint8 input)."""
+    if model.graph.input[0].type.tensor_type.elem_type == TensorProto.UINT8:
+        return None
+    meta = read_metadata(model)
+    if "mean" not in meta or "std" not in meta:
+        raise ValueError("float-input encoder has no mean/std metadata; cannot normalise calibration images")
+    return tuple(float(v) for v in meta["mean"].split(",")), tuple(float(v) for v in meta["std"].split(","))
 
 
 def quantize_int8(model: onnx.ModelProto, calibration_images: np.ndarray, flavour: str, *,
@@ -158,8 +189,10 @@ def quantize_int8(model: onnx.ModelProto, calibration_images: np.ndarray, flavou
     """Static INT8 QDQ quantization of the body of an assembled FP32 encoder.
 
     Args:
-        model: the FP32 encoder (``images`` uint8 ``(N, H, W, 3)`` -> ``embeddings``).
-        calibration_images: uint8 ``(N, H, W, 3)``, a deterministic recorded set of training images.
+        model: the FP32 encoder (``images`` uint8 ``(N, H, W, 3)`` or normalised float32 ``(N, 3, H, W)``
+            -> ``embeddings``).
+        calibration_images: uint8 ``(N, H, W, 3)``, a deterministic recorded set of training images (for a
+            float-input encoder they are normalised with its recorded mean/std before calibration).
         flavour: ``"int8_trt"`` or ``"int8_cpu"``; ``config`` overrides its defaults.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -178,10 +211,11 @@ def quantize_int8(model: onnx.ModelProto, calibration_images: np.ndarray, flavou
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / f"{flavour}.onnx"
         onnx.save(model, src)
         quantize_static(
-            str(src), str(dst), _ImageReader(calibration_images, batch_size), quant_format=QuantFormat.QDQ,
+            str(src), str(dst), _ImageReader(calibration_images, batch_size, _calibration_normalize(model)),
+            quant_format=QuantFormat.QDQ,
             activation_type=qtype[cfg.activation_type], weight_type=qtype[cfg.weight_type],
             per_channel=cfg.per_channel, calibrate_method=method,
-            nodes_to_exclude=regions["preprocess"] + regions["tail"],
+            nodes_to_exclude=regions["preprocess"] + regions["input"] + regions["tail"],
             extra_options={"ActivationSymmetric": cfg.activation_symmetric,
                            "WeightSymmetric": cfg.weight_symmetric},
         )

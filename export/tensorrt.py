@@ -75,7 +75,7 @@ def build_engine(onnx_path: Path, plan_path: Path, *, profile: dict[str, int] | 
     """Build a serialized strongly typed engine from an encoder ONNX file; writes the plan and its key.
 
     Args:
-        onnx_path: a bundle variant (input ``images`` uint8 ``(N, H, W, 3)``).
+        onnx_path: a bundle variant (input ``images`` uint8 ``(N, H, W, 3)`` or float32 ``(N, 3, H, W)``).
         plan_path: output ``.plan`` file.
         profile: batch sizes ``{"min", "opt", "max"}`` for the optimization profile.
         workspace_mib: workspace memory pool limit.
@@ -122,9 +122,14 @@ def build_engine(onnx_path: Path, plan_path: Path, *, profile: dict[str, int] | 
 
 
 class TensorRTEngine(_Engine):
-    """Native TensorRT engine (TensorRT 10+ tensor API) with torch CUDA tensors as device buffers."""
+    """Native TensorRT engine (TensorRT 10+ tensor API) with torch CUDA tensors as device buffers.
 
-    def __init__(self, plan_path: Path | str, *, name: str = "tensorrt") -> None:
+    ``embed`` takes uint8 NHWC; for an engine built from a ``float_nchw`` export the mean/std come from
+    ``preprocess`` or, by default, the bundle's ``manifest.json`` (``<bundle>/tensorrt/<plan>``), and are
+    applied before the engine runs.
+    """
+
+    def __init__(self, plan_path: Path | str, *, name: str = "tensorrt", preprocess: dict[str, Any] | None = None) -> None:
         import tensorrt as trt
         import torch
 
@@ -144,7 +149,18 @@ class TensorRTEngine(_Engine):
         self._input = next(n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         self._output = next(n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
         shape = tuple(self._engine.get_tensor_shape(self._input))
-        self.input_spec = InputSpec(height=int(shape[1]), width=int(shape[2]), channels=int(shape[3]))
+        self._normalize = None
+        if self._engine.get_tensor_dtype(self._input) == trt.DataType.UINT8:
+            self.input_spec = InputSpec(height=int(shape[1]), width=int(shape[2]), channels=int(shape[3]))
+        else:  # float_nchw export: normalise here, as OnnxRuntimeEngine does
+            if preprocess is None:
+                manifest = self.source_path.parent.parent / "manifest.json"
+                if not manifest.is_file():
+                    raise ValueError(f"{self.source_path} takes normalised float NCHW input; pass preprocess= "
+                                     f"{{'mean', 'std'}} (no manifest.json at {manifest})")
+                preprocess = json.loads(manifest.read_text())["preprocessing"]
+            self._normalize = (tuple(preprocess["mean"]), tuple(preprocess["std"]))
+            self.input_spec = InputSpec(height=int(shape[2]), width=int(shape[3]))
         self._max_batch = int(stored.get("profile", DEFAULT_PROFILE)["max"])
         self._stream = torch.cuda.Stream()
 
@@ -152,6 +168,10 @@ class TensorRTEngine(_Engine):
         import torch
 
         outs = []
+        if self._normalize is not None:
+            from export.engines import normalize_images
+
+            images = normalize_images(images, *self._normalize)
         for start in range(0, len(images), self._max_batch):  # stay inside the optimization profile
             chunk = torch.from_numpy(images[start:start + self._max_batch]).cuda()
             self._context.set_input_shape(self._input, tuple(chunk.shape))

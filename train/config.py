@@ -29,7 +29,10 @@ class TrainConfig:
     step, and testing at a higher resolution than the crops were trained at is known to be no loss (FixRes). ``proj_hidden_dim = 0`` / ``pred_hidden_dim = 0``
     use the backbone's feature width. ``split_bn_groups = 1`` is plain batch norm (no shuffle-BN emulation).
     ``bf16`` is ``"auto"`` (on where the device computes bf16 natively), ``True`` or ``False``.
+    On CUDA without native bf16, ``"auto"`` uses fp16 autocast with a GradScaler (its state is checkpointed).
     Checkpoint/monitor intervals of 0 switch that trigger off (a final checkpoint is always written).
+    ``tensorboard`` mirrors the JSON-lines log's scalars to ``run_dir/tensorboard`` when the ``tensorboard`` package
+    is installed (skipped silently otherwise).
 
     Under ``torchrun`` (several processes) ``batch_size`` is the global batch, split evenly over the processes.
     ``ddp_bn`` picks the batch norm there: ``"shuffle"`` (per-process batch norm, ``split_bn_groups`` counted over
@@ -89,6 +92,7 @@ class TrainConfig:
     keep_last: int = 2
     log_every: int = 20
     knn_every_epochs: int = 0
+    tensorboard: bool = True
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))

@@ -1,4 +1,5 @@
-"""The MoCo training loop: in-memory uint8 data, batched augmentation, bf16 autocast, atomic checkpoints, exact resume.
+"""The MoCo training loop: in-memory uint8 data, batched augmentation, bf16 autocast (fp16 + GradScaler where bf16
+is missing on CUDA), atomic checkpoints, exact resume, a JSON-lines log (mirrored to TensorBoard when installed).
 
 One readable loop. Every source of randomness is an explicit, checkpointed ``torch.Generator`` (augmentation and
 key shuffle) or a pure function of ``(seed, epoch)`` (the data order), so a resumed run repeats an uninterrupted
@@ -45,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 # Keys that do not change the training trajectory: a resumed run may change them.
 _RESUME_FREE_KEYS = {"checkpoint_every_steps", "checkpoint_every_epochs", "keep_last", "log_every",
-                     "knn_every_epochs", "num_threads", "compile"}
+                     "knn_every_epochs", "num_threads", "compile", "tensorboard"}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -66,17 +67,36 @@ class TrainResult:
     resumed_from_step: int | None = None
 
 
-def resolve_bf16(setting: str | bool, device: torch.device) -> bool:
-    """``"auto"``: bf16 where the hardware computes it natively (CUDA with bf16, x86 CPUs with AVX512-BF16/AMX)."""
-    if setting != "auto":
-        return bool(setting)
+def bf16_native(device: torch.device) -> bool:
+    """Whether the device computes bf16 natively (CUDA compute capability >= 8, x86 CPUs with AVX512-BF16/AMX)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        try:  # emulated bf16 (e.g. V100, T4) is slower than fp16: count it as missing
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # older torch without the argument
+            return torch.cuda.is_bf16_supported()
     if device.type == "cpu" and sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):
             flags = Path("/proc/cpuinfo").read_text()
             return "avx512_bf16" in flags or "amx_bf16" in flags
     return False
+
+
+def resolve_precision(device_type: str, bf16: str | bool, bf16_supported: bool) -> str:
+    """The autocast precision of a run: ``"bf16"``, ``"fp16"`` (with a GradScaler) or ``"fp32"`` (no autocast).
+
+    ``bf16 = True``/``False`` is obeyed as given. ``"auto"`` picks bf16 where the device computes it natively,
+    otherwise fp16 on CUDA (tensor cores, loss scaling against underflow) and fp32 elsewhere.
+    """
+    if bf16 != "auto":
+        return "bf16" if bf16 else "fp32"
+    if bf16_supported:
+        return "bf16"
+    return "fp16" if device_type == "cuda" else "fp32"
+
+
+def resolve_bf16(setting: str | bool, device: torch.device) -> bool:
+    """``"auto"``: bf16 where the hardware computes it natively (CUDA with bf16, x86 CPUs with AVX512-BF16/AMX)."""
+    return resolve_precision(device.type, setting, bf16_native(device) if setting == "auto" else False) == "bf16"
 
 
 def resolve_split_groups(groups: int, batch_size: int) -> int:
@@ -188,7 +208,9 @@ class _Run:
     steps_per_epoch: int
     total_steps: int
     runtime: dict[str, Any]
+    scaler: torch.amp.GradScaler
     dist: DistContext = field(default_factory=DistContext)
+    tb: Any = None  # a torch.utils.tensorboard SummaryWriter on rank 0, when tensorboard is installed and enabled
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     last_loss: float = float("nan")
@@ -203,6 +225,7 @@ class _Run:
             "state": {
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),  # plain numbers ({} when disabled): weights_only-safe
                 "step": self.step,
                 "epoch": self.step // self.steps_per_epoch,
                 "batch_in_epoch": self.step % self.steps_per_epoch,
@@ -229,6 +252,32 @@ class _Run:
             return
         with open(self.run_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        if self.tb is not None and record.get("event") in _TB_EVENTS:
+            prefix = _TB_EVENTS[record["event"]]
+            for key, value in record.items():
+                if key not in ("event", "step") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.tb.add_scalar(f"{prefix}/{key}", value, global_step=record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+
+
+# The log events whose numbers also go to TensorBoard, and their tag prefix.
+_TB_EVENTS = {"step": "train", "knn": "knn"}
+
+
+def _open_tensorboard(run: _Run) -> None:
+    """Rank 0 mirrors the log's scalars to ``run_dir/tensorboard`` when ``config.tensorboard`` and it is installed."""
+    if not (run.config.tensorboard and run.dist.is_main):
+        return
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:  # the tensorboard package is optional
+        logger.debug("TensorBoard logging skipped: %s", err)
+        return
+    run.tb = SummaryWriter(log_dir=str(run.run_dir / "tensorboard"))
 
 
 def _resume(run: _Run) -> int | None:
@@ -249,6 +298,10 @@ def _resume(run: _Run) -> int | None:
     state = payload["state"]
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
+    if state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])  # a no-op for a disabled scaler
+    elif run.scaler.is_enabled():  # a checkpoint from a bf16/fp32 machine (or an older one): a fresh loss scale
+        logger.info("%s holds no GradScaler state; fp16 loss scaling starts afresh", path.name)
     _set_rng_state(state["rng"], run.aug_gen)
     run.step, run.history, run.last_loss = int(state["step"]), list(payload.get("history", [])), state["last_loss"]
     logger.info("resumed from %s at step %d", path, run.step)
@@ -334,14 +387,17 @@ def _build_run(images: np.ndarray, config: TrainConfig, run_dir: Path, device: t
                                 exclude_norm_bias=config.exclude_norm_bias_from_wd,
                                 trust_coefficient=config.lars_trust_coefficient)
     spe = images.shape[0] // config.batch_size  # drop_last: batch norm always sees full batches
-    runtime = {"device": str(device), "bf16": resolve_bf16(config.bf16, device), "split_bn_groups": groups,
+    precision = resolve_precision(device.type, config.bf16, bf16_native(device) if config.bf16 == "auto" else False)
+    runtime = {"device": str(device), "precision": precision, "bf16": precision == "bf16", "split_bn_groups": groups,
                "steps_per_epoch": spe, "world_size": ctx.world}
     if ctx.active:
         runtime["ddp_bn"] = ddp_bn
     return _Run(config=config, run_dir=run_dir, device=device, model=model, optimizer=optimizer, aug_gen=aug_gen,
                 preprocess={"image_size": size, "mean": [float(v) for v in mean], "std": [float(v) for v in std]},
                 backbone_config=backbone_config, steps_per_epoch=spe, total_steps=config.epochs * spe,
-                runtime=runtime, dist=ctx)
+                runtime=runtime, dist=ctx,
+                # one step code path: a disabled scaler (bf16, fp32) passes the loss and the step straight through
+                scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"))
 
 
 def train_moco(
@@ -395,11 +451,24 @@ def _train(images: np.ndarray, config: TrainConfig, run_dir: Path, dev: torch.de
            knn_monitor: Callable[[nn.Module], dict[str, float]] | None, stop_at_step: int | None) -> TrainResult:
     run = _build_run(images, config, run_dir, dev, preprocess_mean, preprocess_std, ctx)
     resumed_from = _resume(run)
+    _open_tensorboard(run)
+    try:
+        return _loop(run, images, resumed_from, preprocess_mean, preprocess_std, progress, knn_monitor, stop_at_step)
+    finally:
+        run.close()  # flushes TensorBoard events, also when training stops on an error or a signal
+
+
+def _loop(run: _Run, images: np.ndarray, resumed_from: int | None, preprocess_mean: tuple[float, float, float],
+          preprocess_std: tuple[float, float, float], progress: bool,
+          knn_monitor: Callable[[nn.Module], dict[str, float]] | None, stop_at_step: int | None) -> TrainResult:
+    config, run_dir, dev, ctx = run.config, run.run_dir, run.device, run.dist
     stop = min(run.total_steps, stop_at_step if stop_at_step is not None else run.total_steps)
     data = torch.from_numpy(np.ascontiguousarray(images)).to(dev)  # uint8 N x H x W x 3, resident on the device
     aug = _augment_params(config, config.crop_size or run.preprocess["image_size"], preprocess_mean, preprocess_std)
     step_fn = torch.compile(run.model) if config.compile else run.model
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=run.runtime["bf16"])
+    precision = run.runtime["precision"]
+    autocast = torch.autocast(dev.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16,
+                              enabled=precision != "fp32")
     peak_lr = scaled_lr(config.base_lr, config.batch_size)
     warmup = round(config.warmup_epochs * run.steps_per_epoch)
     run.log({"event": "start", "step": run.step, "total_steps": run.total_steps, "resumed": resumed_from is not None,
@@ -433,8 +502,9 @@ def _train(images: np.ndarray, config: TrainConfig, run_dir: Path, dev: torch.de
                     f"loss is {loss_value} at step {step} (epoch {step // run.steps_per_epoch}); stopped before the "
                     f"optimiser step. Last good checkpoint: {latest_checkpoint(run_dir)}")
             run.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            run.optimizer.step()
+            run.scaler.scale(loss).backward()
+            run.scaler.step(run.optimizer)  # skipped (and the scale lowered) when fp16 gradients overflowed
+            run.scaler.update()
             t2 = time.perf_counter()
             run.step, run.last_loss = step + 1, loss_value
             train_time, data_time = train_time + t2 - t0, data_time + t1 - t0

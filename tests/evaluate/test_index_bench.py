@@ -28,7 +28,7 @@ def test_flat_is_exact_and_sweeps_are_reported():
 
 def test_default_specs_cover_the_families():
     names = [s.factory for s in default_specs(1_000_000, 128)]
-    assert names == ["Flat", "IVF1024,Flat", "HNSW32", "IVF1024,PQ16", "SQ8"]
+    assert names == ["Flat", "IVF4096,Flat", "HNSW32", "IVF4096,PQ16", "SQ8"]
 
 
 def test_synthesize_bank_keeps_real_rows_and_is_unit_norm():

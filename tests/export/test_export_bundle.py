@@ -161,3 +161,30 @@ def test_export_from_checkpoint_records_its_sha256(backbone, real_images, tmp_pa
     manifest = load_manifest(tmp_path / "deploy")
     assert manifest["provenance"]["checkpoint_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     assert manifest["backbone_config"] == BACKBONE_CONFIG and result.variants["fp32"].passed
+
+
+def test_float_nchw_bundle(backbone, real_images, bundle, tmp_path) -> None:
+    """One layout per bundle: manifest, Triton configs, trtexec lines and README follow float NCHW."""
+    calib, parity, labels = real_images
+    out = tmp_path / "deploy"
+    result = export_bundle((backbone, PREPROCESS, BACKBONE_CONFIG), out, calibration_images=calib,
+                           parity_images=parity, parity_labels=labels, variants=("fp32", "int8_trt"),
+                           exporter="torchscript", thresholds=RELAXED, input_layout="float_nchw")
+    manifest = load_manifest(out)
+    assert manifest["input_layout"] == "float_nchw" and load_manifest(bundle[0])["input_layout"] == "uint8_nhwc"
+    assert manifest["input"] == {"name": "images", "shape": ["batch", 3, IMAGE_SIZE, IMAGE_SIZE], "layout": "NCHW",
+                                 "dtype": "float32", "color": "RGB", "image_size": IMAGE_SIZE}
+    assert manifest["preprocessing"]["in_graph"] is False and manifest["preprocessing"]["mean"] == PREPROCESS["mean"]
+    assert sorted(p.name for p in out.glob("*.onnx")) == ["encoder_fp32.onnx", "encoder_int8_trt.onnx"]
+    assert all(r.passed for r in result.variants.values())
+    cfg = (out / "triton" / "encoder_trt_int8_trt" / "config.pbtxt").read_text()
+    assert "data_type: TYPE_FP32\n    format: FORMAT_NCHW\n    dims: [ 3, 16, 16 ]" in cfg
+    assert "TYPE_FP32" in (out / "triton" / "encoder_onnx_fp32" / "config.pbtxt").read_text()
+    trtexec = (out / "trtexec.txt").read_text()
+    assert f"--maxShapes=images:64x3x{IMAGE_SIZE}x{IMAGE_SIZE} " in trtexec and "x3 " not in trtexec
+    assert "float32, NCHW" in (out / "README.md").read_text()
+    # open_engine takes uint8 NHWC for either layout and gives the uint8 bundle's embeddings
+    with open_engine(out, "fp32") as f32, open_engine(bundle[0], "fp32") as u8:
+        np.testing.assert_allclose(f32.embed(parity[:8]), u8.embed(parity[:8]), atol=1e-6, rtol=0)
+    u8_cfg = (bundle[0] / "triton" / "encoder_trt_fp32" / "config.pbtxt").read_text()
+    assert "data_type: TYPE_UINT8\n    format: FORMAT_NHWC\n    dims: [ 16, 16, 3 ]" in u8_cfg

@@ -12,7 +12,8 @@ from export.onnx_export import build_fp32_encoder, save_model
 from export.precision import make_variant
 from tests.export.conftest import IMAGE_SIZE, PREPROCESS
 
-ENGINES = ["pytorch_fp32", "onnx_fp32", "onnx_fp16", "onnx_int8_trt", "onnx_int8_cpu", "tensorrt_fp32"]
+ENGINES = ["pytorch_fp32", "onnx_fp32", "onnx_fp16", "onnx_int8_trt", "onnx_int8_cpu", "onnx_float_nchw_fp32",
+           "onnx_float_nchw_int8_cpu", "tensorrt_fp32"]
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +22,10 @@ def model_dir(backbone, random_images, tmp_path_factory):
     fp32 = build_fp32_encoder(backbone, PREPROCESS, exporter="torchscript")[0]
     for variant in ("fp32", "fp16", "int8_trt", "int8_cpu"):
         save_model(make_variant(fp32, variant, random_images), out / f"encoder_{variant}.onnx")
+    # float NCHW exports: the engine normalises uint8 NHWC itself, so the same contract applies
+    fp32_float = build_fp32_encoder(backbone, PREPROCESS, exporter="torchscript", input_layout="float_nchw")[0]
+    for variant in ("fp32", "int8_cpu"):
+        save_model(make_variant(fp32_float, variant, random_images), out / f"encoder_float_nchw_{variant}.onnx")
     return out
 
 
@@ -81,3 +86,23 @@ def test_onnx_engine_source_and_name(model_dir) -> None:
         assert eng.name == "onnx_int8_cpu" and eng.source_path == model_dir / "encoder_int8_cpu.onnx"
     with pytest.raises(ValueError, match="not found"):
         OnnxRuntimeEngine(model_dir / "missing.onnx")
+
+
+def test_float_nchw_engine_normalises_with_metadata_or_given_preprocess(backbone, model_dir, random_images, tmp_path) -> None:
+    import onnx
+
+    from export.onnx_export import set_metadata
+
+    with OnnxRuntimeEngine(model_dir / "encoder_float_nchw_fp32.onnx") as eng, TorchEngine(backbone, PREPROCESS) as ref:
+        assert eng.name == "onnx_fp32" and eng.input_layout == "float_nchw"
+        assert (eng.embed(random_images) * ref.embed(random_images)).sum(1).min() >= 0.9999
+        ours = eng.embed(random_images)
+    # Without mean/std in the metadata the engine refuses, unless they are passed (e.g. from the manifest).
+    model = onnx.load(model_dir / "encoder_float_nchw_fp32.onnx")
+    del model.metadata_props[:]
+    set_metadata(model, {})
+    save_model(model, tmp_path / "bare.onnx")
+    with pytest.raises(ValueError, match="normalisation"):
+        OnnxRuntimeEngine(tmp_path / "bare.onnx")
+    with OnnxRuntimeEngine(tmp_path / "bare.onnx", preprocess=PREPROCESS) as eng:
+        np.testing.assert_array_equal(eng.embed(random_images), ours)

@@ -87,3 +87,58 @@ def test_calibration_indices_are_deterministic() -> None:
 def test_int8_rejects_bad_calibration(fp32_model) -> None:
     with pytest.raises(ValueError, match="calibration_images"):
         make_variant(fp32_model, "int8_cpu", np.zeros((4, 16, 16, 3), np.float32))
+
+
+# --- the same variants from a float NCHW export (no preprocessing nodes; calibrated on normalised floats) ----
+
+
+@pytest.fixture(scope="module")
+def fp32_float_model(backbone) -> onnx.ModelProto:
+    return build_fp32_encoder(backbone, PREPROCESS, exporter="torchscript", input_layout="float_nchw")[0]
+
+
+@pytest.mark.parametrize("variant", ["fp16", "int8_trt", "int8_cpu"])
+def test_float_nchw_variant_passes_its_parity_gate(variant, fp32_float_model, reference, real_images, tmp_path) -> None:
+    calib, images, labels = real_images
+    model = make_variant(fp32_float_model, variant, calib)
+    onnx.checker.check_model(model, full_check=True)
+    meta = read_metadata(model)
+    assert meta["precision"] == variant and meta["input_format"] == "float_nchw"
+    inp = model.graph.input[0]
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT and [d.dim_value for d in inp.type.tensor_type.shape.dim][1:] == [3, 16, 16]
+    assert not [n for n in model.graph.node if n.name.startswith("preprocess/")]
+    thresholds = DEFAULT_THRESHOLDS[variant]
+    if variant.startswith("int8"):  # same relaxation as test_variant_passes_its_parity_gate (random-init net)
+        thresholds = dataclasses.replace(thresholds, min_top1_agreement=0.5, min_top10_overlap=0.7)
+    report = compare_embeddings(reference, _embed(model, images, tmp_path), labels, thresholds)
+    print("float_nchw", variant, {k: round(v, 5) for k, v in report.to_dict().items() if isinstance(v, float)})
+    assert report.passed, report.failures
+
+
+def test_float_nchw_fp16_casts_the_graph_input_and_keeps_tail_fp32(fp32_float_model) -> None:
+    model = make_variant(fp32_float_model, "fp16")
+    casts = {n.name: n for n in model.graph.node if n.op_type == "Cast"}
+    assert casts["input/cast_fp16"].input[0] == "images" and casts["input/cast_fp16"].attribute[0].i == onnx.TensorProto.FLOAT16
+    assert casts["tail/cast_fp32"].attribute[0].i == onnx.TensorProto.FLOAT
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    assert inits["tail/eps"] == onnx.TensorProto.FLOAT
+    assert {t for n, t in inits.items() if not n.startswith("tail/")} == {onnx.TensorProto.FLOAT16}
+    out = model.graph.output[0].type.tensor_type.elem_type
+    assert model.graph.input[0].type.tensor_type.elem_type == out == onnx.TensorProto.FLOAT
+
+
+def test_float_nchw_int8_trt_zero_points_and_normalised_calibration(fp32_float_model, fp32_model, real_images) -> None:
+    from export.engines import normalize_images
+    from export.precision import _ImageReader, _calibration_normalize
+
+    calib = real_images[0]
+    norm = _calibration_normalize(fp32_float_model)
+    assert norm == (tuple(PREPROCESS["mean"]), tuple(PREPROCESS["std"]))
+    assert _calibration_normalize(fp32_model) is None  # uint8 encoders calibrate on raw pixels
+    first = _ImageReader(calib, 32, norm).get_next()["images"]
+    np.testing.assert_array_equal(first, normalize_images(calib[:32], PREPROCESS["mean"], PREPROCESS["std"]))
+    model = make_variant(fp32_float_model, "int8_trt", calib)
+    zps = zero_points(model)
+    assert zps and not any(np.any(zp) for zp in zps.values())
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert not [n for n in qdq if n.name.startswith(("preprocess/", "tail/"))]

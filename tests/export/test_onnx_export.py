@@ -94,3 +94,71 @@ def test_bad_preprocess_and_exporter(backbone, tmp_path) -> None:
         export_onnx(backbone, {"image_size": 16}, tmp_path / "x.onnx")
     with pytest.raises(ValueError, match="exporter"):
         export_onnx(backbone, PREPROCESS, tmp_path / "x.onnx", exporter="magic")
+
+
+# --- optional float NCHW input layout (normalised upstream, no preprocessing nodes) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def exported_float(backbone, tmp_path_factory):
+    return export_onnx(backbone, PREPROCESS, tmp_path_factory.mktemp("onnx_float") / "encoder.onnx",
+                       exporter="torchscript", input_layout="float_nchw")
+
+
+def test_float_nchw_export_contract(exported_float) -> None:
+    assert exported_float.input_layout == "float_nchw"
+    assert exported_float.input_shape == ("batch", 3, IMAGE_SIZE, IMAGE_SIZE)
+    assert exported_float.output_shape == ("batch", 64)
+    model = onnx.load(exported_float.path)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    regions = region_node_names(model)
+    assert regions["preprocess"] == [] and regions["input"] == [] and regions["body"] and regions["tail"]
+    assert not [n for n in model.graph.node if n.op_type == "Cast"]  # no uint8 handling left
+    meta = read_metadata(model)
+    assert (meta["input_format"], meta["input_layout"], meta["input_dtype"], meta["normalization_in_graph"]) == \
+        ("float_nchw", "NCHW", "float32", "false")
+    assert [float(v) for v in meta["mean"].split(",")] == PREPROCESS["mean"]
+    assert [float(v) for v in meta["std"].split(",")] == PREPROCESS["std"]
+    verify_encoder(model, opset=17, image_size=IMAGE_SIZE, out_dim=64, input_layout="float_nchw")
+    with pytest.raises(ValueError, match="must be UINT8"):
+        verify_encoder(model, opset=17, image_size=IMAGE_SIZE, out_dim=64)
+    assert read_metadata(onnx.load(exported_float.path))["tail_precision"] == "fp32"
+
+
+def test_uint8_export_records_layout(exported) -> None:
+    meta = read_metadata(onnx.load(exported.path))
+    assert exported.input_layout == "uint8_nhwc"
+    assert (meta["input_format"], meta["normalization_in_graph"]) == ("uint8_nhwc", "true")
+
+
+def test_float_nchw_matches_pytorch_on_normalised_input(backbone, exported_float, real_images) -> None:
+    """Raw session on float NCHW normalised in NumPy vs the PyTorch reference: per-row cosine >= 0.9999."""
+    import onnxruntime as ort
+
+    from export.engines import normalize_images
+
+    _, images, _ = real_images
+    x = normalize_images(images, PREPROCESS["mean"], PREPROCESS["std"])
+    assert x.dtype == np.float32 and x.shape == (len(images), 3, IMAGE_SIZE, IMAGE_SIZE)
+    session = ort.InferenceSession(str(exported_float.path), providers=["CPUExecutionProvider"])
+    b = session.run(None, {"images": x})[0]
+    with TorchEngine(backbone, PREPROCESS) as ref:
+        a = ref.embed(images)
+    cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    print(f"float NCHW ONNX vs PyTorch: min cosine {cosine.min():.7f}, max abs diff {np.abs(a - b).max():.2e}")
+    assert cosine.min() >= 0.9999 and float(np.abs(a - b).max()) < 1e-4
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+
+
+def test_uint8_and_float_layouts_give_the_same_embeddings(exported, exported_float, real_images) -> None:
+    _, images, _ = real_images
+    with OnnxRuntimeEngine(exported.path) as u8, OnnxRuntimeEngine(exported_float.path) as f32:
+        assert f32.input_layout == "float_nchw" and u8.input_layout == "uint8_nhwc"
+        assert f32.input_spec == u8.input_spec  # embed() takes uint8 NHWC for both
+        a, b = u8.embed(images), f32.embed(images)
+    np.testing.assert_allclose(b, a, atol=1e-6, rtol=0)
+
+
+def test_bad_input_layout(backbone, tmp_path) -> None:
+    with pytest.raises(ValueError, match="input_layout"):
+        export_onnx(backbone, PREPROCESS, tmp_path / "x.onnx", exporter="torchscript", input_layout="float_nhwc")
