@@ -24,7 +24,7 @@ QUICK = [
     ["evaluate_linear_probe.py"],
 ]
 FULL = [
-    ["pipeline_e2e.py", "--config", "configs/cifar10_cpu.toml", "--dataset", f"npz:{CIFAR}", "--budget", "900"],
+    ["pipeline_e2e.py", "--config", "configs/cifar10_cpu.toml", "--dataset", f"npz:{CIFAR}", "--budget", "900", "--require-beat-raw-pixels"],
     ["train_throughput.py"],
     ["evaluate_engine_e2e.py"],
     ["evaluate_knn_speed.py"],
