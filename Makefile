@@ -54,7 +54,8 @@ test: $(STAMP_TEST)
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP_TEST)
-	@echo ">> benchmarks (writes benchmarks/results/)"
+	@echo ">> benchmarks (writes benchmarks/results/); lightly's MoCo blocks are the training reference"
+	$(VPY) -m pip install --quiet --no-deps "lightly>=1.5"
 	$(VPY) benchmarks/run_all.py
 
 clean-venv:
