@@ -54,12 +54,13 @@ def normalize_images(images: np.ndarray, mean: Sequence[float], std: Sequence[fl
     """uint8 ``(N, H, W, 3)`` RGB -> float32 ``(N, 3, H, W)`` ``((x / 255) - mean) / std``.
 
     The same float32 operations in the same order as the in-graph ``preprocess/*`` nodes (cast, NCHW,
-    /255, -mean, /std), so a float-NCHW graph fed this gives the uint8 graph's embeddings.
+    ``x * (1 / (255 std)) + (-mean / std)``), so a float-NCHW graph fed this gives the uint8 graph's embeddings.
     """
-    m = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
-    s = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
+    mean64, std64 = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+    scale = (1.0 / (255.0 * std64)).astype(np.float32).reshape(1, 3, 1, 1)
+    bias = (-mean64 / std64).astype(np.float32).reshape(1, 3, 1, 1)
     x = images.astype(np.float32).transpose(0, 3, 1, 2)
-    return np.ascontiguousarray((x / np.float32(255.0) - m) / s, dtype=np.float32)
+    return np.ascontiguousarray(x * scale + bias, dtype=np.float32)
 
 
 def _parse_floats(value: Any, what: str, source: Any) -> tuple[float, float, float]:

@@ -4,7 +4,7 @@ The exported graph is the *engine contract*: ``images`` uint8 ``(N, H, W, 3)`` R
 ``embeddings`` float32 ``(N, D)``, rows L2-normalised. It is assembled from three named parts so that
 later passes (FP16 conversion, INT8 quantization) can find them without guessing:
 
-- ``preprocess/*``: Cast -> Transpose -> /255 -> (x - mean) / std, FP32;
+- ``preprocess/*``: Cast -> Transpose -> x * (1 / (255 std)) + (-mean / std), FP32;
 - the backbone, exported by PyTorch (BatchNorm folded into the convolutions beforehand, in FP32);
 - ``tail/*``: the L2 normalisation, FP32 in every precision variant (it overflows in FP16).
 
@@ -220,14 +220,15 @@ def preprocess_nodes(pre: Preprocess, out_name: str) -> tuple[list[onnx.NodeProt
     Cast before Transpose: TensorRT handles uint8 only at I/O and in Cast.
     """
     p = PREPROCESS_PREFIX
-    inits = [_const(p + "scale", [255.0], [1, 1, 1, 1]), _const(p + "mean", pre.mean, [1, 3, 1, 1]),
-             _const(p + "std", pre.std, [1, 3, 1, 1])]
+    # (x / 255 - mean) / std folded into one multiply-add per channel: two elementwise passes instead of three
+    # over the largest activation of the graph (about 10 % of an INT8 engine's CPU time went to them).
+    mean, std = np.asarray(pre.mean, np.float64), np.asarray(pre.std, np.float64)
+    inits = [_const(p + "scale", 1.0 / (255.0 * std), [1, 3, 1, 1]), _const(p + "bias", -mean / std, [1, 3, 1, 1])]
     nodes = [
         helper.make_node("Cast", [INPUT_NAME], [p + "float"], to=TensorProto.FLOAT, name=p + "cast"),
         helper.make_node("Transpose", [p + "float"], [p + "nchw"], perm=[0, 3, 1, 2], name=p + "to_nchw"),
-        helper.make_node("Div", [p + "nchw", p + "scale"], [p + "unit"], name=p + "div255"),
-        helper.make_node("Sub", [p + "unit", p + "mean"], [p + "centred"], name=p + "sub_mean"),
-        helper.make_node("Div", [p + "centred", p + "std"], [out_name], name=p + "div_std"),
+        helper.make_node("Mul", [p + "nchw", p + "scale"], [p + "scaled"], name=p + "scale"),
+        helper.make_node("Add", [p + "scaled", p + "bias"], [out_name], name=p + "shift"),
     ]
     return nodes, inits
 

@@ -50,7 +50,7 @@ def test_variant_passes_its_parity_gate(variant, fp32_model, reference, real_ima
 def test_fp16_keeps_preprocessing_and_tail_fp32(fp32_model) -> None:
     model = make_variant(fp32_model, "fp16")
     inits = {t.name: t.data_type for t in model.graph.initializer}
-    assert inits["preprocess/mean"] == onnx.TensorProto.FLOAT and inits["tail/eps"] == onnx.TensorProto.FLOAT
+    assert inits["preprocess/bias"] == onnx.TensorProto.FLOAT and inits["tail/eps"] == onnx.TensorProto.FLOAT
     body_weights = [t for n, t in inits.items() if not n.startswith(("preprocess/", "tail/"))]
     assert body_weights and set(body_weights) == {onnx.TensorProto.FLOAT16}
     casts = {n.name: n.attribute[0].i for n in model.graph.node if n.op_type == "Cast"}
