@@ -151,7 +151,8 @@ def export_bundle(source: Any, out_dir: Path, *, calibration_images: np.ndarray,
         raise ValueError(f"parity_labels must have shape ({len(parity_images)},), got {np.shape(parity_labels)}")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
+    recover_interrupted(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-{os.getpid()}-", dir=out_dir.parent))
     try:
         fp32, exporter_used, notes = build_fp32_encoder(backbone, pre.to_dict(), opset=opset, exporter=exporter,
                                                         input_layout=input_layout)
@@ -253,11 +254,47 @@ def _write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _dead_owner(path: Path, kind: str) -> bool:
+    """True for ``.<bundle>.<kind>-<pid>-*`` folders whose process has exited (older names: no pid, never)."""
+    pid = path.name.split(f".{kind}-", 1)[1].split("-", 1)[0]
+    return pid.isdigit() and not _pid_alive(int(pid))
+
+
+def recover_interrupted(out_dir: Path) -> None:
+    """Undo what an export killed mid-way left beside ``out_dir``.
+
+    A kill during the build leaves ``.<name>.building-<pid>-*``: deleted. A kill between the two renames of
+    the swap leaves the previous bundle as ``.<name>.old-<pid>-*`` with ``out_dir`` missing: put back.
+    Folders of exports still running (their pid is alive) are left alone.
+    """
+    for path in out_dir.parent.glob(f".{out_dir.name}.building-*"):
+        if _dead_owner(path, "building"):
+            logger.warning("removing %s, left by an interrupted export", path)
+            shutil.rmtree(path, ignore_errors=True)
+    olds = sorted((p for p in out_dir.parent.glob(f".{out_dir.name}.old-*") if _dead_owner(p, "old")),
+                  key=lambda p: p.stat().st_mtime)
+    if olds and not out_dir.exists():
+        logger.warning("restoring the previous bundle %s from %s (an export was interrupted mid-swap)", out_dir, olds[-1])
+        os.replace(olds.pop(), out_dir)
+    for path in olds:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _swap_in(tmp: Path, out_dir: Path) -> None:
     """Replace ``out_dir`` by ``tmp``: two renames on one filesystem; the old bundle is deleted last."""
     old = None
     if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-{os.getpid()}-", dir=out_dir.parent))
         os.rmdir(old)
         os.replace(out_dir, old)
     os.replace(tmp, out_dir)

@@ -188,3 +188,30 @@ def test_float_nchw_bundle(backbone, real_images, bundle, tmp_path) -> None:
         np.testing.assert_allclose(f32.embed(parity[:8]), u8.embed(parity[:8]), atol=1e-6, rtol=0)
     u8_cfg = (bundle[0] / "triton" / "encoder_trt_fp32" / "config.pbtxt").read_text()
     assert "data_type: TYPE_UINT8\n    format: FORMAT_NHWC\n    dims: [ 16, 16, 3 ]" in u8_cfg
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_recover_interrupted_cleans_builds_and_restores_a_half_swapped_bundle(tmp_path: Path) -> None:
+    import os
+
+    from export.bundle import recover_interrupted
+
+    out_dir = tmp_path / "deploy"
+    dead = _dead_pid()
+    stale_build = tmp_path / f".deploy.building-{dead}-abc"
+    live_build = tmp_path / f".deploy.building-{os.getpid()}-xyz"  # an export still running: left alone
+    previous = tmp_path / f".deploy.old-{dead}-def"  # killed between the two renames of the swap
+    for path in (stale_build, live_build, previous):
+        path.mkdir()
+    (previous / "manifest.json").write_text("{}")
+    recover_interrupted(out_dir)
+    assert not stale_build.exists() and live_build.is_dir()
+    assert (out_dir / "manifest.json").read_text() == "{}" and not previous.exists()
