@@ -493,9 +493,9 @@ class _timed:
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    from export.files import atomic_write_bytes  # the project's one atomic writer (temp file, fsync, replace)
+
+    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
 
 
 def _log_to_file(path: Path) -> None:
