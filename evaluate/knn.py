@@ -1,8 +1,8 @@
 """Exact cosine k-nearest-neighbour search with FAISS and weighted kNN classification.
 
-Search: ``IndexFlatIP``-equivalent brute force (``faiss.knn`` / ``faiss.knn_gpu``) on L2-normalised
-vectors, tiled over queries and bank so that no ``Q x N`` similarity matrix is ever held; per-tile top-k
-results are merged with ``faiss.ResultHeap`` exactly as ``faiss.contrib.exhaustive_search`` does.
+Search: ``IndexFlatIP``-equivalent brute force (``faiss.knn``; on GPUs an ``IndexFlatIP`` sharded over all of
+them) on L2-normalised vectors, tiled over queries and bank so that no ``Q x N`` similarity matrix is ever
+held; per-tile top-k results are merged with ``faiss.ResultHeap`` exactly as ``faiss.contrib.exhaustive_search`` does.
 Classification: Wu et al. (2018) / DINO weighted vote, ``score[q, c] = sum_{j in topk(q), y_j = c} exp(s_qj / T)``.
 Approximate indexes never feed these numbers (see ``index_bench.py`` for those).
 """
@@ -47,6 +47,28 @@ def configure_threads(num_threads: int | None = None) -> int:
     return n
 
 
+def gpus_to_use(use_gpu: bool | None) -> int:
+    """How many GPUs FAISS should use: all it sees for ``None``/``True``, none for ``False``.
+
+    Raises:
+        ValueError: ``use_gpu=True`` but the installed FAISS sees no GPU (a CPU-only build, or no device).
+    """
+    if use_gpu is False:
+        return 0
+    n = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if use_gpu and n == 0:
+        raise ValueError("use_gpu=True but FAISS sees no GPU (faiss-cpu is installed, or no CUDA device is visible)")
+    return n
+
+
+def _gpu_flat_index(dim: int, ngpu: int) -> faiss.Index:
+    """An empty exact inner-product index over ``ngpu`` GPUs, vectors sharded across them (FAISS's own recipe
+    for exact ground truth on GPUs, ``faiss.contrib.exhaustive_search``); needs a GPU build of FAISS."""
+    options = faiss.GpuMultipleClonerOptions()
+    options.shard = True
+    return faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(dim), co=options, ngpu=ngpu)
+
+
 def _tile_sizes(nq: int, nb: int, dim: int, k: int, budget: int) -> tuple[int, int]:
     """(query tile, bank tile) such that a bank tile plus one query-tile x bank-tile block fit ``budget``."""
     q_tile = min(nq, _MAX_QUERY_TILE)
@@ -71,7 +93,8 @@ def exact_search(
         k: neighbours per query, ``1 <= k <= N``.
         memory_budget_bytes: bound on bank tile + similarity block held at once.
         normalize: L2-normalise both sides first (cosine similarity).
-        use_gpu: ``None`` = GPU when the installed FAISS sees one.
+        use_gpu: ``None`` = the GPUs the installed FAISS sees (bank tiles sharded across all of them), if any;
+            ``True`` requires one.
 
     Returns:
         ``(sims float32 (Q, k), ids int64 (Q, k))`` sorted by decreasing similarity, ties by increasing
@@ -87,8 +110,8 @@ def exact_search(
         raise ValueError(f"k={k} is larger than the bank ({nb} embeddings)")
     if normalize:
         bank, queries = l2_normalize(bank), l2_normalize(queries)
-    gpu = faiss.get_num_gpus() > 0 if use_gpu is None else use_gpu
-    res = faiss.StandardGpuResources() if gpu else None
+    ngpu = gpus_to_use(use_gpu)
+    gpu_index = _gpu_flat_index(dim, ngpu) if ngpu else None
     nq = queries.shape[0]
     q_tile, b_tile = _tile_sizes(nq, nb, dim, k, memory_budget_bytes)
     sims = np.empty((nq, k), dtype=np.float32)
@@ -99,8 +122,10 @@ def exact_search(
         for b0 in range(0, nb, b_tile):
             xb = bank[b0 : b0 + b_tile]
             kt = min(k, xb.shape[0])
-            if gpu:
-                d, i = faiss.knn_gpu(res, xq, xb, kt, metric=faiss.METRIC_INNER_PRODUCT)
+            if gpu_index is not None:
+                gpu_index.add(xb)
+                d, i = gpu_index.search(xq, kt)
+                gpu_index.reset()
             else:
                 d, i = faiss.knn(xq, xb, kt, metric=faiss.METRIC_INNER_PRODUCT)
             heap.add_result(d, i + b0)

@@ -42,6 +42,11 @@ class EvalConfig:
         seed: seeds the linear probe's held-out slice.
         num_threads: FAISS/PyTorch threads; ``None`` = the cores this process may use.
         agreement_k: neighbours compared with the reference engine's.
+        index_benchmark: sweep FAISS approximate indexes (``evaluate.index_bench``) on the FP32 engine's
+            embeddings and report recall@10 vs queries/s with a recommendation (speed only, never accuracy).
+        index_recall_target: recall@10 the recommended index must reach.
+        index_shards: build each benchmarked index as this many CPU shards (``IndexShards``); GPUs, when FAISS
+            sees them, always hold a shard each.
     """
 
     knn_k: int = 20
@@ -54,11 +59,16 @@ class EvalConfig:
     seed: int = 0
     num_threads: int | None = None
     agreement_k: int = 10
+    index_benchmark: bool = True
+    index_recall_target: float = 0.95
+    index_shards: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("knn_k", "batch_size", "memory_budget_mb", "agreement_k"):
+        for name in ("knn_k", "batch_size", "memory_budget_mb", "agreement_k", "index_shards"):
             if getattr(self, name) < 1:
                 raise ValueError(f"evaluate config: {name} must be >= 1, got {getattr(self, name)!r}")
+        if not 0.0 < self.index_recall_target <= 1.0:
+            raise ValueError(f"evaluate config: index_recall_target must be in (0, 1], got {self.index_recall_target!r}")
         if self.knn_temperature <= 0:
             raise ValueError(f"evaluate config: knn_temperature must be > 0, got {self.knn_temperature!r}")
         for k, t in self.extra_knn:
@@ -103,13 +113,13 @@ def eval_config_from_dict(d: Mapping[str, Any]) -> EvalConfig:
         raise ValueError(f"evaluate config: unknown key(s) {unknown}; known keys are {sorted(known)}")
     kw: dict[str, Any] = {}
     for key, v in d.items():
-        if key in ("knn_k", "batch_size", "memory_budget_mb", "seed", "agreement_k"):
+        if key in ("knn_k", "batch_size", "memory_budget_mb", "seed", "agreement_k", "index_shards"):
             kw[key] = _want_int(key, v)
-        elif key == "knn_temperature":
+        elif key in ("knn_temperature", "index_recall_target"):
             kw[key] = _want_float(key, v)
-        elif key == "linear_probe":
+        elif key in ("linear_probe", "index_benchmark"):
             if not isinstance(v, bool):
-                raise TypeError(f"evaluate config: linear_probe must be true/false, got {v!r}")
+                raise TypeError(f"evaluate config: {key} must be true/false, got {v!r}")
             kw[key] = v
         elif key == "num_threads":
             kw[key] = None if v is None else _want_int(key, v)
