@@ -46,7 +46,11 @@ class UsageError(ValueError):
 
 @dataclass(frozen=True)
 class DataSettings:
-    """The ``[data]`` section. ``0`` means "not set" for the size limits."""
+    """The ``[data]`` section. ``0`` means "not set" for the size limits.
+
+    ``stream`` (``folder:PATH`` datasets only): training reads the train split from disk through DataLoader
+    workers (``train.data_workers``) instead of from the decoded array; evaluation still uses the arrays.
+    """
 
     dataset: str = "digits"
     image_size: int = 0
@@ -56,6 +60,7 @@ class DataSettings:
     seed: int = 0
     skip_corrupt: bool = False
     data_root: str = ""
+    stream: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,9 @@ def validate_config(config: dict[str, Any], name: str | None) -> Settings:
     from train.config import train_config_from_dict
 
     data = _check_section("data", DataSettings, config["data"])
+    if data.stream and not data.dataset.startswith("folder:"):
+        raise UsageError(f"config key 'data.stream': only folder:PATH datasets stream from disk, not {data.dataset!r} "
+                         "(set data.stream = false)")
     export = _check_section("export", ExportSettings, config["export"])
     bad = [v for v in export.variants if v not in EXPORT_VARIANTS]
     if bad or not export.variants:
@@ -214,6 +222,23 @@ def load_data(settings: DataSettings):  # -> imagedata.ImageSplits
         raise UsageError(str(exc)) from exc
 
 
+def open_train_stream(settings: DataSettings, data):  # -> imagedata.FolderImages
+    """The train split of a ``folder:`` dataset decoded on access (``data.stream``): the same images, in the same
+    order, as ``data.x_train`` (files the full decode of ``load_data`` found unreadable are left out too)."""
+    from imagedata import DatasetError, FolderImages
+
+    try:
+        images = FolderImages.open(
+            Path(settings.dataset[len("folder:"):]).expanduser(), "train", image_size=settings.image_size,
+            test_fraction=settings.test_fraction, seed=settings.seed, max_images=settings.max_train or None,
+            exclude=data.skipped_files,  # exactly the unreadable files: load_data decoded every one
+        )
+    except DatasetError as exc:
+        raise UsageError(str(exc)) from exc
+    assert len(images) == len(data.x_train), (len(images), len(data.x_train))
+    return images
+
+
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of ``uint8 (N, H, W, 3)`` images on the 0..1 scale (the preprocessing contract)."""
     pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
@@ -243,9 +268,13 @@ def run_train(settings: Settings, data, run_dir: Path, device: str, progress: bo
 
     mean, std = channel_stats(data.x_train)
     preprocess = {"image_size": int(data.x_train.shape[1]), "mean": mean, "std": std}
+    images = data.x_train
+    if settings.data.stream:
+        images = open_train_stream(settings.data, data)
+        log.info("training streams %d images from disk (train.data_workers = %s)", len(images), settings.train.data_workers)
     try:
         result = train_moco(
-            data.x_train,
+            images,
             settings.train,
             run_dir / "train",
             device=device,

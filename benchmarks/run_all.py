@@ -21,6 +21,7 @@ QUICK = [
     ["pipeline_e2e.py"],
     ["export_latency.py", "--width", "16"],
     ["train_augment.py"],
+    ["train_streaming.py"],
     ["evaluate_linear_probe.py"],
 ]
 FULL = [

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imagedata.folder import list_folder, read_image
 from imagedata.splits import DatasetError, ImageSplits, as_labels, as_rgb_nhwc, finalize_splits
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,6 @@ log = logging.getLogger(__name__)
 TORCHVISION_SETS = ("cifar10", "cifar100", "stl10", "mnist", "fashion-mnist")
 DATASET_NAMES = ("digits",) + TORCHVISION_SETS
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
 def default_data_root() -> Path:
@@ -188,21 +188,10 @@ def _load_idx_fashion_mnist(name: str, folder: Path) -> ImageSplits:
 
 
 def _load_folder(spec: str, root: Path, image_size: int | None, test_fraction: float, seed: int, skip_corrupt: bool) -> ImageSplits:
-    if not root.exists():
-        raise DatasetError(f"image folder {root} does not exist")
-    if not root.is_dir():
-        raise DatasetError(f"{root} is not a folder")
-    if image_size is None:
+    if image_size is None and root.is_dir():
         raise DatasetError(f"folder dataset {root}: set data.image_size (images are resized to one size)")
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-        train_files = _class_files(root / "train", classes)
-        test_files = _class_files(root / "test", classes)
-    else:
-        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-        train_files, test_files = _split_files(_class_files(root, classes), test_fraction, seed)
-    if not classes:
-        raise DatasetError(f"image folder {root} has no class sub-folders (expected {root}/<class>/*.png or train/ and test/)")
+    classes, train_files, test_files = list_folder(root, test_fraction, seed)
+    assert image_size is not None  # list_folder raised for a path that is not a folder
     skipped: list[str] = []
     x_train, y_train = _read_images(train_files, image_size, skip_corrupt, skipped)
     x_test, y_test = _read_images(test_files, image_size, skip_corrupt, skipped)
@@ -212,42 +201,15 @@ def _load_folder(spec: str, root: Path, image_size: int | None, test_fraction: f
     return ImageSplits(f"folder:{root.name}", spec, x_train, y_train, x_test, y_test, tuple(classes), tuple(skipped))
 
 
-def _class_files(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
-    files = []
-    for label, name in enumerate(classes):
-        class_dir = folder / name
-        if class_dir.is_dir():
-            files += [(p, label) for p in sorted(class_dir.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
-    return files
-
-
-def _split_files(files: list[tuple[Path, int]], test_fraction: float, seed: int) -> tuple[list, list]:
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for label in sorted({label for _, label in files}):
-        members = [f for f in files if f[1] == label]
-        order = rng.permutation(len(members))
-        n_test = max(1, int(round(len(members) * test_fraction))) if len(members) > 1 else 0
-        test += [members[i] for i in order[:n_test]]
-        train += [members[i] for i in order[n_test:]]
-    return train, test
-
-
 def _read_images(files: list[tuple[Path, int]], size: int, skip_corrupt: bool, skipped: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image, ImageOps
-
     images, labels = [], []
     for path, label in files:
         try:
-            with Image.open(path) as image:
-                image = ImageOps.fit(image.convert("RGB"), (size, size), method=Image.Resampling.BILINEAR)
-                images.append(np.asarray(image, dtype=np.uint8))
-        except Exception as exc:  # PIL raises many types for damaged files
+            images.append(read_image(path, size))
+        except DatasetError as exc:
             if not skip_corrupt:
-                raise DatasetError(
-                    f"cannot read image {path}: {exc}. Remove it, or pass --skip-corrupt to leave such files out"
-                ) from exc
-            log.warning("skipping unreadable image %s: %s", path, exc)
+                raise DatasetError(f"{exc}. Remove it, or pass --skip-corrupt to leave such files out") from exc.__cause__
+            log.warning("skipping unreadable image %s: %s", path, exc.__cause__)
             skipped.append(str(path))
             continue
         labels.append(label)

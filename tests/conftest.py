@@ -1,9 +1,10 @@
-"""Shared test fixtures: locating the real data at hand without ever requiring it."""
+"""Shared test fixtures: locating the real data at hand without ever requiring it, and tiny seeded datasets."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -48,3 +49,23 @@ def tiny_npz(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.npz"
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     return path
+
+
+@pytest.fixture
+def write_png_tree() -> Callable[..., Path]:
+    """Factory: ``write(root, classes=4, per_class=20, size=(16, 16))`` writes ``root/<class>/<i>.png`` (seeded RGB
+    images, a class colour plus noise; odd sizes welcome) and returns ``root``."""
+
+    def write(root: Path, classes: int = 4, per_class: int = 20, size: tuple[int, int] = (16, 16)) -> Path:
+        from PIL import Image
+
+        rng = np.random.default_rng(0)
+        for c in range(classes):
+            (root / f"class_{c}").mkdir(parents=True)
+            for i in range(per_class):
+                base = rng.integers(0, 256, (1, 1, 3))
+                pixels = np.clip(base + rng.integers(-40, 40, (*size, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / f"class_{c}" / f"{i:03d}.png")
+        return root
+
+    return write

@@ -31,6 +31,11 @@ class TrainConfig:
     ``bf16`` is ``"auto"`` (on where the device computes bf16 natively), ``True`` or ``False``.
     On CUDA without native bf16, ``"auto"`` uses fp16 autocast with a GradScaler (its state is checkpointed).
     Checkpoint/monitor intervals of 0 switch that trigger off (a final checkpoint is always written).
+    ``data_workers``: DataLoader worker processes decoding a streamed image source (an image sequence such as
+    ``imagedata.FolderImages`` rather than an in-memory array, which stays on the device and ignores it): ``0``
+    decodes in the training process; ``"auto"`` gives workers the cores the step leaves free (CUDA: all but one
+    per process, 1 to 4; CPU: those beyond ``torch.get_num_threads()``, so 0 where the step uses every core, as
+    workers competing with its threads slow it down). It does not change what is trained: a resume may change it.
     ``tensorboard`` mirrors the JSON-lines log's scalars to ``run_dir/tensorboard`` when the ``tensorboard`` package
     is installed (skipped silently otherwise).
 
@@ -85,6 +90,7 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     num_threads: int = 0
+    data_workers: int | str = "auto"
     # bookkeeping
     seed: int = 0
     checkpoint_every_steps: int = 0
@@ -169,6 +175,8 @@ def _check_ranges(c: TrainConfig) -> None:
     _require(0.0 <= c.hue_strength <= 0.5, "hue_strength", "must lie in [0, 0.5]", c.hue_strength)
     _require(c.blur_min_size >= 1, "blur_min_size", "must be >= 1", c.blur_min_size)
     _require(c.num_threads >= 0, "num_threads", "must be >= 0 (0 = torch's default)", c.num_threads)
+    _require(c.data_workers == "auto" or (isinstance(c.data_workers, int) and c.data_workers >= 0), "data_workers",
+             "must be 'auto' or an int >= 0 (0 = decode in the training process)", c.data_workers)
     for key in ("checkpoint_every_steps", "checkpoint_every_epochs", "knn_every_epochs"):
         _require(getattr(c, key) >= 0, key, "must be >= 0 (0 = off)", getattr(c, key))
     _require(c.keep_last >= 1, "keep_last", "must be >= 1", c.keep_last)

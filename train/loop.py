@@ -1,9 +1,15 @@
-"""The MoCo training loop: in-memory uint8 data, batched augmentation, bf16 autocast (fp16 + GradScaler where bf16
-is missing on CUDA), atomic checkpoints, exact resume, a JSON-lines log (mirrored to TensorBoard when installed).
+"""The MoCo training loop: uint8 data (device-resident, or streamed by DataLoader workers), batched augmentation,
+bf16 autocast (fp16 + GradScaler where bf16 is missing on CUDA), atomic checkpoints, exact resume, a JSON-lines log
+(mirrored to TensorBoard when installed).
 
 One readable loop. Every source of randomness is an explicit, checkpointed ``torch.Generator`` (augmentation and
 key shuffle) or a pure function of ``(seed, epoch)`` (the data order), so a resumed run repeats an uninterrupted
 one bit for bit on CPU. Labels never reach this module.
+
+Data: a ``uint8 (N, H, W, 3)`` ndarray is copied to the device once and indexed there; any other indexable image
+sequence (e.g. ``imagedata.FolderImages``) is decoded by ``config.data_workers`` DataLoader workers
+(``train.data``). Both paths take the same rows at every step (``train.data.step_rows``) and augment the uint8
+batch on the device with the same code, so they train identically.
 
 Under ``torchrun`` the same loop runs on every process (see ``train.distributed``): ``config.batch_size`` is the
 global batch and each rank takes every W-th row of it, the query encoder is wrapped in DDP, keys are gathered
@@ -17,6 +23,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import random
 import resource
 import signal
@@ -25,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ContextManager, Iterator
 
 import numpy as np
 import torch
@@ -36,6 +43,7 @@ from train.backbones import BackboneConfig
 from train.checkpoint import (FORMAT, checkpoint_path, latest_checkpoint, load_checkpoint, plain_backbone_state,
                               prune_checkpoints, save_checkpoint)
 from train.config import TrainConfig
+from train.data import ImageSequence, StepBatchSampler, StreamedBatches, check_sequence, resolve_workers, step_rows
 from train.distributed import (DistContext, all_reduce_sum, average_bn_buffers_, barrier, convert_sync_bn,
                                per_rank_batch, setup, wrap_ddp)
 from train.moco import MoCo, QueryEncoder, build_moco
@@ -46,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 # Keys that do not change the training trajectory: a resumed run may change them.
 _RESUME_FREE_KEYS = {"checkpoint_every_steps", "checkpoint_every_epochs", "keep_last", "log_every",
-                     "knn_every_epochs", "num_threads", "compile", "tensorboard"}
+                     "knn_every_epochs", "num_threads", "compile", "tensorboard", "data_workers"}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -107,17 +115,20 @@ def resolve_split_groups(groups: int, batch_size: int) -> int:
     return 1
 
 
-def _check_images(images: np.ndarray, config: TrainConfig) -> None:
-    if not isinstance(images, np.ndarray):
-        raise TypeError(f"train images must be a numpy.ndarray, got {type(images).__name__}")
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"train images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
-    if images.shape[0] < config.batch_size:
-        raise ValueError(f"train config key 'batch_size': {config.batch_size} is larger than the "
-                         f"{images.shape[0]} training images")
-    if config.image_size == 0 and images.shape[1] != images.shape[2]:
-        raise ValueError(f"images are {images.shape[1]}x{images.shape[2]} (not square): set train config key "
+def _check_images(images: np.ndarray | ImageSequence, config: TrainConfig) -> tuple[int, tuple[int, ...]]:
+    """``(image count, (H, W, 3))``; an ndarray is checked whole, a sequence by its first item (the rest as read)."""
+    if isinstance(images, np.ndarray):
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"train images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+        n, shape = images.shape[0], tuple(images.shape[1:])
+    else:
+        n, shape = check_sequence(images)
+    if n < config.batch_size:
+        raise ValueError(f"train config key 'batch_size': {config.batch_size} is larger than the {n} training images")
+    if config.image_size == 0 and shape[0] != shape[1]:
+        raise ValueError(f"images are {shape[0]}x{shape[1]} (not square): set train config key "
                          "'image_size' to the square training resolution")
+    return n, shape
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -125,11 +136,6 @@ def _peak_memory_mb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
-
-
-def _epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
-    """The data order of one epoch, a pure function of (seed, epoch): resume needs no sampler state."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
 class _SignalFlag:
@@ -209,6 +215,7 @@ class _Run:
     total_steps: int
     runtime: dict[str, Any]
     scaler: torch.amp.GradScaler
+    item_shape: tuple[int, ...]  # (H, W, 3) of every training image
     dist: DistContext = field(default_factory=DistContext)
     tb: Any = None  # a torch.utils.tensorboard SummaryWriter on rank 0, when tensorboard is installed and enabled
     step: int = 0
@@ -328,18 +335,50 @@ def _call_monitor(run: _Run, monitor: Callable[[nn.Module], dict[str, float]], e
 
 
 def _batches(run: _Run, data: torch.Tensor, stop: int) -> Iterator[tuple[int, torch.Tensor]]:
-    """``(step, uint8 batch)`` from ``run.step`` up to ``stop``; the epoch order is recomputed after a resume.
+    """``(step, uint8 batch)`` from ``run.step`` up to ``stop``, indexing device-resident ``data``.
 
     Under DDP every rank computes the same global order and takes rows ``rank::world`` of each global batch:
     the ranks' samples are disjoint and together the global batch (see ``train.distributed`` for the layout)."""
-    b, spe, d = run.config.batch_size, run.steps_per_epoch, run.dist
-    order, order_epoch = None, -1
-    for step in range(run.step, stop):
-        epoch, i = divmod(step, spe)
-        if epoch != order_epoch:
-            order, order_epoch = _epoch_order(run.config.seed, epoch, data.shape[0]).to(data.device), epoch
-        rows = order[i * b:(i + 1) * b]  # the global batch
+    d = run.dist
+    for step, rows in step_rows(run.config.seed, data.shape[0], run.config.batch_size, run.steps_per_epoch,
+                                run.step, stop, data.device):
         yield step, data[rows[d.rank::d.world] if d.active else rows]
+
+
+def _batch_source(run: _Run, images: np.ndarray | ImageSequence,
+                  stop: int) -> ContextManager[Iterator[tuple[int, torch.Tensor]]]:
+    """``with`` it: ``(step, uint8 (B, H, W, 3) batch on the device)`` for steps ``run.step..stop-1``.
+
+    An ndarray is copied to the device once (the fast path for data that fits); a sequence is streamed by
+    ``config.data_workers`` DataLoader workers, which leaving the block stops."""
+    if isinstance(images, np.ndarray):
+        data = torch.from_numpy(np.ascontiguousarray(images)).to(run.device)  # uint8 N x H x W x 3
+        return contextlib.nullcontext(_batches(run, data, stop))
+    c, d = run.config, run.dist
+    # nothing left to train (a finished run called again): no worker processes to start and stop
+    workers = resolve_workers(c.data_workers, run.device.type, _local_processes(d)) if stop > run.step else 0
+    sampler = StepBatchSampler(len(images), c.batch_size, run.steps_per_epoch, c.seed, run.step, stop, d.rank, d.world)
+    run.runtime["data_workers"] = workers
+    return StreamedBatches(images, run.item_shape, sampler, workers, run.device)
+
+
+def _local_processes(ctx: DistContext) -> int:
+    """Training processes on this machine (torchrun's LOCAL_WORLD_SIZE): they share its cores for decoding."""
+    try:
+        return int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world))
+    except ValueError:
+        return ctx.world
+
+
+def _timed(batches: Iterator[tuple[int, torch.Tensor]]) -> Iterator[tuple[float, int, torch.Tensor]]:
+    """``(seconds waited for the batch, step, batch)``: the wait is what the model spent idle for its data."""
+    while True:
+        t = time.perf_counter()
+        try:
+            step, batch = next(batches)
+        except StopIteration:
+            return
+        yield time.perf_counter() - t, step, batch
 
 
 def _bn_layout(config: TrainConfig, ctx: DistContext) -> tuple[int, str | None]:
@@ -359,11 +398,12 @@ def _bn_layout(config: TrainConfig, ctx: DistContext) -> tuple[int, str | None]:
     return resolve_split_groups(max(1, config.split_bn_groups // ctx.world), local_batch), "shuffle"
 
 
-def _build_run(images: np.ndarray, config: TrainConfig, run_dir: Path, device: torch.device,
+def _build_run(images: np.ndarray | ImageSequence, config: TrainConfig, run_dir: Path, device: torch.device,
                mean: tuple[float, float, float], std: tuple[float, float, float],
                ctx: DistContext | None = None) -> _Run:
     ctx = ctx or DistContext()
-    size = config.image_size or images.shape[1]
+    n, item_shape = _check_images(images, config)
+    size = config.image_size or item_shape[0]
     groups, ddp_bn = _bn_layout(config, ctx)
     backbone_config = BackboneConfig(arch=config.arch, width=config.width, stem=config.stem)
     aug_gen = torch.Generator(device=device).manual_seed(config.seed)
@@ -386,7 +426,7 @@ def _build_run(images: np.ndarray, config: TrainConfig, run_dir: Path, device: t
                                 weight_decay=config.weight_decay, momentum=config.momentum_sgd,
                                 exclude_norm_bias=config.exclude_norm_bias_from_wd,
                                 trust_coefficient=config.lars_trust_coefficient)
-    spe = images.shape[0] // config.batch_size  # drop_last: batch norm always sees full batches
+    spe = n // config.batch_size  # drop_last: batch norm always sees full batches
     precision = resolve_precision(device.type, config.bf16, bf16_native(device) if config.bf16 == "auto" else False)
     runtime = {"device": str(device), "precision": precision, "bf16": precision == "bf16", "split_bn_groups": groups,
                "steps_per_epoch": spe, "world_size": ctx.world}
@@ -395,13 +435,13 @@ def _build_run(images: np.ndarray, config: TrainConfig, run_dir: Path, device: t
     return _Run(config=config, run_dir=run_dir, device=device, model=model, optimizer=optimizer, aug_gen=aug_gen,
                 preprocess={"image_size": size, "mean": [float(v) for v in mean], "std": [float(v) for v in std]},
                 backbone_config=backbone_config, steps_per_epoch=spe, total_steps=config.epochs * spe,
-                runtime=runtime, dist=ctx,
+                runtime=runtime, item_shape=item_shape, dist=ctx,
                 # one step code path: a disabled scaler (bf16, fp32) passes the loss and the step straight through
                 scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"))
 
 
 def train_moco(
-    images: np.ndarray,
+    images: np.ndarray | ImageSequence,
     config: TrainConfig,
     run_dir: Path,
     *,
@@ -415,7 +455,10 @@ def train_moco(
     """Pretrain a backbone with MoCo on unlabeled images; resumes from ``run_dir``'s newest checkpoint.
 
     Args:
-        images: ``uint8 (N, H, W, 3)`` RGB training images (never labels).
+        images: ``uint8 (N, H, W, 3)`` RGB training images (never labels), copied to the device once; or any
+            indexable sequence of ``uint8 (H, W, 3)`` images of one size (``len``, ``images[i]``), e.g.
+            ``imagedata.FolderImages``, decoded by ``config.data_workers`` DataLoader worker processes (picklable
+            where processes are spawned rather than forked). Both train identically.
         config: the resolved training config.
         run_dir: where ``checkpoints/step_*.pt`` and ``train_log.jsonl`` go.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:i"``. Under ``torchrun`` (``WORLD_SIZE`` > 1) the process
@@ -429,26 +472,28 @@ def train_moco(
         stop_at_step: stop (with a checkpoint) after this many total steps, e.g. for a time-boxed job.
 
     Raises:
-        ValueError: bad images, a global batch the processes do not divide, or a run directory holding a
-            checkpoint of another config.
+        ValueError: bad images (for a sequence: its first item; a later bad item stops training naming it),
+            a global batch the processes do not divide, or a run directory holding a checkpoint of another config.
+        TypeError: ``images`` is neither an ndarray nor indexable, or its items are not ndarrays.
         NonFiniteLossError: the loss became NaN/inf (the message names the step).
     """
-    _check_images(images, config)
+    n, _ = _check_images(images, config)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    if config.uses_queue and config.queue_size >= images.shape[0]:
+    if config.uses_queue and config.queue_size >= n:
         logger.warning("queue_size %d >= %d training images: the queue holds several keys of the same image",
-                       config.queue_size, images.shape[0])
+                       config.queue_size, n)
     ctx, dev = setup(torch.device(device))
     return _train(images, config, run_dir, dev, ctx, preprocess_mean, preprocess_std, progress, knn_monitor,
                   stop_at_step)
 
 
-def _train(images: np.ndarray, config: TrainConfig, run_dir: Path, dev: torch.device, ctx: DistContext,
-           preprocess_mean: tuple[float, float, float], preprocess_std: tuple[float, float, float], progress: bool,
-           knn_monitor: Callable[[nn.Module], dict[str, float]] | None, stop_at_step: int | None) -> TrainResult:
+def _train(images: np.ndarray | ImageSequence, config: TrainConfig, run_dir: Path, dev: torch.device,
+           ctx: DistContext, preprocess_mean: tuple[float, float, float], preprocess_std: tuple[float, float, float],
+           progress: bool, knn_monitor: Callable[[nn.Module], dict[str, float]] | None,
+           stop_at_step: int | None) -> TrainResult:
     run = _build_run(images, config, run_dir, dev, preprocess_mean, preprocess_std, ctx)
     resumed_from = _resume(run)
     _open_tensorboard(run)
@@ -458,12 +503,12 @@ def _train(images: np.ndarray, config: TrainConfig, run_dir: Path, dev: torch.de
         run.close()  # flushes TensorBoard events, also when training stops on an error or a signal
 
 
-def _loop(run: _Run, images: np.ndarray, resumed_from: int | None, preprocess_mean: tuple[float, float, float],
-          preprocess_std: tuple[float, float, float], progress: bool,
+def _loop(run: _Run, images: np.ndarray | ImageSequence, resumed_from: int | None,
+          preprocess_mean: tuple[float, float, float], preprocess_std: tuple[float, float, float], progress: bool,
           knn_monitor: Callable[[nn.Module], dict[str, float]] | None, stop_at_step: int | None) -> TrainResult:
     config, run_dir, dev, ctx = run.config, run.run_dir, run.device, run.dist
     stop = min(run.total_steps, stop_at_step if stop_at_step is not None else run.total_steps)
-    data = torch.from_numpy(np.ascontiguousarray(images)).to(dev)  # uint8 N x H x W x 3, resident on the device
+    source = _batch_source(run, images, stop)
     aug = _augment_params(config, config.crop_size or run.preprocess["image_size"], preprocess_mean, preprocess_std)
     step_fn = torch.compile(run.model) if config.compile else run.model
     precision = run.runtime["precision"]
@@ -475,11 +520,12 @@ def _loop(run: _Run, images: np.ndarray, resumed_from: int | None, preprocess_me
              **run.runtime})
 
     final_path: Path | None = latest_checkpoint(run_dir) if run.step >= stop else None
-    train_time, data_time, seen, window = 0.0, 0.0, 0, []
+    meter, window = _Meter(), []
     bar = _progress_bar(progress and ctx.is_main, run)
     shard = (ctx.rank, ctx.world)
-    with _SignalFlag() as flag:
-        for step, batch in _batches(run, data, stop):
+    # The signal flag first: DataLoader workers start inside it (and ignore the signals; see train.data).
+    with _SignalFlag() as flag, source as batches:
+        for waited, step, batch in _timed(batches):
             t0 = time.perf_counter()
             v1, v2 = two_views(batch, aug, run.aug_gen, shard)  # N x 3 x S x S each (this rank's rows)
             if config.channels_last:
@@ -507,11 +553,10 @@ def _loop(run: _Run, images: np.ndarray, resumed_from: int | None, preprocess_me
             run.scaler.update()
             t2 = time.perf_counter()
             run.step, run.last_loss = step + 1, loss_value
-            train_time, data_time = train_time + t2 - t0, data_time + t1 - t0
-            seen += batch.shape[0] * ctx.world  # images of the global batch
+            meter.add(waited, t1 - t0, t2 - t0, batch.shape[0] * ctx.world)  # images of the global batch
             window.append(loss_value)
             bar.update(1)
-            final_path = _after_step(run, window, lr, m, train_time, data_time, seen, bar, knn_monitor, stop) or final_path
+            final_path = _after_step(run, window, lr, m, meter, bar, knn_monitor, stop) or final_path
             if not ctx.active:
                 signum = flag.signum
             if signum is not None:
@@ -524,11 +569,42 @@ def _loop(run: _Run, images: np.ndarray, resumed_from: int | None, preprocess_me
     bar.close()
     if final_path is None:  # e.g. stop_at_step hit without another trigger
         final_path = run.save()
-    ips = seen / train_time if train_time > 0 else 0.0
-    run.log({"event": "end", "step": run.step, "images_per_s": ips, "seconds": train_time})
+    run.log({"event": "end", "step": run.step, "images_per_s": meter.images_per_s, "seconds": meter.train_s,
+             "data_wait_frac": meter.data_wait_frac, "fetch_wait_frac": meter.fetch_wait_frac})
     return TrainResult(checkpoint_path=final_path, steps=run.step, epochs=run.step // run.steps_per_epoch,
-                       final_loss=run.last_loss, images_per_s=ips, seconds=train_time, history=run.history,
-                       resumed_from_step=resumed_from)
+                       final_loss=run.last_loss, images_per_s=meter.images_per_s, seconds=meter.train_s,
+                       history=run.history, resumed_from_step=resumed_from)
+
+
+@dataclass
+class _Meter:
+    """Seconds of the steps so far (monitor and checkpoint time excluded) and the images they took.
+
+    ``fetch_s``: waiting for the next uint8 batch (a device-resident gather, or a DataLoader batch not decoded
+    yet); ``data_s``: that plus augmentation, the whole input pipeline on the step's critical path."""
+
+    train_s: float = 0.0
+    data_s: float = 0.0
+    fetch_s: float = 0.0
+    seen: int = 0
+
+    def add(self, fetch_s: float, augment_s: float, step_s: float, images: int) -> None:
+        self.fetch_s += fetch_s
+        self.data_s += fetch_s + augment_s
+        self.train_s += fetch_s + step_s
+        self.seen += images
+
+    @property
+    def images_per_s(self) -> float:
+        return self.seen / self.train_s if self.train_s > 0 else 0.0
+
+    @property
+    def data_wait_frac(self) -> float:
+        return self.data_s / max(self.train_s, 1e-9)
+
+    @property
+    def fetch_wait_frac(self) -> float:
+        return self.fetch_s / max(self.train_s, 1e-9)
 
 
 def _progress_bar(progress: bool, run: _Run) -> Any:
@@ -538,15 +614,15 @@ def _progress_bar(progress: bool, run: _Run) -> Any:
                 dynamic_ncols=True)
 
 
-def _after_step(run: _Run, window: list[float], lr: float, m: float, train_time: float, data_time: float,
-                seen: int, bar: Any, monitor: Callable[[nn.Module], dict[str, float]] | None, stop: int) -> Path | None:
+def _after_step(run: _Run, window: list[float], lr: float, m: float, meter: _Meter, bar: Any,
+                monitor: Callable[[nn.Module], dict[str, float]] | None, stop: int) -> Path | None:
     """Logging, epoch bookkeeping, kNN monitor and checkpoint triggers after step ``run.step``; returns a saved path."""
     c, step, spe = run.config, run.step, run.steps_per_epoch
-    ips = seen / train_time if train_time > 0 else 0.0
+    ips, train_time = meter.images_per_s, meter.train_s
     if step % c.log_every == 0 or step == stop:
         record = {"event": "step", "step": step, "epoch": step / spe, "loss": sum(window) / len(window), "lr": lr,
-                  "momentum": m, "images_per_s": ips, "data_wait_frac": data_time / max(train_time, 1e-9),
-                  "peak_mem_mb": _peak_memory_mb(run.device)}
+                  "momentum": m, "images_per_s": ips, "data_wait_frac": meter.data_wait_frac,
+                  "fetch_wait_frac": meter.fetch_wait_frac, "peak_mem_mb": _peak_memory_mb(run.device)}
         run.log(record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{ips:.0f}")
         window.clear()

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -124,3 +125,35 @@ def test_pipeline_under_torchrun_two_processes(tmp_path: Path) -> None:
     assert start["world_size"] == 2
     report = json.loads((tmp_path / "ddp" / "report.json").read_text())
     assert report["train"]["steps"] == 8 and "onnx_int8_cpu" in report["metrics"]
+
+
+def test_stream_needs_a_folder_dataset(capsys, tmp_path: Path) -> None:
+    code, output = run_main(capsys, "--config", str(TINY), "--runs-dir", str(tmp_path), "--set", "data.stream=true")
+    assert code == 2 and "'data.stream': only folder:PATH datasets stream" in output
+
+
+def test_streamed_folder_training_equals_in_memory_training(tmp_path: Path, write_png_tree: Callable[..., Path]) -> None:
+    """data.stream = true trains on the same images as the arrays (subset and skipped files included), bit for bit."""
+    import torch
+    from PIL import Image
+
+    from train.checkpoint import load_checkpoint
+
+    root = write_png_tree(tmp_path / "pngs", classes=4, per_class=25, size=(20, 20))
+    truncated = root / "class_2" / "004.png"
+    Image.fromarray(np.full((64, 64, 3), 7, np.uint8)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:60])  # passes a header check; only the full decode finds it
+    states = {}
+    for stream in (False, True):
+        args = pipeline.build_parser().parse_args([
+            "--config", str(TINY), "--dataset", f"folder:{root}", "--skip-corrupt", "--set", "train.epochs=1",
+            "--set", "train.knn_every_epochs=0", "--set", "train.data_workers=2", "--set", "data.max_train=64",
+            "--set", f"data.stream={str(stream).lower()}"])
+        settings = pipeline.validate_config(pipeline.resolve_config(args), f"s{stream}")
+        data = pipeline.load_data(settings.data)
+        assert data.skipped_files == (str(truncated),) and len(data.x_train) == 64
+        result, _ = pipeline.run_train(settings, data, tmp_path / f"run_{stream}", "cpu", progress=False)
+        states[stream] = load_checkpoint(result.checkpoint_path)["state"]
+    assert states[True]["runtime"]["data_workers"] == 2 and "data_workers" not in states[False]["runtime"]
+    for key, value in states[False]["model"].items():
+        assert torch.equal(value, states[True]["model"][key]), key

@@ -5,7 +5,8 @@ Usage: ``python -m torch.distributed.run --standalone --nproc_per_node=2 ddp_wor
 For each case ``{"name": ..., "config": {...}}`` it trains twice in ``OUT_DIR/NAME`` through ``train_moco`` (which
 joins the process group itself from the torchrun environment): up to step 1, then a resume to the end. After
 each call every rank dumps what it holds (queue, pointer, query backbone) to ``OUT_DIR/NAME_step{S}_rank{R}.pt``
-so the test can check that all ranks agree. Last, a global batch that 2 processes cannot split must be refused:
+so the test can check that all ranks agree. A case with ``"stream": true`` trains from an indexable sequence
+(DataLoader workers on every rank) instead of the array. Last, a global batch that 2 processes cannot split must be refused:
 the message goes to ``OUT_DIR/odd_rank{R}.txt``.
 """
 
@@ -27,6 +28,19 @@ from train.config import train_config_from_dict  # noqa: E402
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 
+class Images:
+    """The array as a plain indexable sequence: train_moco streams it through DataLoader workers."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.images[index]
+
+
 def main() -> None:
     images_path, out_dir, cases_path = sys.argv[1:4]
     torch.set_num_threads(1)
@@ -45,7 +59,8 @@ def main() -> None:
     for case in json.loads(Path(cases_path).read_text()):
         config = train_config_from_dict(case["config"])
         for stop in (1, None):
-            result = loop.train_moco(images, config, out / case["name"], preprocess_mean=MEAN,
+            source = Images(images) if case.get("stream") else images
+            result = loop.train_moco(source, config, out / case["name"], preprocess_mean=MEAN,
                                      preprocess_std=STD, progress=False, stop_at_step=stop)
             model = runs[-1].model
             dump = {"steps": result.steps, "final_loss": result.final_loss, "world": runs[-1].dist.world,

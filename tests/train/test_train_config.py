@@ -22,6 +22,7 @@ def test_unknown_key_is_named_with_suggestion() -> None:
     ("symmetric", 1, "expected bool, got int"),
     ("bf16", 1, "expected str or bool, got int"),
     ("method", 2, "expected str, got int"),
+    ("data_workers", 2.0, "expected int or str, got float"),
 ])
 def test_wrong_types_name_key_expected_and_given(key: str, value: object, expected: str) -> None:
     with pytest.raises(ValueError, match=rf"'{key}': {expected}"):
@@ -47,6 +48,8 @@ def test_int_accepted_for_float() -> None:
     ({"bf16": "maybe"}, "bf16"),
     ({"split_bn_groups": 0}, "split_bn_groups"),
     ({"keep_last": 0}, "keep_last"),
+    ({"data_workers": -1}, "data_workers"),
+    ({"data_workers": "many"}, "data_workers"),
 ])
 def test_range_errors_name_the_key(overrides: dict, key: str) -> None:
     with pytest.raises(ValueError, match=f"'{key}'"):

@@ -25,7 +25,8 @@ import torch
 from train.augment import two_views
 from train.checkpoint import checkpoint_path, load_checkpoint
 from train.config import TrainConfig
-from train.loop import _augment_params, _build_run, _epoch_order, train_moco
+from train.data import epoch_order
+from train.loop import _augment_params, _build_run, train_moco
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -59,7 +60,7 @@ def _single(images: np.ndarray, config: TrainConfig, run_dir: Path) -> dict[int,
 def _first_step_keys(images: np.ndarray, config: TrainConfig, tmp: Path) -> torch.Tensor:
     """The keys of the whole first global batch in global order, computed by hand (no loop, no DDP)."""
     run = _build_run(images, config, tmp, torch.device("cpu"), MEAN, STD)
-    batch = torch.from_numpy(images)[_epoch_order(config.seed, 0, images.shape[0])[:config.batch_size]]
+    batch = torch.from_numpy(images)[epoch_order(config.seed, 0, images.shape[0])[:config.batch_size]]
     _, v2 = two_views(batch, _augment_params(config, images.shape[1], MEAN, STD), run.aug_gen)
     v2 = v2.contiguous(memory_format=torch.channels_last)
     run.model.momentum_update(config.key_momentum)  # step 0's update, as in forward
@@ -69,7 +70,8 @@ def _first_step_keys(images: np.ndarray, config: TrainConfig, tmp: Path) -> torc
 
 def test_ddp_two_gloo_processes_match_one_process(tiny_images: np.ndarray, tmp_path: Path) -> None:
     np.save(tmp_path / "images.npy", tiny_images)
-    (tmp_path / "cases.json").write_text(json.dumps([{"name": n, "config": c} for n, c in CASES.items()]))
+    streamed = {"name": "shuffle_streamed", "config": dict(CASES["shuffle"], data_workers=1), "stream": True}
+    (tmp_path / "cases.json").write_text(json.dumps([{"name": n, "config": c} for n, c in CASES.items()] + [streamed]))
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(PROJECT_ROOT))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER),
@@ -110,6 +112,13 @@ def test_ddp_two_gloo_processes_match_one_process(tiny_images: np.ndarray, tmp_p
                                            **TOLERANCE)
                 keys_per_step = config.batch_size * (2 if config.symmetric else 1)  # the GLOBAL batch's keys
                 assert int(ddp["state"]["model"]["queue_ptr"]) == (step * keys_per_step) % config.queue_size
+
+    # Streamed through DataLoader workers on each rank: the same rows per rank, so the same run bit for bit.
+    for step in (1, 4):
+        a = load_checkpoint(checkpoint_path(tmp_path / "ddp" / "shuffle", step))["state"]
+        b = load_checkpoint(checkpoint_path(tmp_path / "ddp" / "shuffle_streamed", step))["state"]
+        assert b["runtime"]["data_workers"] == 1 and a["last_loss"] == b["last_loss"]
+        assert all(torch.equal(value, b["model"][key]) for key, value in a["model"].items()), step
 
     for rank in (0, 1):  # the global batch must split evenly over the processes
         message = (tmp_path / "ddp" / f"odd_rank{rank}.txt").read_text()
