@@ -312,8 +312,12 @@ def run_export(settings: Settings, data, checkpoint: Path, run_dir: Path, progre
         raise AssertionError("export_bundle raised despite allow_failed") from exc
 
 
-def run_evaluate(settings: Settings, data, checkpoint: Path, bundle, run_dir: Path, progress: bool) -> dict[str, Any]:
-    """Evaluate the PyTorch reference, every exported variant and the two baselines; return the metrics table."""
+def run_evaluate(settings: Settings, data, checkpoint: Path, bundle, run_dir: Path,
+                 progress: bool) -> tuple[dict[str, Any], Any]:
+    """Evaluate the PyTorch reference, every exported variant and the two baselines.
+
+    Returns ``(metrics table, the evaluation whose embeddings the index benchmark uses)``: ``onnx_fp32`` when
+    exported, else the first exported variant, else the PyTorch reference."""
     import torch
 
     from evaluate.baselines import RawPixelEngine
@@ -349,7 +353,22 @@ def run_evaluate(settings: Settings, data, checkpoint: Path, bundle, run_dir: Pa
     metrics = compare_engines(evaluations, reference="pytorch_fp32", kinds=kinds)
     for variant in bundle.variants.values():
         metrics[variant.engine_name].update(precision=variant.precision, parity_passed=variant.passed)
-    return metrics
+    exported = [v.engine_name for v in bundle.variants.values()]
+    indexed = "onnx_fp32" if "onnx_fp32" in exported else (exported[0] if exported else "pytorch_fp32")
+    return metrics, evaluations[indexed]
+
+
+def run_index_benchmark(settings: Settings, evaluation) -> dict[str, Any]:
+    """The report's ``index_benchmark`` section: FAISS approximate indexes on one engine's real embeddings."""
+    from evaluate.index_bench import index_benchmark_section
+    from evaluate.knn import configure_threads
+
+    threads = configure_threads(settings.evaluate.num_threads)
+    bank, queries = evaluation.train_embeddings, evaluation.test_embeddings
+    return index_benchmark_section(
+        {"real": (bank, f"{len(bank)} train-split embeddings of {evaluation.name}")}, queries,
+        engine=evaluation.name, recall_target=settings.evaluate.index_recall_target,
+        shards=settings.evaluate.index_shards, threads=threads)
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -482,12 +501,19 @@ def run(args: argparse.Namespace) -> int:
     with _timed(timings, "export"):
         bundle = run_export(settings, data, train_result.checkpoint_path, run_dir, progress)
     with _timed(timings, "evaluate"):
-        metrics = run_evaluate(settings, data, train_result.checkpoint_path, bundle, run_dir, progress)
+        metrics, indexed = run_evaluate(settings, data, train_result.checkpoint_path, bundle, run_dir, progress)
+    index_section = None
+    if settings.evaluate.index_benchmark:
+        with _timed(timings, "index_benchmark"):
+            index_section = run_index_benchmark(settings, indexed)
+        log.info("index benchmark on %s: %s", indexed.name, index_section["recommendation"])
     timings["total"] = time.perf_counter() - started
 
     from evaluate.report import render_summary_table, write_report
 
     report = build_report(settings, data, device, timings, train_result, bundle, metrics)
+    if index_section is not None:
+        report["index_benchmark"] = index_section
     json_path, md_path = write_report(run_dir, report)
     print(render_summary_table(report))
     print(f"\nreport: {json_path}\n        {md_path}")

@@ -153,8 +153,10 @@ def _md_index_bench(report: dict[str, Any]) -> str | None:
     bench = report.get("index_benchmark")
     if not isinstance(bench, dict) or not bench.get("rows"):
         return None
-    cols = ["bank", "index", "param", "recall_at_10", "qps", "build_s", "memory_mb"]
-    table = _md_table(cols, [[_fmt(r.get(c), ".4g") for c in cols] for r in bench["rows"]])
+    cols = [("bank", "s"), ("index", "s"), ("param", "s"), ("recall_at_10", ".4f"), ("qps", ",.0f"), ("build_s", ".2f"),
+            ("memory_mb", ".2f"), ("placement", "s")]
+    table = _md_table([c for c, _ in cols], [[_fmt(r.get(c), f) if f != "s" else str(r.get(c, "")) for c, f in cols]
+                                            for r in bench["rows"]])
     rec = bench.get("recommendation")
     return table + (f"\n\nRecommendation: {rec}" if rec else "")
 

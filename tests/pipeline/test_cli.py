@@ -109,6 +109,11 @@ def test_end_to_end_smoke_run(tmp_path: Path) -> None:
         for key in ("knn_top1", "knn_top5", "linear_top1"):
             assert 0.0 <= entry[key] <= 1.0, (name, key, entry[key])
     assert "onnx_fp32" in result.stdout  # the printed summary table
+    bench = report["index_benchmark"]  # approximate indexes on the FP32 engine's embeddings, never accuracy
+    assert bench["engine"] == "onnx_fp32" and "index_benchmark" in report["timings_s"]
+    flat = [r for r in bench["rows"] if r["index"] == "Flat"]
+    assert flat and flat[0]["recall_at_10"] == 1.0 and flat[0]["num_vectors"] == 256
+    assert "## Approximate index benchmark" in (run_dir / "report.md").read_text()
 
 
 @pytest.mark.slow
