@@ -510,7 +510,9 @@ def _loop(run: _Run, images: np.ndarray | ImageSequence, resumed_from: int | Non
     stop = min(run.total_steps, stop_at_step if stop_at_step is not None else run.total_steps)
     source = _batch_source(run, images, stop)
     aug = _augment_params(config, config.crop_size or run.preprocess["image_size"], preprocess_mean, preprocess_std)
-    step_fn = torch.compile(run.model) if config.compile else run.model
+    if config.compile:
+        _compile_encoders(run.model)
+    step_fn = run.model
     precision = run.runtime["precision"]
     autocast = torch.autocast(dev.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16,
                               enabled=precision != "fp32")
@@ -605,6 +607,17 @@ class _Meter:
     @property
     def fetch_wait_frac(self) -> float:
         return self.fetch_s / max(self.train_s, 1e-9)
+
+
+def _compile_encoders(model: MoCo) -> None:
+    """``torch.compile`` the encoders in place (``nn.Module.compile``: state-dict keys unchanged, so checkpoints
+    and export are unaffected). Only the encoders: compiling the whole step breaks autograd, because the queue
+    is updated in place after the loss that will be back-propagated has read it (the clone that keeps eager
+    mode correct is folded away by the compiler), and the encoders are where the FLOPs are anyway."""
+    for name in ("backbone_q", "projector_q", "predictor", "backbone_k", "projector_k"):
+        module = getattr(model, name, None)
+        if isinstance(module, nn.Module):
+            module.compile()
 
 
 def _progress_bar(progress: bool, run: _Run) -> Any:
