@@ -1,7 +1,8 @@
 """One engine's full evaluation (extraction, kNN, retrieval, linear probe) and the cross-engine table.
 
-``evaluate_engine`` is the entry point the pipeline calls per engine or baseline; everything after the two
-extractions is a function of arrays. ``compare_engines`` turns several evaluations into the report's
+``evaluate_engine`` is the entry point the pipeline calls per engine or baseline; its images are arrays or image
+sources decoded batch by batch (``evaluate.extract.ImageSource``); everything after the two extractions is a
+function of arrays. ``compare_engines`` turns several evaluations into the report's
 ``metrics`` section, with deltas against the FP32 reference.
 """
 
@@ -15,7 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from evaluate.extract import extract
+from evaluate.extract import ImageSource, extract
 from evaluate.knn import configure_threads, exact_search, rank_classes, vote_scores
 from evaluate.linear_probe import linear_probe
 from evaluate.retrieval import relevance, relevant_counts, retrieval_per_query, summarize
@@ -258,9 +259,9 @@ def _reference_metrics(
 
 def evaluate_engine(
     engine: Any,
-    x_train: np.ndarray,
+    x_train: np.ndarray | ImageSource,
     y_train: np.ndarray,
-    x_test: np.ndarray,
+    x_test: np.ndarray | ImageSource,
     y_test: np.ndarray,
     *,
     config: EvalConfig,
@@ -273,7 +274,9 @@ def evaluate_engine(
 
     Args:
         engine: anything matching :class:`evaluate.extract.Engine`, already entered by the caller.
-        x_train, x_test: ``uint8 (N, H, W, 3)`` images; y_train, y_test: ``int (N,)`` labels.
+        x_train, x_test: ``uint8 (N, H, W, 3)`` images, or image sources of ``uint8 (H, W, 3)`` items (read one
+            batch at a time, cached by their ``fingerprint()``; the same metrics as their stacked arrays);
+            y_train, y_test: ``int (N,)`` labels.
         dataset_id: identifies the dataset in the embedding cache key.
         reference: the FP32 reference's evaluation (or its test embeddings ``(Q, D)``) for agreement metrics.
     """

@@ -38,6 +38,27 @@ class ProjectionEngine:
         return None
 
 
+class ListSource:
+    """An image source (``len``, ``[i] -> uint8 (H, W, 3)``) over a list of arrays; counts item reads.
+
+    ``fingerprint`` (a string, or ``None`` for a source without the method) stands in for what a folder derives
+    from its files: tests change it to say "the items changed".
+    """
+
+    def __init__(self, images: np.ndarray | list, fingerprint: str | None = "v1") -> None:
+        self.items = [np.array(image) for image in images]
+        self.reads = 0
+        if fingerprint is not None:
+            self.fingerprint = lambda: fingerprint
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        self.reads += 1
+        return self.items[index]
+
+
 def make_projection_model(path: Path, in_dim: int = 8 * 8 * 3, out_dim: int = 16, seed: int = 0) -> Path:
     np.save(path, np.random.default_rng(seed).normal(size=(in_dim, out_dim)).astype(np.float32))
     return path

@@ -3,6 +3,7 @@ import pytest
 
 from evaluate.baselines import RawPixelEngine
 from evaluate.knn import configure_threads, knn_accuracy
+from tests.evaluate.conftest import ListSource
 
 
 def test_raw_pixels_formula(images):
@@ -27,6 +28,25 @@ def test_raw_pixels_rejects_bad_input(images):
         eng.embed(images[0].astype(np.float32))
     with pytest.raises(ValueError, match="centering"):
         RawPixelEngine(images[0], centering="none")
+
+
+def test_raw_pixels_from_a_source_equal_the_array(images):
+    x_train = images[0]
+    array, source = RawPixelEngine(x_train), ListSource(x_train)
+    streamed = RawPixelEngine(source)
+    assert source.reads == len(x_train)  # one pass: train_mean needs the mean image
+    np.testing.assert_array_equal(streamed.mean, array.mean)  # exact integer sums: bit for bit
+    assert streamed.cache_token == array.cache_token and streamed.input_spec == array.input_spec
+    np.testing.assert_array_equal(streamed.embed(x_train[:5]), array.embed(x_train[:5]))
+    per_image_source = ListSource(x_train)
+    per_image = RawPixelEngine(per_image_source, centering="image")
+    assert per_image_source.reads == 1  # per-image centring reads only item 0 (the input size)
+    np.testing.assert_array_equal(per_image.embed(x_train[:5]),
+                                  RawPixelEngine(x_train, centering="image").embed(x_train[:5]))
+    with pytest.raises(ValueError, match="non-empty image sequence"):
+        RawPixelEngine(ListSource([]))
+    with pytest.raises(ValueError, match=r"image 4 has shape"):
+        RawPixelEngine(ListSource(list(x_train[:4]) + [x_train[4][:4]]))
 
 
 @pytest.mark.slow

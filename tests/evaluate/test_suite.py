@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tests.evaluate.conftest import ProjectionEngine, make_projection_model
+from tests.evaluate.conftest import ListSource, ProjectionEngine, make_projection_model
 from evaluate.baselines import RawPixelEngine
 from evaluate.knn import knn_accuracy
 from evaluate.suite import EvalConfig, compare_engines, eval_config_from_dict, evaluate_engine
@@ -91,3 +91,21 @@ def test_config_from_dict():
         eval_config_from_dict({"extra_knn": [200, 0.1]})
     with pytest.raises(ValueError, match="knn_temperature must be > 0"):
         eval_config_from_dict({"knn_temperature": 0})
+
+
+def test_sources_give_the_metrics_of_their_arrays(engine, images, tmp_path):
+    x_train, y_train, x_test, y_test = images
+    on_arrays = evaluate_engine(engine, *images, config=CONFIG, dataset_id="toy", cache_dir=None)
+    on_sources = evaluate_engine(engine, ListSource(x_train), y_train, ListSource(x_test), y_test, config=CONFIG,
+                                 dataset_id="toy", cache_dir=tmp_path)
+    timings = ("embed_images_per_s", "threads")
+    assert {k: v for k, v in _scalars(on_sources.metrics).items() if k not in timings} == \
+        {k: v for k, v in _scalars(on_arrays.metrics).items() if k not in timings}
+    np.testing.assert_array_equal(on_sources.train_embeddings, on_arrays.train_embeddings)
+    np.testing.assert_array_equal(on_sources.neighbor_ids, on_arrays.neighbor_ids)
+    again = evaluate_engine(engine, ListSource(x_train), y_train, ListSource(x_test), y_test, config=CONFIG,
+                            dataset_id="toy", cache_dir=tmp_path)
+    assert again.metrics["cache_hit"] and not on_sources.metrics["cache_hit"]
+    with pytest.raises(ValueError, match="train labels"):
+        evaluate_engine(engine, ListSource(x_train), y_train[:-1], ListSource(x_test), y_test, config=CONFIG,
+                        dataset_id="toy", cache_dir=None)

@@ -102,3 +102,52 @@ def test_bad_arguments_are_named(tmp_path: Path, write_png_tree: Callable[..., P
         FolderImages.open(tmp_path / "empty", image_size=8)
     with pytest.raises(IndexError, match="out of range"):
         FolderImages.open(root, image_size=8)[10_000]
+
+
+def test_fingerprint_follows_the_files_without_decoding_them(tmp_path: Path,
+                                                             write_png_tree: Callable[..., Path]) -> None:
+    import os
+    import shutil
+
+    root = write_png_tree(tmp_path / "tree", classes=2, per_class=6)
+    broken = root / "class_0" / "002.png"
+    broken.write_bytes(b"\x89PNG not really")  # fingerprint() must not decode: this file would raise
+    first = FolderImages.open(root, image_size=8).fingerprint()
+    assert FolderImages.open(root, image_size=8).fingerprint() == first  # stable, recomputed per call
+    others = {FolderImages.open(root, "test", image_size=8).fingerprint(),
+              FolderImages.open(root, image_size=9).fingerprint(),
+              FolderImages.open(root, image_size=8, seed=1).fingerprint()}  # another split of the files
+    assert first not in others and len(others) == 3
+    # moved with its timestamps (copy2), the tree keeps its fingerprint: paths are hashed relative to the root
+    moved = shutil.copytree(root, tmp_path / "elsewhere")
+    assert FolderImages.open(moved, image_size=8).fingerprint() == first
+    images = FolderImages.open(root, image_size=8)
+    touched = Path(images.files[3])
+    stat = touched.stat()
+    os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert images.fingerprint() != first  # the same object notices: nothing is memoised
+    touched.unlink()
+    with pytest.raises(DatasetError, match=f"cannot read image {touched}"):
+        images.fingerprint()
+
+
+@pytest.mark.parametrize("seed, max_train, max_test", [(0, None, None), (2, 20, 5)])
+def test_folder_splits_list_what_load_dataset_decodes(tmp_path: Path, write_png_tree: Callable[..., Path], seed: int,
+                                                     max_train: int | None, max_test: int | None) -> None:
+    from imagedata import FolderSplits
+
+    root = write_png_tree(tmp_path / "tree", classes=3, per_class=12, size=(13, 17))
+    broken = root / "class_1" / "004.png"
+    broken.write_bytes(b"\x89PNG not really")  # unreadable header: skipped by both
+    kwargs = dict(image_size=10, test_fraction=0.25, seed=seed, skip_corrupt=True, max_train=max_train,
+                  max_test=max_test)
+    data = load_dataset(f"folder:{root}", **kwargs)
+    lazy = FolderSplits.open(f"folder:{root}", root, **kwargs)
+    assert lazy.summary() == data.summary() and lazy.skipped_files == (str(broken),)
+    assert lazy.image_shape == data.image_shape and lazy.num_classes == data.num_classes == 3
+    for images, labels, x, y in ((lazy.x_train, lazy.y_train, data.x_train, data.y_train),
+                                 (lazy.x_test, lazy.y_test, data.x_test, data.y_test)):
+        np.testing.assert_array_equal(_stack(images), x)
+        np.testing.assert_array_equal(labels, y)
+    with pytest.raises(DatasetError, match="set data.image_size"):
+        FolderSplits.open(f"folder:{root}", root, image_size=None)

@@ -137,28 +137,50 @@ def test_stream_needs_a_folder_dataset(capsys, tmp_path: Path) -> None:
     assert code == 2 and "'data.stream': only folder:PATH datasets stream" in output
 
 
-def test_streamed_folder_training_equals_in_memory_training(tmp_path: Path, write_png_tree: Callable[..., Path]) -> None:
-    """data.stream = true trains on the same images as the arrays (subset and skipped files included), bit for bit."""
+def _without_timings(value):  # noqa: ANN001, ANN202 - JSON in, JSON out
+    """A report section with the wall-clock measurements (which differ between any two runs) left out."""
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items()
+                if not (k.endswith(("_s", "per_s")) or k in ("qps", "seconds", "checkpoint", "bundle", "threads"))}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def test_streamed_folder_run_equals_in_memory_run(tmp_path: Path, write_png_tree: Callable[..., Path]) -> None:
+    """data.stream = true runs train -> export -> evaluate without decoding the folder into memory, on the same
+    images as the in-memory run (subset and skipped files included): the same weights bit for bit, the same
+    preprocessing (exact streamed channel statistics), the same parity gates, kNN monitor and report metrics."""
     import torch
-    from PIL import Image
 
     from train.checkpoint import load_checkpoint
 
     root = write_png_tree(tmp_path / "pngs", classes=4, per_class=25, size=(20, 20))
-    truncated = root / "class_2" / "004.png"
-    Image.fromarray(np.full((64, 64, 3), 7, np.uint8)).save(truncated)
-    truncated.write_bytes(truncated.read_bytes()[:60])  # passes a header check; only the full decode finds it
-    states = {}
+    broken = root / "class_2" / "004.png"
+    broken.write_bytes(b"\x89PNG not really")  # an unreadable header: both runs leave it out
+    reports, states, manifests = {}, {}, {}
+    threads = torch.get_num_threads()
     for stream in (False, True):
-        args = pipeline.build_parser().parse_args([
-            "--config", str(TINY), "--dataset", f"folder:{root}", "--skip-corrupt", "--set", "train.epochs=1",
-            "--set", "train.knn_every_epochs=0", "--set", "train.data_workers=2", "--set", "data.max_train=64",
+        # evaluation sets the thread count it is configured with; bit-identical training needs the same count
+        torch.set_num_threads(threads)
+        code = pipeline.main([
+            "--config", str(TINY), "--dataset", f"folder:{root}", "--skip-corrupt", "--runs-dir", str(tmp_path),
+            "--name", f"stream_{stream}", "--device", "cpu", "--no-progress", "--set", "train.data_workers=2",
+            "--set", "data.max_train=64", "--set", "export.variants=['fp32', 'int8_cpu']",
+            "--set", "evaluate.index_benchmark=false",  # a function of the embeddings compared below, and slow
             "--set", f"data.stream={str(stream).lower()}"])
-        settings = pipeline.validate_config(pipeline.resolve_config(args), f"s{stream}")
-        data = pipeline.load_data(settings.data)
-        assert data.skipped_files == (str(truncated),) and len(data.x_train) == 64
-        result, _ = pipeline.run_train(settings, data, tmp_path / f"run_{stream}", "cpu", progress=False)
-        states[stream] = load_checkpoint(result.checkpoint_path)["state"]
+        assert code == 0
+        reports[stream] = json.loads((tmp_path / f"stream_{stream}" / "report.json").read_text())
+        states[stream] = load_checkpoint(Path(reports[stream]["train"]["checkpoint"]))["state"]
+        manifests[stream] = json.loads((tmp_path / f"stream_{stream}" / "deploy" / "manifest.json").read_text())
+    torch.set_num_threads(threads)
+    streamed, in_memory = reports[True], reports[False]
+    assert streamed["dataset"] == in_memory["dataset"] and streamed["dataset"]["skipped_files"] == [str(broken)]
+    assert streamed["dataset"]["num_train"] == 64 and streamed["config"]["data"]["stream"] is True
     assert states[True]["runtime"]["data_workers"] == 2 and "data_workers" not in states[False]["runtime"]
     for key, value in states[False]["model"].items():
         assert torch.equal(value, states[True]["model"][key]), key
+    assert manifests[True]["preprocessing"] == manifests[False]["preprocessing"]
+    for section in ("train", "export", "metrics"):
+        assert _without_timings(streamed[section]) == _without_timings(in_memory[section]), section
+    assert len(streamed["train"]["knn_monitor"]) == 2 and set(streamed["metrics"]) == set(in_memory["metrics"])
