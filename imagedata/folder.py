@@ -19,7 +19,7 @@ from typing import Collection, Sequence
 
 import numpy as np
 
-from imagedata.splits import DatasetError, _seeded_subset
+from imagedata.splits import DatasetError, _seeded_subset, splits_summary
 
 log = logging.getLogger(__name__)
 
@@ -278,13 +278,4 @@ class FolderSplits:
 
     def summary(self) -> dict[str, object]:
         """JSON-ready description for reports: the keys and values of ``ImageSplits.summary`` for the same tree."""
-        return {
-            "spec": self.spec,
-            "name": self.name,
-            "num_train": len(self.x_train),
-            "num_test": len(self.x_test),
-            "image_shape": list(self.image_shape),
-            "num_classes": self.num_classes,
-            "class_names": list(self.class_names),
-            "skipped_files": list(self.skipped_files),
-        }
+        return splits_summary(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,16 +48,22 @@ class ImageSplits:
 
     def summary(self) -> dict[str, object]:
         """JSON-ready description for reports."""
-        return {
-            "spec": self.spec,
-            "name": self.name,
-            "num_train": int(len(self.x_train)),
-            "num_test": int(len(self.x_test)),
-            "image_shape": list(self.image_shape),
-            "num_classes": self.num_classes,
-            "class_names": list(self.class_names),
-            "skipped_files": list(self.skipped_files),
-        }
+        return splits_summary(self)
+
+
+def splits_summary(splits: Any) -> dict[str, object]:
+    """The report's ``dataset`` object for ``ImageSplits`` or anything with the same attributes
+    (``imagedata.FolderSplits``): one definition, so streamed and in-memory runs describe a dataset alike."""
+    return {
+        "spec": splits.spec,
+        "name": splits.name,
+        "num_train": int(len(splits.x_train)),
+        "num_test": int(len(splits.x_test)),
+        "image_shape": list(splits.image_shape),
+        "num_classes": splits.num_classes,
+        "class_names": list(splits.class_names),
+        "skipped_files": list(splits.skipped_files),
+    }
 
 
 def as_rgb_nhwc(images: np.ndarray, where: str) -> np.ndarray:
