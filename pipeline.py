@@ -36,6 +36,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "digits_cpu.toml"
 SECTIONS = ("name", "data", "train", "export", "evaluate")
 EXPORT_VARIANTS = ("fp32", "fp16", "int8_trt", "int8_cpu")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")  # export.precision.QuantConfig.calibrate_method
 EXIT_USAGE, EXIT_PARITY, EXIT_INTERRUPTED = 2, 3, 130
 
 log = logging.getLogger("pipeline")
@@ -74,6 +75,7 @@ class ExportSettings:
     opset: int = 18  # the dynamo exporter's native opset; TensorRT 10/11 parse it
     exporter: str = "auto"
     calibration_images: int = 256
+    calibration_method: str = "minmax"  # or "percentile" / "entropy": see export.precision.QuantConfig
     parity_images: int = 500
     allow_failed: bool = False
 
@@ -183,6 +185,9 @@ def validate_config(config: dict[str, Any], name: str | None) -> Settings:
     bad = [v for v in export.variants if v not in EXPORT_VARIANTS]
     if bad or not export.variants:
         raise UsageError(f"config key 'export.variants': {bad or 'empty'} not allowed; choose from {list(EXPORT_VARIANTS)}")
+    if export.calibration_method not in CALIBRATION_METHODS:
+        raise UsageError(f"config key 'export.calibration_method': {export.calibration_method!r} not allowed; choose "
+                         f"from {list(CALIBRATION_METHODS)}")
     try:
         train = train_config_from_dict(config["train"])
         evaluation = eval_config_from_dict(config["evaluate"])
@@ -327,8 +332,10 @@ def run_train(settings: Settings, data, run_dir: Path, device: str, progress: bo
 
 
 def run_export(settings: Settings, data, checkpoint: Path, run_dir: Path, progress: bool):
+    from dataclasses import replace
+
     from export.bundle import ParityGateError, export_bundle
-    from export.precision import select_calibration_indices
+    from export.precision import INT8_FLAVOURS, select_calibration_indices
 
     calib = select_calibration_indices(len(data.x_train), settings.export.calibration_images, seed=settings.data.seed)
     parity = slice(0, min(settings.export.parity_images, len(data.x_test)))
@@ -343,6 +350,8 @@ def run_export(settings: Settings, data, checkpoint: Path, run_dir: Path, progre
             variants=tuple(settings.export.variants),
             opset=settings.export.opset,
             exporter=settings.export.exporter,
+            quant_configs={flavour: replace(config, calibrate_method=settings.export.calibration_method)
+                           for flavour, config in INT8_FLAVOURS.items()},
             allow_failed=True,  # evaluate every variant anyway; the gate decides the exit code below
             progress=progress,
         )

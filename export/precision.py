@@ -17,6 +17,9 @@ images normalised with the model's recorded mean/std.
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -136,7 +139,16 @@ class QuantConfig:
         activation_type / weight_type: ``"int8"`` or ``"uint8"``.
         activation_symmetric / weight_symmetric: symmetric ranges give zero-point 0.
         per_channel: per-output-channel weight scales.
-        calibrate_method: ``"minmax"``, ``"entropy"`` or ``"percentile"`` (ORT ``CalibrationMethod``).
+        calibrate_method: ``"minmax"``, ``"entropy"`` or ``"percentile"`` (ORT ``CalibrationMethod``; percentile
+            clips activation ranges at the 99.999th percentile of |x|). Min/max is the default because its memory
+            stays small (the calibration graph reduces each activation to its min and max), while ONNX Runtime's
+            histogram methods hold every activation of every calibration image until the end: measured +98 MB
+            (minmax) against +840 MB (percentile) for 512 images of the width-16 CIFAR encoder, and it grows with
+            width, resolution and image count. Percentile gives better
+            INT8 embeddings where memory allows: on a trained ``cifar10_cpu`` encoder (512 calibration images, two
+            calibration seeds) ``int8_trt`` top-10 neighbour agreement with FP32 went from 0.913 / 0.915 (minmax) to
+            0.929 / 0.929 and the 1st-percentile cosine from 0.9987 to 0.9991; ``int8_cpu`` held (0.946 / 0.944 ->
+            0.947 / 0.949); kNN top-1 changes stayed within a few queries of 2,000.
     """
 
     activation_type: str
@@ -204,21 +216,28 @@ def quantize_int8(model: onnx.ModelProto, calibration_images: np.ndarray, flavou
                          f"{calibration_images.dtype} {calibration_images.shape}")
     cfg = config or INT8_FLAVOURS[flavour]
     qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[cfg.calibrate_method]
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if cfg.calibrate_method not in methods:
+        raise ValueError(f"calibrate_method must be one of {sorted(methods)}, got {cfg.calibrate_method!r}")
+    method = methods[cfg.calibrate_method]
     regions = region_node_names(model)
     with tempfile.TemporaryDirectory(prefix="edge_encoder_quant_") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / f"{flavour}.onnx"
         onnx.save(model, src)
-        quantize_static(
-            str(src), str(dst), _ImageReader(calibration_images, batch_size, _calibration_normalize(model)),
-            quant_format=QuantFormat.QDQ,
-            activation_type=qtype[cfg.activation_type], weight_type=qtype[cfg.weight_type],
-            per_channel=cfg.per_channel, calibrate_method=method,
-            nodes_to_exclude=regions["preprocess"] + regions["input"] + regions["tail"],
-            extra_options={"ActivationSymmetric": cfg.activation_symmetric,
-                           "WeightSymmetric": cfg.weight_symmetric},
-        )
+        with contextlib.redirect_stdout(io.StringIO()):  # ORT's histogram calibrators print progress to stdout
+            quantize_static(
+                str(src), str(dst), _ImageReader(calibration_images, batch_size, _calibration_normalize(model)),
+                quant_format=QuantFormat.QDQ,
+                activation_type=qtype[cfg.activation_type], weight_type=qtype[cfg.weight_type],
+                per_channel=cfg.per_channel, calibrate_method=method,
+                nodes_to_exclude=regions["preprocess"] + regions["input"] + regions["tail"],
+                # No "CalibMaxIntermediateOutputs": in onnxruntime 1.32 min/max calibration discards each full
+                # chunk of batches without folding it into the ranges, i.e. it would calibrate on the remainder
+                # (and min/max needs no chunking: its calibration outputs are per-tensor minima and maxima).
+                extra_options={"ActivationSymmetric": cfg.activation_symmetric,
+                               "WeightSymmetric": cfg.weight_symmetric},
+            )
         quantized = onnx.load(dst)
     set_metadata(quantized, _variant_meta(model, flavour))
     quantized.metadata_props.append(onnx.StringStringEntryProto(

@@ -53,6 +53,7 @@ def test_overrides_are_typed_and_applied() -> None:
         (["--set", "train.epochs=three"], "'epochs'"),
         (["--set", "data.image_size=1.5"], "data.image_size"),
         (["--set", "export.variants=['fp64']"], "export.variants"),
+        (["--set", "export.calibration_method='max'"], "export.calibration_method"),
         (["--set", "nonsense"], "SECTION.KEY=VALUE"),
         (["--set", "evaluate.knn_kk=3"], "knn_kk"),
         (["--config", "/no/such.toml"], "/no/such.toml does not exist"),
