@@ -36,7 +36,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "digits_cpu.toml"
 SECTIONS = ("name", "data", "train", "export", "evaluate")
 EXPORT_VARIANTS = ("fp32", "fp16", "int8_trt", "int8_cpu")
-CALIBRATION_METHODS = ("minmax", "percentile", "entropy")  # export.precision.QuantConfig.calibrate_method
+CALIBRATION_METHODS = ("percentile", "minmax", "entropy")  # export.precision.QuantConfig.calibrate_method
 EXIT_USAGE, EXIT_PARITY, EXIT_INTERRUPTED = 2, 3, 130
 
 log = logging.getLogger("pipeline")
@@ -75,7 +75,7 @@ class ExportSettings:
     opset: int = 18  # the dynamo exporter's native opset; TensorRT 10/11 parse it
     exporter: str = "auto"
     calibration_images: int = 256
-    calibration_method: str = "minmax"  # or "percentile" / "entropy": see export.precision.QuantConfig
+    calibration_method: str = "percentile"  # or "minmax" / "entropy": see export.precision.QuantConfig
     parity_images: int = 500
     allow_failed: bool = False
 

@@ -146,3 +146,50 @@ def test_float_nchw_int8_trt_zero_points_and_normalised_calibration(fp32_float_m
     assert zps and not any(np.any(zp) for zp in zps.values())
     qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     assert not [n for n in qdq if n.name.startswith(("preprocess/", "tail/"))]
+
+
+def test_calibration_runs_batch_by_batch_with_the_same_min_max(fp32_model, real_images) -> None:
+    """One batch per calibration pass (bounded memory) must give min/max the very ranges of a single pass."""
+    import export.precision as precision
+
+    images = np.concatenate([real_images[0]] * 3)[:80]  # 3 batches of 32, the last one short
+    minmax = dataclasses.replace(INT8_FLAVOURS["int8_cpu"], calibrate_method="minmax")
+    strided = make_variant(fp32_model, "int8_cpu", images, quant_config=minmax)
+    reader = precision._ImageReader(images, 32)
+    assert len(reader) == 3 and [len(b["images"]) for b in iter(reader.get_next, None)] == [32, 32, 16]
+    reader.set_range(1, 2)
+    assert [len(b["images"]) for b in iter(reader.get_next, None)] == [32]
+    scales = {t.name: onnx.numpy_helper.to_array(t) for t in strided.graph.initializer if t.name.endswith("_scale")}
+    ranges = _single_pass_scales(fp32_model, images)
+    assert scales.keys() == ranges.keys()
+    for name, value in ranges.items():
+        np.testing.assert_array_equal(scales[name], value, err_msg=name)
+
+
+def _single_pass_scales(fp32_model, images) -> dict[str, np.ndarray]:
+    """The same quantization with ONNX Runtime's default single collection pass (a reader without set_range)."""
+    import tempfile
+    from pathlib import Path
+
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from export.onnx_export import region_node_names
+
+    class Plain:
+        def __init__(self) -> None:
+            self.batches = iter([images[i:i + 32] for i in range(0, len(images), 32)])
+
+        def get_next(self):  # noqa: ANN202
+            batch = next(self.batches, None)
+            return None if batch is None else {"images": np.ascontiguousarray(batch)}
+
+    regions = region_node_names(fp32_model)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "a.onnx", Path(tmp) / "b.onnx"
+        onnx.save(fp32_model, src)
+        quantize_static(str(src), str(dst), Plain(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, per_channel=True, calibrate_method=CalibrationMethod.MinMax,
+                        nodes_to_exclude=regions["preprocess"] + regions["input"] + regions["tail"],
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+        model = onnx.load(dst)
+    return {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.name.endswith("_scale")}
