@@ -284,20 +284,31 @@ def _streamed_channel_stats(images: Any) -> tuple[list[float], list[float]]:
     return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
 
 
+def knn_monitor_rows(num_train: int, num_test: int, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ``int64`` rows of the train and test splits for the kNN monitor: a seeded random subset of at most
+    ``limit`` rows of each (all rows when the split is smaller)."""
+    rng = np.random.default_rng(seed)
+    return tuple(np.sort(rng.choice(n, size=min(limit, n), replace=False)).astype(np.int64)  # type: ignore[return-value]
+                 for n in (num_train, num_test))
+
+
 def make_knn_monitor(data, preprocess: dict[str, Any], eval_config, limit: int = 2000):
     """A callback for train/: kNN top-1 of the current backbone, through evaluate/'s kNN (labels only here).
 
-    Its bank and queries are the first ``limit`` images of each split, taken at the first call (streamed data is
-    decoded then, and kept for the later calls: at most ``2 * limit`` images)."""
+    Its bank and queries are seeded random subsets of ``limit`` images of each split (in file order, so a streamed
+    folder is read forward), not the first ``limit``: folder datasets are sorted by class, and their first images
+    would cover a few classes only. Taken at the first call (streamed data is decoded then, and kept for the later
+    calls: at most ``2 * limit`` images)."""
     from evaluate.knn import knn_accuracy
     from export.engines import TorchEngine
 
-    bank_y, query_y = data.y_train[:limit], data.y_test[:limit]
+    bank_rows, query_rows = knn_monitor_rows(len(data.y_train), len(data.y_test), limit, eval_config.seed)
+    bank_y, query_y = data.y_train[bank_rows], data.y_test[query_rows]
     held: list[np.ndarray] = []
 
     def monitor(backbone) -> dict[str, float]:
         if not held:
-            held.extend((take_images(data.x_train, slice(0, limit)), take_images(data.x_test, slice(0, limit))))
+            held.extend((take_images(data.x_train, bank_rows), take_images(data.x_test, query_rows)))
         bank_x, query_x = held
         with TorchEngine(backbone, preprocess, name="monitor", device=next(backbone.parameters()).device.type) as engine:
             bank, queries = engine.embed(bank_x), engine.embed(query_x)

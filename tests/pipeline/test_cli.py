@@ -185,3 +185,13 @@ def test_streamed_folder_run_equals_in_memory_run(tmp_path: Path, write_png_tree
     for section in ("train", "export", "metrics"):
         assert _without_timings(streamed[section]) == _without_timings(in_memory[section]), section
     assert len(streamed["train"]["knn_monitor"]) == 2 and set(streamed["metrics"]) == set(in_memory["metrics"])
+
+
+def test_knn_monitor_samples_every_part_of_a_class_sorted_split() -> None:
+    """Folder datasets come sorted by class: the monitor must not take the first rows (a few classes only)."""
+    labels = np.repeat(np.arange(10), 500)  # 5,000 images, class-sorted
+    bank, queries = pipeline.knn_monitor_rows(len(labels), 1200, limit=2000, seed=0)
+    assert len(bank) == 2000 and len(queries) == 1200 and len(np.unique(bank)) == 2000
+    assert np.all(np.diff(bank) > 0) and np.all(np.diff(queries) > 0)  # file order: a streamed folder reads forward
+    assert np.bincount(labels[bank], minlength=10).min() > 150  # every class, about 200 each
+    np.testing.assert_array_equal(bank, pipeline.knn_monitor_rows(len(labels), 1200, limit=2000, seed=0)[0])
