@@ -19,7 +19,7 @@ from typing import Collection, Sequence
 
 import numpy as np
 
-from imagedata.splits import DatasetError, _seeded_subset, splits_summary
+from imagedata.splits import DatasetError, seeded_subset, splits_summary
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class FolderImages:
             raise DatasetError(f"image folder {root}: the {split} split has no readable images")
         paths, labels = [p for p, _ in files], np.array([label for _, label in files], dtype=np.int64)
         if max_images is not None and max_images < len(files):
-            keep = _seeded_subset(labels, max_images, seed if split == "train" else seed + 1)  # as finalize_splits
+            keep = seeded_subset(labels, max_images, seed if split == "train" else seed + 1)  # as finalize_splits
             paths, labels = [paths[i] for i in keep], labels[keep]
         return cls(paths, labels, image_size, classes, skipped, root=root, split=split)
 

@@ -113,10 +113,10 @@ def finalize_splits(splits: ImageSplits, image_size: int | None, max_train: int 
     """Apply the optional subsetting (seeded, class-balanced order) and resizing common to all sources."""
     x_train, y_train, x_test, y_test = splits.x_train, splits.y_train, splits.x_test, splits.y_test
     if max_train is not None and max_train < len(x_train):
-        keep = _seeded_subset(y_train, max_train, seed)
+        keep = seeded_subset(y_train, max_train, seed)
         x_train, y_train = x_train[keep], y_train[keep]
     if max_test is not None and max_test < len(x_test):
-        keep = _seeded_subset(y_test, max_test, seed + 1)
+        keep = seeded_subset(y_test, max_test, seed + 1)
         x_test, y_test = x_test[keep], y_test[keep]
     if image_size is not None:
         x_train, x_test = resize_images(x_train, image_size), resize_images(x_test, image_size)
@@ -125,7 +125,7 @@ def finalize_splits(splits: ImageSplits, image_size: int | None, max_train: int 
     return replace(splits, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 
 
-def _seeded_subset(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+def seeded_subset(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
     """Indices of ``count`` items, taken round-robin over classes in a seeded order (keeps classes balanced)."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(labels))
