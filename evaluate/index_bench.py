@@ -187,7 +187,6 @@ def _build_on_gpus(base: faiss.Index, factory: str, bank: np.ndarray, train_size
         trainer = faiss.index_cpu_to_gpu(res, 0, base)
         trainer.train(_train_rows(bank, train_size, seed))
         base = faiss.index_gpu_to_cpu(trainer)
-    memory_mb = 0.0
     options = faiss.GpuMultipleClonerOptions()
     options.shard = True  # split the vectors over the GPUs (the default replicates them)
     index = faiss.index_cpu_to_all_gpus(base, co=options, ngpu=ngpu)
@@ -300,8 +299,8 @@ def index_benchmark_section(
     rows: list[dict[str, object]] = []
     for name, (bank, _) in banks.items():
         specs = default_specs(*bank.shape)
-        if bank.shape[0] > 100_000:
-            specs = [s for s in specs if not s.factory.startswith(skip)] if skip else specs
+        if skip and bank.shape[0] > 100_000:
+            specs = [s for s in specs if not s.factory.startswith(skip)]
         rows += benchmark_indexes(bank, queries, specs, bank_name=name, shards=shards, use_gpu=use_gpu)
     last = list(banks)[-1]
     return {

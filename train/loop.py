@@ -512,7 +512,6 @@ def _loop(run: _Run, images: np.ndarray | ImageSequence, resumed_from: int | Non
     aug = _augment_params(config, config.crop_size or run.preprocess["image_size"], preprocess_mean, preprocess_std)
     if config.compile:
         _compile_encoders(run.model)
-    step_fn = run.model
     precision = run.runtime["precision"]
     autocast = torch.autocast(dev.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16,
                               enabled=precision != "fp32")
@@ -538,7 +537,7 @@ def _loop(run: _Run, images: np.ndarray | ImageSequence, resumed_from: int | Non
                 group["lr"] = lr
             m = momentum_at_step(step, run.total_steps, config.key_momentum, config.key_momentum_schedule)
             with autocast:
-                loss = step_fn(v1, v2, m)
+                loss = run.model(v1, v2, m)
             loss_value = float(loss.detach())
             signum = flag.signum
             if ctx.active:  # the global-batch loss, and whether any rank was signalled: all ranks decide alike
