@@ -39,7 +39,7 @@ EXPORT_VARIANTS = ("fp32", "fp16", "int8_trt", "int8_cpu")
 CALIBRATION_METHODS = ("percentile", "minmax", "entropy")  # export.precision.QuantConfig.calibrate_method
 EXIT_USAGE, EXIT_PARITY, EXIT_INTERRUPTED = 2, 3, 130
 
-log = logging.getLogger("pipeline")
+log = logging.getLogger(__name__)
 
 
 class UsageError(ValueError):
@@ -174,8 +174,8 @@ class Settings:
 
 
 def validate_config(config: dict[str, Any], name: str | None) -> Settings:
-    from evaluate.suite import eval_config_from_dict
-    from train.config import train_config_from_dict
+    from edge_encoder.evaluate.suite import eval_config_from_dict
+    from edge_encoder.train.config import train_config_from_dict
 
     data = _check_section("data", DataSettings, config["data"])
     if data.stream and not data.dataset.startswith("folder:"):
@@ -215,7 +215,7 @@ def pick_device(requested: str) -> str:
 def load_data(settings: DataSettings):  # -> imagedata.ImageSplits, or imagedata.FolderSplits for data.stream
     """The dataset as arrays, or for ``data.stream`` its two splits listed (nothing decoded; ``skip_corrupt`` reads
     each file's header): the same images, order and labels either way."""
-    from imagedata import DatasetError, FolderSplits, load_dataset
+    from edge_encoder.imagedata import DatasetError, FolderSplits, load_dataset
 
     try:
         if settings.stream:  # validate_config allows it for folder:PATH datasets only
@@ -299,8 +299,8 @@ def make_knn_monitor(data, preprocess: dict[str, Any], eval_config, limit: int =
     folder is read forward), not the first ``limit``: folder datasets are sorted by class, and their first images
     would cover a few classes only. Taken at the first call (streamed data is decoded then, and kept for the later
     calls: at most ``2 * limit`` images)."""
-    from evaluate.knn import knn_accuracy
-    from export.engines import TorchEngine
+    from edge_encoder.evaluate.knn import knn_accuracy
+    from edge_encoder.export.engines import TorchEngine
 
     bank_rows, query_rows = knn_monitor_rows(len(data.y_train), len(data.y_test), limit, eval_config.seed)
     bank_y, query_y = data.y_train[bank_rows], data.y_test[query_rows]
@@ -319,7 +319,7 @@ def make_knn_monitor(data, preprocess: dict[str, Any], eval_config, limit: int =
 
 
 def run_train(settings: Settings, data, run_dir: Path, device: str, progress: bool) -> tuple[Any, dict[str, Any]]:
-    from train.loop import train_moco
+    from edge_encoder.train.loop import train_moco
 
     mean, std = channel_stats(data.x_train)
     preprocess = {"image_size": int(data.image_shape[0]), "mean": mean, "std": std}
@@ -345,8 +345,8 @@ def run_train(settings: Settings, data, run_dir: Path, device: str, progress: bo
 def run_export(settings: Settings, data, checkpoint: Path, run_dir: Path, progress: bool):
     from dataclasses import replace
 
-    from export.bundle import ParityGateError, export_bundle
-    from export.precision import INT8_FLAVOURS, select_calibration_indices
+    from edge_encoder.export.bundle import ParityGateError, export_bundle
+    from edge_encoder.export.precision import INT8_FLAVOURS, select_calibration_indices
 
     calib = select_calibration_indices(len(data.x_train), settings.export.calibration_images, seed=settings.data.seed)
     parity = slice(0, min(settings.export.parity_images, len(data.x_test)))
@@ -377,12 +377,11 @@ def run_evaluate(settings: Settings, data, checkpoint: Path, bundle, run_dir: Pa
     Returns ``(metrics table, the evaluation whose embeddings the index benchmark uses)``: ``onnx_fp32`` when
     exported, else the first exported variant, else the PyTorch reference."""
     import torch
-
-    from evaluate.baselines import RawPixelEngine
-    from evaluate.suite import compare_engines, evaluate_engine
-    from export.engines import TorchEngine, open_engine
-    from train.backbones import build_backbone
-    from train.checkpoint import load_backbone
+    from edge_encoder.evaluate.baselines import RawPixelEngine
+    from edge_encoder.evaluate.suite import compare_engines, evaluate_engine
+    from edge_encoder.export.engines import TorchEngine, open_engine
+    from edge_encoder.train.backbones import build_backbone
+    from edge_encoder.train.checkpoint import load_backbone
 
     def evaluate(engine, reference=None):  # noqa: ANN001, ANN202 - local shorthand
         return evaluate_engine(
@@ -418,8 +417,8 @@ def run_evaluate(settings: Settings, data, checkpoint: Path, bundle, run_dir: Pa
 
 def run_index_benchmark(settings: Settings, evaluation) -> dict[str, Any]:
     """The report's ``index_benchmark`` section: FAISS approximate indexes on one engine's real embeddings."""
-    from evaluate.index_bench import index_benchmark_section
-    from evaluate.knn import configure_threads
+    from edge_encoder.evaluate.index_bench import index_benchmark_section
+    from edge_encoder.evaluate.knn import configure_threads
 
     threads = configure_threads(settings.evaluate.num_threads)
     bank, queries = evaluation.train_embeddings, evaluation.test_embeddings
@@ -484,7 +483,7 @@ def export_summary(bundle) -> dict[str, Any]:
 
 
 def build_report(settings: Settings, data, device: str, timings: dict[str, float], train_result, bundle, metrics) -> dict[str, Any]:
-    from evaluate.report import SCHEMA_VERSION
+    from edge_encoder.evaluate.report import SCHEMA_VERSION
 
     return {
         "schema_version": SCHEMA_VERSION,
@@ -504,13 +503,10 @@ def build_report(settings: Settings, data, device: str, timings: dict[str, float
 # ---------------------------------------------------------------------------------------------- command line
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pipeline.py",
-        description=__doc__.split("\n\n")[0],
-        epilog="Config keys: see configs/*.toml and README.md. Any key can be overridden with --set SECTION.KEY=VALUE.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of a whole run (``edge-encoder run`` and ``python pipeline.py``), added to ``parser``."""
+    parser.epilog = "Config keys: see configs/*.toml and README.md. Any key can be overridden with --set SECTION.KEY=VALUE."
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--config", metavar="PATH", help=f"TOML preset (default: {DEFAULT_CONFIG.relative_to(PROJECT_ROOT)})")
     parser.add_argument(
         "--dataset",
@@ -527,6 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python pipeline.py`` (= ``edge-encoder run``)."""
+    return add_run_arguments(argparse.ArgumentParser(prog="pipeline.py", description=__doc__.split("\n\n")[0]))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -567,7 +568,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("index benchmark on %s: %s", indexed.name, index_section["recommendation"])
     timings["total"] = time.perf_counter() - started
 
-    from evaluate.report import render_summary_table, write_report
+    from edge_encoder.evaluate.report import render_summary_table, write_report
 
     report = build_report(settings, data, device, timings, train_result, bundle, metrics)
     if index_section is not None:
@@ -606,9 +607,9 @@ class _timed:
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    from export.files import atomic_write_bytes  # the project's one atomic writer (temp file, fsync, replace)
+    from edge_encoder.core.files import atomic_write_json
 
-    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
+    atomic_write_json(path, payload)
 
 
 def _log_to_file(path: Path) -> None:
@@ -635,7 +636,12 @@ def setup_logging(verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """``python pipeline.py ARGS``: parse ``argv`` and run; returns the exit code."""
+    return main_args(build_parser().parse_args(argv))
+
+
+def main_args(args: argparse.Namespace) -> int:
+    """Run with parsed arguments, turning expected failures into exit codes (see the module docstring)."""
     setup_logging(args.verbose)
     try:
         return run(args)
@@ -643,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ValueError as exc:
-        from imagedata import DatasetError
+        from edge_encoder.imagedata import DatasetError
 
         if not isinstance(exc, DatasetError):
             raise
@@ -656,5 +662,22 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def _import_package_from_checkout() -> None:
+    """Let ``python pipeline.py`` run from a checkout that was never installed: ``edge_encoder`` is then this
+    folder (the same mapping pyproject.toml installs: ``train/`` -> ``edge_encoder.train`` ...)."""
+    import importlib.util
+    import types
+
+    if importlib.util.find_spec("edge_encoder") is None:
+        package = types.ModuleType("edge_encoder")
+        package.__path__ = [str(PROJECT_ROOT)]  # type: ignore[attr-defined]
+        sys.modules["edge_encoder"] = package
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    # Delegate to the package's own module, so that the run's classes (UsageError, ...) are the package's and not a
+    # second copy living in __main__.
+    _import_package_from_checkout()
+    from edge_encoder.pipeline import main as package_main
+
+    sys.exit(package_main())

@@ -23,9 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evaluate.index_bench import index_benchmark_section, synthesize_bank  # noqa: E402
-from evaluate.knn import configure_threads  # noqa: E402
-from evaluate.report import to_jsonable  # noqa: E402
+from edge_encoder.evaluate.index_bench import index_benchmark_section, synthesize_bank  # noqa: E402
+from edge_encoder.evaluate.knn import configure_threads  # noqa: E402
+from edge_encoder.evaluate.report import to_jsonable  # noqa: E402
 from evaluate_embeddings import load_embeddings  # noqa: E402
 
 
@@ -58,8 +58,7 @@ def main() -> None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-
-        from evaluate.plots import recall_vs_qps
+        from edge_encoder.evaluate.plots import recall_vs_qps
 
         recall_vs_qps(plt, args.out, {"index_benchmark": section})
     except ImportError:

@@ -21,19 +21,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evaluate.suite import EvalConfig, evaluate_engine  # noqa: E402
+from edge_encoder.evaluate.suite import EvalConfig, evaluate_engine  # noqa: E402
 from evaluate_embeddings import cifar10_dev_path  # noqa: E402
 
 
 def make_engine(onnx: Path | None, width: int):
     if onnx is not None:
-        from export.engines import OnnxRuntimeEngine
+        from edge_encoder.export.engines import OnnxRuntimeEngine
 
         return OnnxRuntimeEngine(onnx)
     import torch
-
-    from export.engines import TorchEngine
-    from train.backbones import BackboneConfig, build_backbone
+    from edge_encoder.export.engines import TorchEngine
+    from edge_encoder.train.backbones import BackboneConfig, build_backbone
 
     torch.manual_seed(0)
     backbone = build_backbone(BackboneConfig(arch="resnet18", width=width, stem="cifar"))

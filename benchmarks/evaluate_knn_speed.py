@@ -27,9 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import faiss  # noqa: E402
 import torch  # noqa: E402
-
-from evaluate.index_bench import recall_at_10, synthesize_bank  # noqa: E402
-from evaluate.knn import configure_threads, exact_search, rank_classes, vote_scores  # noqa: E402
+from edge_encoder.evaluate.index_bench import recall_at_10, synthesize_bank  # noqa: E402
+from edge_encoder.evaluate.knn import (  # noqa: E402
+    configure_threads,
+    exact_search,
+    rank_classes,
+    vote_scores,
+)
 from evaluate_embeddings import load_embeddings  # noqa: E402
 
 

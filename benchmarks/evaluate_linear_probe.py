@@ -23,9 +23,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evaluate.knn import configure_threads  # noqa: E402
-from evaluate.linear_probe import DEFAULT_L2_GRID, _standardize, linear_probe  # noqa: E402
+from edge_encoder.evaluate.knn import configure_threads  # noqa: E402
+from edge_encoder.evaluate.linear_probe import (  # noqa: E402
+    DEFAULT_L2_GRID,
+    _standardize,
+    linear_probe,
+)
 from evaluate_embeddings import load_embeddings  # noqa: E402
+
 
 def sklearn_probe(xtr, ytr, xte, yte, grid, holdout_fraction=0.2, seed=0) -> tuple[float, float, float]:
     from sklearn.linear_model import LogisticRegression

@@ -23,10 +23,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from export.engines import OnnxRuntimeEngine, TorchEngine  # noqa: E402
-from export.onnx_export import build_fp32_encoder, save_model  # noqa: E402
-from export.precision import make_variant  # noqa: E402
-from train.backbones import build_backbone  # noqa: E402
+from edge_encoder.export.engines import OnnxRuntimeEngine, TorchEngine  # noqa: E402
+from edge_encoder.export.onnx_export import build_fp32_encoder, save_model  # noqa: E402
+from edge_encoder.export.precision import make_variant  # noqa: E402
+from edge_encoder.train.backbones import build_backbone  # noqa: E402
 
 PREPROCESS = {"image_size": 32, "mean": [0.491, 0.482, 0.447], "std": [0.247, 0.243, 0.261]}
 

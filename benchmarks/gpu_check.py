@@ -66,7 +66,7 @@ def _write(out: Path | None, results: dict[str, Any]) -> None:
 
 
 def _train_config(args: argparse.Namespace, **overrides: Any):  # -> train.config.TrainConfig
-    from train.config import train_config_from_dict
+    from edge_encoder.train.config import train_config_from_dict
 
     with open(ROOT / "configs" / "cifar10_gpu_resnet18.toml", "rb") as handle:
         d = dict(tomllib.load(handle)["train"])
@@ -88,7 +88,7 @@ def section_env(device: torch.device) -> dict[str, Any]:
 
 def section_train_gpu(args: argparse.Namespace, x_train: np.ndarray, device: torch.device, work: Path,
                       state: dict[str, Any]) -> dict[str, Any]:
-    from train.loop import train_moco
+    from edge_encoder.train.loop import train_moco
 
     config = _train_config(args)
     run_dir = work / "train_gpu"
@@ -123,7 +123,7 @@ def _weighted_knn_top1(bank: torch.Tensor, bank_y: torch.Tensor, queries: torch.
 
 
 def _embed(backbone: torch.nn.Module, images: np.ndarray, device: torch.device, batch: int = 1024) -> torch.Tensor:
-    from export.engines import TorchEngine
+    from edge_encoder.export.engines import TorchEngine
 
     with TorchEngine(backbone, {"image_size": images.shape[1], "mean": list(MEAN), "std": list(STD)},
                      device=str(device)) as engine:
@@ -133,9 +133,9 @@ def _embed(backbone: torch.nn.Module, images: np.ndarray, device: torch.device, 
 
 def section_knn(args: argparse.Namespace, data: dict[str, np.ndarray], device: torch.device,
                 state: dict[str, Any]) -> dict[str, Any]:
-    from evaluate.linear_probe import linear_probe
-    from train.backbones import build_backbone
-    from train.checkpoint import load_backbone
+    from edge_encoder.evaluate.linear_probe import linear_probe
+    from edge_encoder.train.backbones import build_backbone
+    from edge_encoder.train.checkpoint import load_backbone
 
     backbone, _, backbone_config = load_backbone(state["checkpoint"])
     torch.manual_seed(0)
@@ -157,13 +157,12 @@ def section_knn(args: argparse.Namespace, data: dict[str, np.ndarray], device: t
 def section_train_cpu_aug(args: argparse.Namespace, x_train: np.ndarray, device: torch.device,
                           state: dict[str, Any]) -> dict[str, Any]:
     import torchvision.transforms as T
+    from edge_encoder.train.backbones import BackboneConfig
+    from edge_encoder.train.loop import resolve_split_groups
+    from edge_encoder.train.moco import build_moco
+    from edge_encoder.train.optim import build_optimizer
+    from edge_encoder.train.schedule import scaled_lr
     from PIL import Image
-
-    from train.backbones import BackboneConfig
-    from train.loop import resolve_split_groups
-    from train.moco import build_moco
-    from train.optim import build_optimizer
-    from train.schedule import scaled_lr
 
     config = _train_config(args, bf16=False)
     aug = T.Compose([T.RandomResizedCrop(x_train.shape[1], scale=(config.crop_min_scale, 1.0)),
@@ -240,7 +239,7 @@ def _latency(fn: Callable[[], Any], device: torch.device, seconds: float) -> flo
 
 def section_inference(args: argparse.Namespace, data: dict[str, np.ndarray], device: torch.device,
                       state: dict[str, Any]) -> dict[str, Any]:
-    from train.checkpoint import load_backbone
+    from edge_encoder.train.checkpoint import load_backbone
 
     backbone = load_backbone(state["checkpoint"])[0].to(device).eval()
     results: dict[str, Any] = {}
@@ -263,7 +262,7 @@ def section_inference(args: argparse.Namespace, data: dict[str, np.ndarray], dev
     results["onnxruntime_cpu_int8"] = _onnxruntime_int8(data, backbone.cpu(), args)
     try:
         import tensorrt  # noqa: F401
-        results["tensorrt"] = "importable: build with `python -m export.tensorrt BUNDLE` (not timed here)"
+        results["tensorrt"] = "importable: build with `python -m edge_encoder.export.tensorrt BUNDLE` (not timed here)"
     except ImportError as exc:
         results["tensorrt"] = f"skipped: {exc}"
     return results
@@ -274,9 +273,9 @@ def _onnxruntime_int8(data: dict[str, np.ndarray], backbone: torch.nn.Module, ar
         import onnxslim  # noqa: F401  (the exporter simplifies with it)
     except ImportError as exc:
         return f"skipped: {exc} (carry the onnxslim wheel)"
-    from export.engines import OnnxRuntimeEngine
-    from export.onnx_export import build_fp32_encoder, save_model
-    from export.precision import make_variant
+    from edge_encoder.export.engines import OnnxRuntimeEngine
+    from edge_encoder.export.onnx_export import build_fp32_encoder, save_model
+    from edge_encoder.export.precision import make_variant
 
     pre = {"image_size": int(data["x_train"].shape[1]), "mean": list(MEAN), "std": list(STD)}
     fp32 = build_fp32_encoder(backbone, pre, exporter="torchscript")[0]

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from train.augment import AugmentParams, to_float_nchw, two_views  # noqa: E402
+from edge_encoder.train.augment import AugmentParams, to_float_nchw, two_views  # noqa: E402
 
 
 def kornia_pipeline(p: AugmentParams) -> torch.nn.Module:

@@ -32,10 +32,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from imagedata import FolderImages  # noqa: E402
-from train.config import train_config_from_dict  # noqa: E402
-from train.data import resolve_workers  # noqa: E402
-from train.loop import train_moco  # noqa: E402
+from edge_encoder.imagedata import FolderImages  # noqa: E402
+from edge_encoder.train.config import train_config_from_dict  # noqa: E402
+from edge_encoder.train.data import resolve_workers  # noqa: E402
+from edge_encoder.train.loop import train_moco  # noqa: E402
 
 CIFAR = ROOT.parent / "shared" / "data" / "cifar10_dev.npz"
 PRESET = ROOT / "configs" / "cifar10_cpu.toml"

@@ -32,10 +32,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from train.augment import AugmentParams, two_views  # noqa: E402
-from train.backbones import BackboneConfig, build_backbone  # noqa: E402
-from train.loop import resolve_bf16  # noqa: E402
-from train.moco import build_moco  # noqa: E402
+from edge_encoder.train.augment import AugmentParams, two_views  # noqa: E402
+from edge_encoder.train.backbones import BackboneConfig, build_backbone  # noqa: E402
+from edge_encoder.train.loop import resolve_bf16  # noqa: E402
+from edge_encoder.train.moco import build_moco  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MEAN, STD = (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)
@@ -81,7 +81,12 @@ def reference(images: np.ndarray, args: argparse.Namespace) -> float:
     import torchvision.transforms as T
     from lightly.loss import NTXentLoss
     from lightly.models.modules import MoCoProjectionHead
-    from lightly.models.utils import batch_shuffle, batch_unshuffle, deactivate_requires_grad, update_momentum
+    from lightly.models.utils import (
+        batch_shuffle,
+        batch_unshuffle,
+        deactivate_requires_grad,
+        update_momentum,
+    )
     from PIL import Image
 
     aug = T.Compose([T.RandomResizedCrop(32, scale=(0.2, 1.0)), T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),

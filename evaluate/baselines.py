@@ -7,26 +7,13 @@ metrics as the exported encoders.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
-
-from evaluate.extract import ImageSource, check_item
-from evaluate.validation import l2_normalize
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """Engine input contract (same fields as export/'s)."""
-
-    height: int
-    width: int
-    channels: int = 3
-    dtype: str = "uint8"
-    layout: str = "NHWC"
-
+from edge_encoder.core.contract import InputSpec, check_image_item
+from edge_encoder.evaluate.extract import ImageSource
+from edge_encoder.evaluate.validation import l2_normalize
 
 CENTERINGS = ("train_mean", "image")
 
@@ -71,7 +58,7 @@ class RawPixelEngine:
         if not (hasattr(images, "__len__") and hasattr(images, "__getitem__")) or len(images) == 0:
             raise ValueError(f"train_images must be (N, H, W, 3) or a non-empty image sequence, got "
                              f"{type(images).__name__}" + (" of 0 items" if hasattr(images, "__len__") else ""))
-        first = check_item(images[0], 0, None)
+        first = check_image_item(images[0], 0, None)
         self.input_spec = InputSpec(height=int(first.shape[0]), width=int(first.shape[1]))
         if self.centering == "image":
             # Each image is centred on itself: nothing of the train split enters the output but its image size,
@@ -83,7 +70,7 @@ class RawPixelEngine:
         # sum of uint8 values is exact below 2**53 as well).
         total = first.reshape(-1).astype(np.int64)
         for i in range(1, len(images)):
-            total += check_item(images[i], i, first.shape).reshape(-1)
+            total += check_image_item(images[i], i, first.shape).reshape(-1)
         self.mean = (total.astype(np.float64) / len(images)).astype(np.float32)
         self.cache_token = "raw_pixels:train_mean:" + hashlib.sha256(self.mean.tobytes()).hexdigest()[:32]
 

@@ -1,4 +1,4 @@
-"""Compare two runs' reports side by side: ``python -m evaluate.compare RUN_A RUN_B``.
+"""Compare two runs' reports side by side: ``python -m edge_encoder.evaluate.compare RUN_A RUN_B``.
 
 RUN_A / RUN_B are run directories (holding ``report.json``) or report files. For each engine/baseline
 present in either run it prints the headline metrics of A, of B, and B minus A.
@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-from evaluate.report import SUMMARY_COLUMNS, load_report
+from edge_encoder.evaluate.report import SUMMARY_COLUMNS, load_report
 
 COMPARED = tuple((k, t) for k, t, _ in SUMMARY_COLUMNS if not k.startswith("delta_"))
 
@@ -46,7 +46,7 @@ def render_comparison(a: dict[str, Any], b: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m evaluate.compare", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m edge_encoder.evaluate.compare", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_a", help="run directory or report.json of run A")
     ap.add_argument("run_b", help="run directory or report.json of run B")

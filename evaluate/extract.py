@@ -18,14 +18,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from edge_encoder.core.contract import check_image_item
+from edge_encoder.core.files import atomic_write
+from edge_encoder.core.files import file_sha256 as _file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -80,20 +81,9 @@ class Extraction:
     cache_path: Path | None
 
 
-_file_hash_memo: dict[tuple[str, int, int], str] = {}
-
-
 def file_sha256(path: Path) -> str:
-    """SHA-256 hex digest of a file, memoised per (path, size, mtime) within the process."""
-    st = path.stat()
-    memo_key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if memo_key not in _file_hash_memo:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
-                h.update(chunk)
-        _file_hash_memo[memo_key] = h.hexdigest()
-    return _file_hash_memo[memo_key]
+    """SHA-256 hex digest of a model file, memoised per (path, size, mtime) within the process."""
+    return _file_sha256(path, memo=True)
 
 
 def engine_fingerprint(engine: Any) -> str | None:
@@ -178,13 +168,7 @@ class _CheckedSource:
 
 def check_item(item: object, index: int, expected: tuple[int, ...] | None = None) -> np.ndarray:
     """``item`` if it is a ``uint8 (H, W, 3)`` array (of shape ``expected`` when given), else a ``ValueError``."""
-    if not isinstance(item, np.ndarray) or item.dtype != np.uint8 or item.ndim != 3 or item.shape[-1] != 3:
-        what = f"{item.dtype} {item.shape}" if isinstance(item, np.ndarray) else f"a {type(item).__name__}"
-        raise ValueError(f"image {index} is {what}; every image must be a numpy uint8 (H, W, 3) RGB array")
-    if expected is not None and item.shape != expected:
-        raise ValueError(f"image {index} has shape {item.shape} but image 0 has {expected}; every image must have "
-                         "the same size")
-    return item
+    return check_image_item(item, index, expected)
 
 
 def _take(images: np.ndarray | _CheckedSource, start: int, stop: int) -> np.ndarray:
@@ -295,18 +279,6 @@ def _run_sharded(engine: Any, images: np.ndarray | _CheckedSource, batch_size: i
     return np.concatenate([p[: bounds[i + 1] - bounds[i]].cpu().numpy() for i, p in enumerate(parts)]), engine_s
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write through ``write(file_object)`` to a temp file in ``path``'s directory, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _load_cached(npy: Path, meta_path: Path, n: int) -> tuple[np.ndarray, float] | None:
     try:
         emb = np.load(npy, allow_pickle=False)
@@ -375,8 +347,8 @@ def extract(
     if npy is not None and meta_path is not None and rank == 0:  # one writer; the file is atomic for readers
         meta = {"format": CACHE_FORMAT, "engine": getattr(engine, "name", ""), "dataset": dataset_id,
                 "split": split, "shape": list(emb.shape), "images_per_s": images_per_s}
-        _atomic_write(npy, lambda f: np.save(f, emb, allow_pickle=False))
-        _atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=2).encode()))
+        atomic_write(npy, lambda f: np.save(f, emb, allow_pickle=False))
+        atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=2).encode()))
     return Extraction(emb, images_per_s, False, npy)
 
 

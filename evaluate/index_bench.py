@@ -19,9 +19,12 @@ from dataclasses import dataclass
 
 import faiss
 import numpy as np
-
-from evaluate.knn import exact_search, gpus_to_use
-from evaluate.validation import check_embeddings, check_same_dim, l2_normalize
+from edge_encoder.evaluate.knn import exact_search, gpus_to_use
+from edge_encoder.evaluate.validation import (
+    check_embeddings,
+    check_same_dim,
+    l2_normalize,
+)
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,12 @@ import os
 import faiss
 import numpy as np
 import torch
-
-from evaluate.validation import check_embeddings, check_labels, check_same_dim, l2_normalize
+from edge_encoder.evaluate.validation import (
+    check_embeddings,
+    check_labels,
+    check_same_dim,
+    l2_normalize,
+)
 
 log = logging.getLogger(__name__)
 

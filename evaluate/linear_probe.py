@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-
-from evaluate.validation import check_embeddings, check_labels, check_same_dim
+from edge_encoder.evaluate.validation import (
+    check_embeddings,
+    check_labels,
+    check_same_dim,
+)
 
 log = logging.getLogger(__name__)
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edge_encoder.core.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +47,6 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_report(report: object) -> dict[str, Any]:
@@ -187,7 +175,7 @@ def write_plots(run_dir: Path, report: dict[str, Any]) -> list[str]:
     except ImportError:
         log.warning("matplotlib is not installed: report without plots")
         return []
-    from evaluate import plots
+    from edge_encoder.evaluate import plots
 
     out_dir = run_dir / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -208,8 +196,8 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> tuple[Path, Path]:
     data = to_jsonable(report)
     data["plots"] = write_plots(run_dir, data)
     json_path, md_path = run_dir / "report.json", run_dir / "report.md"
-    _atomic_write_text(json_path, json.dumps(data, indent=2, allow_nan=False) + "\n")
-    _atomic_write_text(md_path, render_markdown(data, data["plots"]))
+    atomic_write_text(json_path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(md_path, render_markdown(data, data["plots"]))
     return json_path, md_path
 
 

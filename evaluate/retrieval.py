@@ -15,8 +15,7 @@ Queries whose class has no item in the database (``R == 0``) get NaN and are lef
 from __future__ import annotations
 
 import numpy as np
-
-from evaluate.validation import check_labels
+from edge_encoder.evaluate.validation import check_labels
 
 
 def relevance(neighbor_ids: np.ndarray, bank_labels: np.ndarray, query_labels: np.ndarray) -> np.ndarray:

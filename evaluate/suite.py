@@ -15,12 +15,26 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-
-from evaluate.extract import ImageSource, extract
-from evaluate.knn import configure_threads, exact_search, rank_classes, vote_scores
-from evaluate.linear_probe import linear_probe
-from evaluate.retrieval import relevance, relevant_counts, retrieval_per_query, summarize
-from evaluate.validation import check_embeddings, check_labels, check_same_dim, l2_normalize
+from edge_encoder.evaluate.extract import ImageSource, extract
+from edge_encoder.evaluate.knn import (
+    configure_threads,
+    exact_search,
+    rank_classes,
+    vote_scores,
+)
+from edge_encoder.evaluate.linear_probe import linear_probe
+from edge_encoder.evaluate.retrieval import (
+    relevance,
+    relevant_counts,
+    retrieval_per_query,
+    summarize,
+)
+from edge_encoder.evaluate.validation import (
+    check_embeddings,
+    check_labels,
+    check_same_dim,
+    l2_normalize,
+)
 
 log = logging.getLogger(__name__)
 

@@ -32,13 +32,28 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-
-from export.engines import OnnxRuntimeEngine, TorchEngine
-from export.files import atomic_write_bytes, file_sha256
-from export.onnx_export import (INPUT_NAME, OUTPUT_NAME, Preprocess, build_fp32_encoder, check_input_layout,
-                                input_contract, save_model)
-from export.parity import DEFAULT_THRESHOLDS, ParityThresholds, compare_embeddings
-from export.precision import INT8_FLAVOURS, VARIANTS, QuantConfig, make_variant
+from edge_encoder.core.files import atomic_write_bytes, file_sha256
+from edge_encoder.export.engines import OnnxRuntimeEngine, TorchEngine
+from edge_encoder.export.onnx_export import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    Preprocess,
+    build_fp32_encoder,
+    check_input_layout,
+    input_contract,
+    save_model,
+)
+from edge_encoder.export.parity import (
+    DEFAULT_THRESHOLDS,
+    ParityThresholds,
+    compare_embeddings,
+)
+from edge_encoder.export.precision import (
+    INT8_FLAVOURS,
+    VARIANTS,
+    QuantConfig,
+    make_variant,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +92,9 @@ def _resolve_source(source: Any) -> tuple[Any, dict[str, Any], dict[str, Any], s
         path = Path(source)
         if not path.is_file():
             raise ValueError(f"checkpoint not found: {path}")
-        from train.checkpoint import load_backbone  # lazy: export/ works from an in-memory backbone too
+        from edge_encoder.train.checkpoint import (
+            load_backbone,  # lazy: export/ works from an in-memory backbone too
+        )
 
         backbone, preprocess, backbone_config = load_backbone(path)
         return backbone, preprocess, backbone_config, file_sha256(path)
@@ -318,7 +335,7 @@ def load_manifest(bundle_dir: Path | str) -> dict[str, Any]:
 
 def trtexec_commands(variants: list[str], image_size: int, profile: dict[str, int] = PROFILE, *,
                      input_layout: str = "uint8_nhwc") -> str:
-    """``trtexec`` lines equivalent to ``python -m export.tensorrt`` (strongly typed, same profile)."""
+    """``trtexec`` lines equivalent to ``python -m edge_encoder.export.tensorrt`` (strongly typed, same profile)."""
     rest = "x".join(str(d) for d in input_contract(input_layout, image_size)["shape"][1:])
     shape = lambda n: f"{INPUT_NAME}:{n}x{rest}"  # noqa: E731
     lines = ["# Build on the target device (engines are specific to the GPU and TensorRT version).",
@@ -351,7 +368,7 @@ def _config_pbtxt(name: str, platform: str, image_size: int, out_dim: int, max_b
 def write_triton_repository(bundle: Path, variants: list[str], image_size: int, out_dim: int,
                             profile: dict[str, int] = PROFILE, *, input_layout: str = "uint8_nhwc") -> None:
     """``triton/`` model repository: ``encoder_onnx_<v>`` (with ``1/model.onnx``) and ``encoder_trt_<v>``
-    (``1/model.plan`` is written by ``python -m export.tensorrt``); max_batch_size = the TRT profile max."""
+    (``1/model.plan`` is written by ``python -m edge_encoder.export.tensorrt``); max_batch_size = the TRT profile max."""
     for v in variants:
         onnx_dir = bundle / "triton" / f"encoder_onnx_{v}"
         (onnx_dir / "1").mkdir(parents=True, exist_ok=True)
@@ -393,15 +410,15 @@ Output `{out['name']}`: float32 (N, {out['embedding_dim']}), rows L2-normalised 
 
 ## Build TensorRT engines on this device (TensorRT >= 10; no training code or dataset needed)
 
-    python -m export.tensorrt .            # all variants -> tensorrt/encoder_<variant>.plan (+ engine key)
-    python -m export.tensorrt . --variant int8_trt --dla-core 0   # Jetson DLA with GPU fallback
+    python -m edge_encoder.export.tensorrt .            # all variants -> tensorrt/encoder_<variant>.plan (+ engine key)
+    python -m edge_encoder.export.tensorrt . --variant int8_trt --dla-core 0   # Jetson DLA with GPU fallback
 
 or the equivalent `trtexec` lines in `trtexec.txt`. Engines are tied to the GPU and TensorRT version; a
 mismatching engine is refused with the rebuild command.
 
 ## Verify
 
-    python -c "from export.engines import open_engine; import numpy as np; e = open_engine('.', 'fp32'); print(e.embed(np.zeros((2, {inp['image_size']}, {inp['image_size']}, 3), np.uint8)).shape)"
+    python -c "from edge_encoder.export.engines import open_engine; import numpy as np; e = open_engine('.', 'fp32'); print(e.embed(np.zeros((2, {inp['image_size']}, {inp['image_size']}, 3), np.uint8)).shape)"
 
 and compare each file's SHA-256 with `manifest.json`.
 

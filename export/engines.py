@@ -13,54 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from edge_encoder.core.contract import InputSpec, normalize_images  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What ``embed`` accepts: ``dtype`` ``(N, height, width, channels)`` in ``layout``."""
-
-    height: int
-    width: int
-    channels: int = 3
-    dtype: str = "uint8"
-    layout: str = "NHWC"
-
-    def validate(self, images: Any) -> np.ndarray:
-        """Return ``images`` as a C-contiguous array, or raise ``ValueError``/``TypeError`` naming the problem."""
-        if not isinstance(images, np.ndarray):
-            raise TypeError(f"images must be a numpy.ndarray, got {type(images).__name__}")
-        if images.ndim != 4:
-            raise ValueError(f"images must have shape (N, {self.height}, {self.width}, {self.channels}) "
-                             f"({self.layout}), got shape {images.shape}")
-        if images.shape[0] == 0:
-            raise ValueError(f"empty batch: images has shape {images.shape}")
-        if images.shape[3] != self.channels:
-            raise ValueError(f"images must have {self.channels} channels (RGB, last axis), got shape {images.shape}")
-        if images.shape[1:3] != (self.height, self.width):
-            raise ValueError(f"images must be {self.height}x{self.width} (H x W), got shape {images.shape}")
-        if images.dtype != np.dtype(self.dtype):
-            raise ValueError(f"images must have dtype {self.dtype}, got dtype {images.dtype}")
-        return np.ascontiguousarray(images)
-
-
-def normalize_images(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """uint8 ``(N, H, W, 3)`` RGB -> float32 ``(N, 3, H, W)`` ``((x / 255) - mean) / std``.
-
-    The same float32 operations in the same order as the in-graph ``preprocess/*`` nodes (cast, NCHW,
-    ``x * (1 / (255 std)) + (-mean / std)``), so a float-NCHW graph fed this gives the uint8 graph's embeddings.
-    """
-    mean64, std64 = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
-    scale = (1.0 / (255.0 * std64)).astype(np.float32).reshape(1, 3, 1, 1)
-    bias = (-mean64 / std64).astype(np.float32).reshape(1, 3, 1, 1)
-    x = images.astype(np.float32).transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(x * scale + bias, dtype=np.float32)
 
 
 def _parse_floats(value: Any, what: str, source: Any) -> tuple[float, float, float]:
@@ -188,8 +147,7 @@ class TorchEngine(_Engine):
     def __init__(self, backbone: Any, preprocess: dict[str, Any], *, name: str = "pytorch_fp32",
                  device: str = "cpu") -> None:
         import torch
-
-        from export.onnx_export import Preprocess
+        from edge_encoder.export.onnx_export import Preprocess
 
         pre = Preprocess.from_dict(preprocess)
         self.name = name
@@ -245,7 +203,7 @@ def open_engine(bundle_dir: Path | str, variant: str, *, backend: str = "onnxrun
                                  intra_op_threads=intra_op_threads,
                                  preprocess=pre if not pre.get("in_graph", True) and "mean" in pre else None)
     if backend == "tensorrt":
-        from export.tensorrt import TensorRTEngine
+        from edge_encoder.export.tensorrt import TensorRTEngine
 
         return TensorRTEngine(bundle / "tensorrt" / f"encoder_{variant}.plan", name=f"trt_{variant}")
     raise ValueError(f"backend must be 'onnxruntime' or 'tensorrt', got {backend!r}")

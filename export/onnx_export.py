@@ -31,10 +31,9 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 import torch
+from edge_encoder.core.files import atomic_write_bytes
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
-
-from export.files import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

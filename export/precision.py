@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -27,11 +26,18 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from edge_encoder.core.contract import normalize_images
+from edge_encoder.core.subsets import seeded_rows
+from edge_encoder.export.onnx_export import (
+    INPUT_NAME,
+    INPUT_PREFIX,
+    PREPROCESS_PREFIX,
+    TAIL_PREFIX,
+    read_metadata,
+    region_node_names,
+    set_metadata,
+)
 from onnx import TensorProto, helper, numpy_helper
-
-from export.engines import normalize_images
-from export.onnx_export import (INPUT_NAME, INPUT_PREFIX, PREPROCESS_PREFIX, TAIL_PREFIX, read_metadata,
-                                region_node_names, set_metadata)
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +218,12 @@ def quantize_int8(model: onnx.ModelProto, calibration_images: np.ndarray, flavou
             float-input encoder they are normalised with its recorded mean/std before calibration).
         flavour: ``"int8_trt"`` or ``"int8_cpu"``; ``config`` overrides its defaults.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     if flavour not in INT8_FLAVOURS:
         raise ValueError(f"INT8 flavour must be one of {sorted(INT8_FLAVOURS)}, got {flavour!r}")
@@ -269,10 +280,7 @@ def zero_points(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 def select_calibration_indices(n_available: int, n: int = 256, seed: int = 0) -> np.ndarray:
     """Deterministic calibration subset: ``n`` sorted indices drawn without replacement with ``seed``."""
-    if n_available < 1:
-        raise ValueError("no images available for calibration")
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n_available, size=min(n, n_available), replace=False)).astype(np.int64)
+    return seeded_rows(n_available, n, seed)
 
 
 def make_variant(fp32_model: onnx.ModelProto, variant: str, calibration_images: np.ndarray | None = None,

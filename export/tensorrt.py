@@ -6,7 +6,7 @@ strong typing is always on). Each plan gets an engine key beside it (``<plan>.ke
 GPU name, compute capability); loading compares it with this device first and refuses a mismatch with the
 exact rebuild command.
 
-    python -m export.tensorrt BUNDLE_DIR [--variant fp16] [--dla-core 0]
+    python -m edge_encoder.export.tensorrt BUNDLE_DIR [--variant fp16] [--dla-core 0]
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-
-from export.engines import InputSpec, _Engine
-from export.files import atomic_write_bytes
+from edge_encoder.core.contract import InputSpec, normalize_images
+from edge_encoder.core.files import atomic_write_bytes
+from edge_encoder.export.engines import _Engine
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def rebuild_command(plan_path: Path) -> str:
     """The command that rebuilds ``bundle/tensorrt/encoder_<variant>.plan`` on this device."""
     plan_path = Path(plan_path)
     variant = plan_path.stem.removeprefix("encoder_")
-    return f"python -m export.tensorrt {plan_path.parent.parent} --variant {variant}"
+    return f"python -m edge_encoder.export.tensorrt {plan_path.parent.parent} --variant {variant}"
 
 
 def check_engine_key(stored: EngineKey | dict[str, Any], current: EngineKey, plan_path: Path) -> None:
@@ -169,8 +169,6 @@ class TensorRTEngine(_Engine):
 
         outs = []
         if self._normalize is not None:
-            from export.engines import normalize_images
-
             images = normalize_images(images, *self._normalize)
         for start in range(0, len(images), self._max_batch):  # stay inside the optimization profile
             chunk = torch.from_numpy(images[start:start + self._max_batch]).cuda()
@@ -212,7 +210,7 @@ def build_bundle(bundle_dir: Path, variants: Sequence[str] | None = None, *, dla
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.tensorrt", description="Build TensorRT engines from a deploy bundle.")
+    parser = argparse.ArgumentParser(prog="python -m edge_encoder.export.tensorrt", description="Build TensorRT engines from a deploy bundle.")
     parser.add_argument("bundle", type=Path, help="deploy bundle directory (with manifest.json)")
     parser.add_argument("--variant", action="append", help="variant to build (repeatable; default: all)")
     parser.add_argument("--dla-core", type=int, default=None, help="Jetson DLA core, with GPU fallback")

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Collection, Sequence
 
 import numpy as np
-
-from imagedata.splits import DatasetError, seeded_subset, splits_summary
+from edge_encoder.imagedata.splits import DatasetError, seeded_subset, splits_summary
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,14 @@ import os
 from pathlib import Path
 
 import numpy as np
-
-from imagedata.folder import list_folder, read_image
-from imagedata.splits import DatasetError, ImageSplits, as_labels, as_rgb_nhwc, finalize_splits
+from edge_encoder.imagedata.folder import list_folder, read_image
+from edge_encoder.imagedata.splits import (
+    DatasetError,
+    ImageSplits,
+    as_labels,
+    as_rgb_nhwc,
+    finalize_splits,
+)
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from edge_encoder.core.subsets import seeded_subset  # noqa: F401 - re-exported (folder.py)
 
 
 class DatasetError(ValueError):
@@ -123,18 +124,3 @@ def finalize_splits(splits: ImageSplits, image_size: int | None, max_train: int 
     if x_train.shape[1:] != x_test.shape[1:]:
         raise DatasetError(f"{splits.spec}: train images are {x_train.shape[1:]} but test images are {x_test.shape[1:]}")
     return replace(splits, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-
-
-def seeded_subset(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """Indices of ``count`` items, taken round-robin over classes in a seeded order (keeps classes balanced)."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(labels))
-    # Rank of each item within its class, in the shuffled order; sorting by it interleaves the classes.
-    rank = np.empty(len(labels), dtype=np.int64)
-    seen: dict[int, int] = {}
-    for position, index in enumerate(order):
-        label = int(labels[index])
-        rank[position] = seen.get(label, 0)
-        seen[label] = rank[position] + 1
-    chosen = order[np.argsort(rank, kind="stable")[:count]]
-    return np.sort(chosen)

@@ -6,17 +6,15 @@ Format (docs/CONTRACTS.md): a ``torch.save`` dict with ``format``, ``backbone`` 
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from edge_encoder.core.files import atomic_write
+from edge_encoder.train.backbones import ResNetBackbone, build_backbone
 from torch import nn
-
-from train.backbones import ResNetBackbone, build_backbone
 
 FORMAT = "edge-encoder/moco-checkpoint/1"
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
@@ -58,18 +56,7 @@ def plain_backbone_state(backbone: nn.Module) -> dict[str, torch.Tensor]:
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` (must carry ``format``) to ``path`` atomically: temp file in the same folder, fsync, replace."""
     assert payload.get("format") == FORMAT, "checkpoint payload without the format tag"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(payload, f))
     return path
 
 

@@ -21,6 +21,7 @@ from typing import Any, Iterator, Protocol
 
 import numpy as np
 import torch
+from edge_encoder.core.contract import check_image_item
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 # Batches decoded ahead, over all workers: a slow batch (large JPEGs, a cold disk) is absorbed instead of
@@ -95,14 +96,7 @@ def check_sequence(images: Any) -> tuple[int, tuple[int, ...]]:
 
 def check_item(item: Any, index: int, expected: tuple[int, ...] | None = None) -> None:
     """Raise naming item ``index`` unless it is a ``uint8 (H, W, 3)`` array (of shape ``expected`` when given)."""
-    if not isinstance(item, np.ndarray):
-        raise TypeError(f"train images: item {index} is a {type(item).__name__}; items must be numpy.ndarray "
-                        "uint8 (H, W, 3) RGB")
-    if item.dtype != np.uint8 or item.ndim != 3 or item.shape[-1] != 3:
-        raise ValueError(f"train images: item {index} is {item.dtype} {item.shape}; items must be uint8 (H, W, 3) RGB")
-    if expected is not None and item.shape != expected:
-        raise ValueError(f"train images: item {index} has shape {item.shape} but item 0 has {expected}; every "
-                         "item must have the same size (e.g. FolderImages fits each image to image_size)")
+    check_image_item(item, index, expected, what="train image")
 
 
 class _CheckedImages(Dataset):

@@ -36,19 +36,40 @@ from typing import Any, Callable, ContextManager, Iterator
 
 import numpy as np
 import torch
+from edge_encoder.train.augment import AugmentParams, two_views
+from edge_encoder.train.backbones import BackboneConfig
+from edge_encoder.train.checkpoint import (
+    FORMAT,
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    plain_backbone_state,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from edge_encoder.train.config import TrainConfig
+from edge_encoder.train.data import (
+    ImageSequence,
+    StepBatchSampler,
+    StreamedBatches,
+    check_sequence,
+    resolve_workers,
+    step_rows,
+)
+from edge_encoder.train.distributed import (
+    DistContext,
+    all_reduce_sum,
+    average_bn_buffers_,
+    barrier,
+    convert_sync_bn,
+    per_rank_batch,
+    setup,
+    wrap_ddp,
+)
+from edge_encoder.train.moco import MoCo, QueryEncoder, build_moco
+from edge_encoder.train.optim import build_optimizer
+from edge_encoder.train.schedule import lr_at_step, momentum_at_step, scaled_lr
 from torch import nn
-
-from train.augment import AugmentParams, two_views
-from train.backbones import BackboneConfig
-from train.checkpoint import (FORMAT, checkpoint_path, latest_checkpoint, load_checkpoint, plain_backbone_state,
-                              prune_checkpoints, save_checkpoint)
-from train.config import TrainConfig
-from train.data import ImageSequence, StepBatchSampler, StreamedBatches, check_sequence, resolve_workers, step_rows
-from train.distributed import (DistContext, all_reduce_sum, average_bn_buffers_, barrier, convert_sync_bn,
-                               per_rank_batch, setup, wrap_ddp)
-from train.moco import MoCo, QueryEncoder, build_moco
-from train.optim import build_optimizer
-from train.schedule import lr_at_step, momentum_at_step, scaled_lr
 
 logger = logging.getLogger(__name__)
 

@@ -11,10 +11,9 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from edge_encoder.train.backbones import BackboneConfig, ResNetBackbone, build_backbone
+from edge_encoder.train.distributed import DistContext, broadcast_, gather_rows
 from torch import nn
-
-from train.backbones import BackboneConfig, ResNetBackbone, build_backbone
-from train.distributed import DistContext, broadcast_, gather_rows
 
 
 def infonce_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -9,8 +9,9 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from edge_encoder.evaluate.extract import extract  # noqa: E402
+
 from tests.evaluate.conftest import ListSource, ProjectionEngine, make_images  # noqa: E402
-from evaluate.extract import extract  # noqa: E402
 
 dist.init_process_group("gloo")
 model, out = Path(sys.argv[1]), Path(sys.argv[2])

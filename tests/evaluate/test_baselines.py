@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
+from edge_encoder.evaluate.baselines import RawPixelEngine
+from edge_encoder.evaluate.knn import configure_threads, knn_accuracy
 
-from evaluate.baselines import RawPixelEngine
-from evaluate.knn import configure_threads, knn_accuracy
 from tests.evaluate.conftest import ListSource
 
 

@@ -2,9 +2,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from edge_encoder.evaluate.extract import (
+    Engine,
+    ImageSource,
+    cache_key,
+    extract,
+    extract_embeddings,
+)
 
 from tests.evaluate.conftest import ListSource, ProjectionEngine, make_projection_model
-from evaluate.extract import Engine, ImageSource, cache_key, extract, extract_embeddings
 
 
 def test_embeddings_match_engine_and_batches(engine, images):
@@ -145,7 +151,7 @@ def test_a_source_is_cached_by_its_fingerprint(engine, images, tmp_path):
 
 def test_a_source_without_fingerprint_is_not_cached(engine, images, tmp_path, caplog):
     x = images[0]
-    with caplog.at_level("WARNING", logger="evaluate.extract"):
+    with caplog.at_level("WARNING", logger="edge_encoder.evaluate.extract"):
         first = extract(engine, ListSource(x, fingerprint=None), cache_dir=tmp_path / "c", dataset_id="toy", split="train")
     assert first.cache_path is None and not (tmp_path / "c").exists()
     assert "images (a ListSource) have no fingerprint()" in caplog.text

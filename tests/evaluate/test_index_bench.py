@@ -1,8 +1,14 @@
 import numpy as np
 import pytest
-
-from evaluate.index_bench import (IndexSpec, benchmark_indexes, build_index, default_specs, recall_at_10, recommend,
-                                  synthesize_bank)
+from edge_encoder.evaluate.index_bench import (
+    IndexSpec,
+    benchmark_indexes,
+    build_index,
+    default_specs,
+    recall_at_10,
+    recommend,
+    synthesize_bank,
+)
 
 
 def test_recall_at_10_hand_case():
@@ -54,7 +60,7 @@ def _clustered(n: int, dim: int, seed: int) -> np.ndarray:
 
 
 def test_sharded_flat_equals_exact_search():
-    from evaluate.knn import exact_search
+    from edge_encoder.evaluate.knn import exact_search
 
     bank, queries = _clustered(3001, 16, 0), _clustered(40, 16, 1)
     built = build_index("Flat", bank, shards=3, use_gpu=False)
@@ -90,7 +96,7 @@ def test_bad_placement_requests_are_refused():
 
 
 def test_index_benchmark_section_recommends_on_the_last_bank():
-    from evaluate.index_bench import index_benchmark_section
+    from edge_encoder.evaluate.index_bench import index_benchmark_section
 
     small, large = _clustered(500, 16, 5), _clustered(3000, 16, 6)
     section = index_benchmark_section({"real": (small, "real"), "synthetic_3000": (large, "grown")},

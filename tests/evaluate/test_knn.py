@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
-
-from evaluate.knn import exact_search, knn_accuracy, knn_classify, rank_classes, topk_accuracy, vote_scores
+from edge_encoder.evaluate.knn import (
+    exact_search,
+    knn_accuracy,
+    knn_classify,
+    rank_classes,
+    topk_accuracy,
+    vote_scores,
+)
 
 
 def _oracle_knn(bank, labels, queries, k, t, c):

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
-
-from evaluate.linear_probe import linear_probe
+from edge_encoder.evaluate.linear_probe import linear_probe
 
 
 def _blobs(n_per_class: int, num_classes: int, dim: int, seed: int, spread: float = 1.0):
@@ -30,9 +29,8 @@ def test_separable_data_is_learned():
 
 
 def test_matches_sklearn_at_the_selected_penalty():
+    from edge_encoder.evaluate.linear_probe import _standardize
     from sklearn.linear_model import LogisticRegression
-
-    from evaluate.linear_probe import _standardize
 
     x, y = _blobs(60, 4, 10, seed=0, spread=2.5)
     xt, yt = _blobs(30, 4, 10, seed=1, spread=2.5)
@@ -45,8 +43,7 @@ def test_matches_sklearn_at_the_selected_penalty():
 
 def test_closed_form_gradient_matches_autograd():
     import torch
-
-    from evaluate.linear_probe import loss_and_grad
+    from edge_encoder.evaluate.linear_probe import loss_and_grad
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(50, 6, generator=g, dtype=torch.float64), torch.randint(0, 4, (50,), generator=g)

@@ -3,10 +3,15 @@ import math
 
 import numpy as np
 import pytest
-
-from evaluate.compare import main as compare_main
-from evaluate.report import load_report, render_markdown, render_summary_table, to_jsonable, write_report
-from evaluate.suite import EvalConfig, compare_engines, evaluate_engine
+from edge_encoder.evaluate.compare import main as compare_main
+from edge_encoder.evaluate.report import (
+    load_report,
+    render_markdown,
+    render_summary_table,
+    to_jsonable,
+    write_report,
+)
+from edge_encoder.evaluate.suite import EvalConfig, compare_engines, evaluate_engine
 
 
 def _report(engine, images, name="run_a"):

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
-
-from evaluate.retrieval import (
+from edge_encoder.evaluate.retrieval import (
     map_at_r,
     per_class_mean,
     precision_at_k,

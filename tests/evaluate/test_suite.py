@@ -1,10 +1,15 @@
 import numpy as np
 import pytest
+from edge_encoder.evaluate.baselines import RawPixelEngine
+from edge_encoder.evaluate.knn import knn_accuracy
+from edge_encoder.evaluate.suite import (
+    EvalConfig,
+    compare_engines,
+    eval_config_from_dict,
+    evaluate_engine,
+)
 
 from tests.evaluate.conftest import ListSource, ProjectionEngine, make_projection_model
-from evaluate.baselines import RawPixelEngine
-from evaluate.knn import knn_accuracy
-from evaluate.suite import EvalConfig, compare_engines, eval_config_from_dict, evaluate_engine
 
 CONFIG = EvalConfig(knn_k=5, extra_knn=((10, 0.1),), linear_probe=True, num_threads=1)
 

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from train.backbones import build_backbone
+from edge_encoder.train.backbones import build_backbone
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 IMAGE_SIZE = 16

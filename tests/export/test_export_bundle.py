@@ -12,14 +12,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from edge_encoder.export.bundle import ParityGateError, export_bundle, load_manifest
+from edge_encoder.export.engines import OnnxRuntimeEngine, TorchEngine, open_engine
+from edge_encoder.export.onnx_export import build_fp32_encoder, save_model
+from edge_encoder.export.parity import (
+    DEFAULT_THRESHOLDS,
+    ParityThresholds,
+    compare_embeddings,
+)
+from edge_encoder.export.precision import select_calibration_indices
 from onnx import numpy_helper
 
-from export.bundle import ParityGateError, export_bundle, load_manifest
-from export.engines import OnnxRuntimeEngine, TorchEngine, open_engine
-from export.onnx_export import build_fp32_encoder, save_model
-from export.parity import DEFAULT_THRESHOLDS, ParityThresholds, compare_embeddings
-from export.precision import select_calibration_indices
-from tests.export.conftest import BACKBONE_CONFIG, IMAGE_SIZE, PREPROCESS, PROJECT_ROOT, make_backbone
+from tests.export.conftest import (
+    BACKBONE_CONFIG,
+    IMAGE_SIZE,
+    PREPROCESS,
+    PROJECT_ROOT,
+    make_backbone,
+)
 
 # Random-init models have fragile neighbours (see test_precision); relax only those gates for INT8 here.
 RELAXED = {v: dataclasses.replace(DEFAULT_THRESHOLDS[v], min_top1_agreement=0.4, min_top10_overlap=0.6)
@@ -110,7 +120,7 @@ INTERRUPTED_SCRIPT = """
 import sys, numpy as np
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
 from tests.export.conftest import make_backbone, PREPROCESS, BACKBONE_CONFIG
-from export.bundle import export_bundle
+from edge_encoder.export.bundle import export_bundle
 d = np.load(sys.argv[4])
 export_bundle((make_backbone(1), PREPROCESS, BACKBONE_CONFIG), sys.argv[3], calibration_images=d["c"],
               parity_images=d["p"], exporter="torchscript", allow_failed=True)
@@ -150,7 +160,11 @@ def test_bad_source_and_variants(tmp_path, real_images) -> None:
 
 
 def test_export_from_checkpoint_records_its_sha256(backbone, real_images, tmp_path) -> None:
-    from train.checkpoint import FORMAT, plain_backbone_state, save_checkpoint
+    from edge_encoder.train.checkpoint import (
+        FORMAT,
+        plain_backbone_state,
+        save_checkpoint,
+    )
 
     ckpt = save_checkpoint(tmp_path / "ckpt.pt", {"format": FORMAT, "backbone": plain_backbone_state(backbone),
                                                   "backbone_config": BACKBONE_CONFIG, "preprocess": PREPROCESS,
@@ -202,7 +216,7 @@ def _dead_pid() -> int:
 def test_recover_interrupted_cleans_builds_and_restores_a_half_swapped_bundle(tmp_path: Path) -> None:
     import os
 
-    from export.bundle import recover_interrupted
+    from edge_encoder.export.bundle import recover_interrupted
 
     out_dir = tmp_path / "deploy"
     dead = _dead_pid()

@@ -6,10 +6,10 @@ import importlib.util
 
 import numpy as np
 import pytest
+from edge_encoder.export.engines import OnnxRuntimeEngine, TorchEngine
+from edge_encoder.export.onnx_export import build_fp32_encoder, save_model
+from edge_encoder.export.precision import make_variant
 
-from export.engines import OnnxRuntimeEngine, TorchEngine
-from export.onnx_export import build_fp32_encoder, save_model
-from export.precision import make_variant
 from tests.export.conftest import IMAGE_SIZE, PREPROCESS
 
 ENGINES = ["pytorch_fp32", "onnx_fp32", "onnx_fp16", "onnx_int8_trt", "onnx_int8_cpu", "onnx_float_nchw_fp32",
@@ -39,7 +39,7 @@ def engine(request, backbone, model_dir):
     else:
         if importlib.util.find_spec("tensorrt") is None:
             pytest.skip("tensorrt is not installed (pip install -e .[tensorrt] on an NVIDIA machine)")
-        from export.tensorrt import TensorRTEngine, build_engine
+        from edge_encoder.export.tensorrt import TensorRTEngine, build_engine
 
         plan = build_engine(model_dir / "encoder_fp32.onnx", model_dir / "encoder_fp32.plan")
         eng = TensorRTEngine(plan, name=name)
@@ -90,8 +90,7 @@ def test_onnx_engine_source_and_name(model_dir) -> None:
 
 def test_float_nchw_engine_normalises_with_metadata_or_given_preprocess(backbone, model_dir, random_images, tmp_path) -> None:
     import onnx
-
-    from export.onnx_export import set_metadata
+    from edge_encoder.export.onnx_export import set_metadata
 
     with OnnxRuntimeEngine(model_dir / "encoder_float_nchw_fp32.onnx") as eng, TorchEngine(backbone, PREPROCESS) as ref:
         assert eng.name == "onnx_fp32" and eng.input_layout == "float_nchw"

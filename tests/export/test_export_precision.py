@@ -5,11 +5,20 @@ import dataclasses
 import numpy as np
 import onnx
 import pytest
+from edge_encoder.export.engines import OnnxRuntimeEngine, TorchEngine
+from edge_encoder.export.onnx_export import (
+    build_fp32_encoder,
+    read_metadata,
+    save_model,
+)
+from edge_encoder.export.parity import DEFAULT_THRESHOLDS, compare_embeddings
+from edge_encoder.export.precision import (
+    INT8_FLAVOURS,
+    make_variant,
+    select_calibration_indices,
+    zero_points,
+)
 
-from export.engines import OnnxRuntimeEngine, TorchEngine
-from export.onnx_export import build_fp32_encoder, read_metadata, save_model
-from export.parity import DEFAULT_THRESHOLDS, compare_embeddings
-from export.precision import INT8_FLAVOURS, make_variant, select_calibration_indices, zero_points
 from tests.export.conftest import PREPROCESS
 
 
@@ -132,8 +141,8 @@ def test_float_nchw_fp16_casts_the_graph_input_and_keeps_tail_fp32(fp32_float_mo
 
 
 def test_float_nchw_int8_trt_zero_points_and_normalised_calibration(fp32_float_model, fp32_model, real_images) -> None:
-    from export.engines import normalize_images
-    from export.precision import _ImageReader, _calibration_normalize
+    from edge_encoder.export.engines import normalize_images
+    from edge_encoder.export.precision import _calibration_normalize, _ImageReader
 
     calib = real_images[0]
     norm = _calibration_normalize(fp32_float_model)
@@ -150,7 +159,7 @@ def test_float_nchw_int8_trt_zero_points_and_normalised_calibration(fp32_float_m
 
 def test_calibration_runs_batch_by_batch_with_the_same_min_max(fp32_model, real_images) -> None:
     """One batch per calibration pass (bounded memory) must give min/max the very ranges of a single pass."""
-    import export.precision as precision
+    import edge_encoder.export.precision as precision
 
     images = np.concatenate([real_images[0]] * 3)[:80]  # 3 batches of 32, the last one short
     minmax = dataclasses.replace(INT8_FLAVOURS["int8_cpu"], calibrate_method="minmax")
@@ -171,9 +180,13 @@ def _single_pass_scales(fp32_model, images) -> dict[str, np.ndarray]:
     import tempfile
     from pathlib import Path
 
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    from export.onnx_export import region_node_names
+    from edge_encoder.export.onnx_export import region_node_names
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Plain:
         def __init__(self) -> None:

@@ -4,8 +4,13 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-
-from export.tensorrt import EngineKey, EngineKeyMismatch, check_engine_key, main, rebuild_command
+from edge_encoder.export.tensorrt import (
+    EngineKey,
+    EngineKeyMismatch,
+    check_engine_key,
+    main,
+    rebuild_command,
+)
 
 PLAN = Path("runs/demo/deploy/tensorrt/encoder_int8_trt.plan")
 HERE = EngineKey(tensorrt="10.3.0", gpu_name="Orin", compute_capability="8.7")
@@ -22,11 +27,11 @@ def test_mismatching_key_is_refused_with_rebuild_command(field, value) -> None:
         check_engine_key(stored, HERE, PLAN)
     message = str(err.value)
     assert field in message and value in message
-    assert "python -m export.tensorrt runs/demo/deploy --variant int8_trt" in message
+    assert "python -m edge_encoder.export.tensorrt runs/demo/deploy --variant int8_trt" in message
 
 
 def test_rebuild_command() -> None:
-    assert rebuild_command(PLAN) == "python -m export.tensorrt runs/demo/deploy --variant int8_trt"
+    assert rebuild_command(PLAN) == "python -m edge_encoder.export.tensorrt runs/demo/deploy --variant int8_trt"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")

@@ -8,9 +8,8 @@ from typing import Callable
 
 import numpy as np
 import pytest
+from edge_encoder.imagedata import DatasetError, FolderImages, load_dataset
 from PIL import Image
-
-from imagedata import DatasetError, FolderImages, load_dataset
 
 
 def _stack(images: FolderImages) -> np.ndarray:
@@ -134,7 +133,7 @@ def test_fingerprint_follows_the_files_without_decoding_them(tmp_path: Path,
 @pytest.mark.parametrize("seed, max_train, max_test", [(0, None, None), (2, 20, 5)])
 def test_folder_splits_list_what_load_dataset_decodes(tmp_path: Path, write_png_tree: Callable[..., Path], seed: int,
                                                      max_train: int | None, max_test: int | None) -> None:
-    from imagedata import FolderSplits
+    from edge_encoder.imagedata import FolderSplits
 
     root = write_png_tree(tmp_path / "tree", classes=3, per_class=12, size=(13, 17))
     broken = root / "class_1" / "004.png"

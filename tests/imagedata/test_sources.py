@@ -4,10 +4,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from edge_encoder.imagedata import DatasetError, load_dataset
+from edge_encoder.imagedata.sources import DEBIAN_FASHION_MNIST
 from PIL import Image
-
-from imagedata import DatasetError, load_dataset
-from imagedata.sources import DEBIAN_FASHION_MNIST
 
 
 def test_digits_is_embedded_rgb_uint8_and_stratified() -> None:

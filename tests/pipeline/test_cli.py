@@ -10,8 +10,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
-
-import pipeline
+from edge_encoder import pipeline
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TINY = Path(__file__).with_name("tiny.toml")
@@ -153,8 +152,7 @@ def test_streamed_folder_run_equals_in_memory_run(tmp_path: Path, write_png_tree
     images as the in-memory run (subset and skipped files included): the same weights bit for bit, the same
     preprocessing (exact streamed channel statistics), the same parity gates, kNN monitor and report metrics."""
     import torch
-
-    from train.checkpoint import load_checkpoint
+    from edge_encoder.train.checkpoint import load_checkpoint
 
     root = write_png_tree(tmp_path / "pngs", classes=4, per_class=25, size=(20, 20))
     broken = root / "class_2" / "004.png"

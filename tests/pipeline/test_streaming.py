@@ -8,14 +8,14 @@ from typing import Callable
 
 import numpy as np
 import pytest
+from edge_encoder import pipeline
+from edge_encoder.evaluate.extract import extract
+from edge_encoder.evaluate.suite import EvalConfig, evaluate_engine
+from edge_encoder.export.engines import OnnxRuntimeEngine, TorchEngine
+from edge_encoder.export.onnx_export import build_fp32_encoder, save_model
+from edge_encoder.imagedata import DatasetError, FolderImages, load_dataset
 from PIL import Image
 
-import pipeline
-from evaluate.extract import extract
-from evaluate.suite import EvalConfig, evaluate_engine
-from export.engines import OnnxRuntimeEngine, TorchEngine
-from export.onnx_export import build_fp32_encoder, save_model
-from imagedata import DatasetError, FolderImages, load_dataset
 from tests.export.conftest import IMAGE_SIZE, PREPROCESS, make_backbone
 
 TINY = Path(__file__).with_name("tiny.toml")

@@ -8,8 +8,8 @@ from typing import Callable, Iterator
 import numpy as np
 import pytest
 import torch
+from edge_encoder.train.config import TrainConfig
 
-from train.config import TrainConfig
 
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:

@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from edge_encoder.train.config import train_config_from_dict  # noqa: E402
 
 import train.loop as loop  # noqa: E402
-from train.config import train_config_from_dict  # noqa: E402
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

@@ -3,8 +3,13 @@ import math
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
-
-from train.augment import AugmentParams, _colour_affine, augment_view, to_float_nchw, two_views
+from edge_encoder.train.augment import (
+    AugmentParams,
+    _colour_affine,
+    augment_view,
+    to_float_nchw,
+    two_views,
+)
 
 ZERO_ONE = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 NO_AUG = dict(crop_min_scale=1.0, crop_ratio=(1.0, 1.0), flip_prob=0.0, jitter_prob=0.0, grayscale_prob=0.0)

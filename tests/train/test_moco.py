@@ -3,11 +3,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from edge_encoder.train.backbones import BackboneConfig, build_backbone
+from edge_encoder.train.checkpoint import plain_backbone_state
+from edge_encoder.train.moco import (
+    SplitBatchNorm2d,
+    build_moco,
+    in_batch_contrastive_loss,
+    infonce_loss,
+)
 from torch import nn
-
-from train.backbones import BackboneConfig, build_backbone
-from train.checkpoint import plain_backbone_state
-from train.moco import SplitBatchNorm2d, build_moco, in_batch_contrastive_loss, infonce_loss
 
 TINY = BackboneConfig(width=4)
 

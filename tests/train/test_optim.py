@@ -1,7 +1,6 @@
 import pytest
 import torch
-
-from train.optim import LARS, build_optimizer, param_groups
+from edge_encoder.train.optim import LARS, build_optimizer, param_groups
 
 
 def test_lars_step_hand_computed() -> None:

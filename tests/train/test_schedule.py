@@ -1,8 +1,7 @@
 import math
 
 import pytest
-
-from train.schedule import lr_at_step, momentum_at_step, scaled_lr
+from edge_encoder.train.schedule import lr_at_step, momentum_at_step, scaled_lr
 
 
 def test_linear_scaling_rule() -> None:

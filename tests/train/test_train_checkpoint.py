@@ -3,10 +3,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from train.backbones import BackboneConfig, build_backbone
-from train.checkpoint import (FORMAT, list_checkpoints, load_backbone, load_checkpoint, plain_backbone_state,
-                              prune_checkpoints, save_checkpoint, checkpoint_path)
+from edge_encoder.train.backbones import BackboneConfig, build_backbone
+from edge_encoder.train.checkpoint import (
+    FORMAT,
+    checkpoint_path,
+    list_checkpoints,
+    load_backbone,
+    load_checkpoint,
+    plain_backbone_state,
+    prune_checkpoints,
+    save_checkpoint,
+)
 
 
 def _payload(width: int = 4) -> dict:

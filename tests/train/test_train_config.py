@@ -1,6 +1,11 @@
 import pytest
-
-from train.config import PRESETS, TrainConfig, preset_config, train_config_from_dict, with_overrides
+from edge_encoder.train.config import (
+    PRESETS,
+    TrainConfig,
+    preset_config,
+    train_config_from_dict,
+    with_overrides,
+)
 
 
 def test_defaults_roundtrip_through_dict() -> None:

@@ -21,12 +21,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
-from train.augment import two_views
-from train.checkpoint import checkpoint_path, load_checkpoint
-from train.config import TrainConfig
-from train.data import epoch_order
-from train.loop import _augment_params, _build_run, train_moco
+from edge_encoder.train.augment import two_views
+from edge_encoder.train.checkpoint import checkpoint_path, load_checkpoint
+from edge_encoder.train.config import TrainConfig
+from edge_encoder.train.data import epoch_order
+from edge_encoder.train.loop import _augment_params, _build_run, train_moco
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -135,7 +134,7 @@ def test_ddp_two_gloo_processes_match_one_process(tiny_images: np.ndarray, tmp_p
 
 
 def test_ddp_refuses_a_global_batch_the_processes_do_not_divide() -> None:
-    from train.distributed import DistContext, per_rank_batch
+    from edge_encoder.train.distributed import DistContext, per_rank_batch
 
     with pytest.raises(ValueError, match="'batch_size': 18 .* divisible by the 4 processes"):
         per_rank_batch(18, DistContext(rank=0, world=4))

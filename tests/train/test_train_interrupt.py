@@ -13,10 +13,13 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
-
-from train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
-from train.config import TrainConfig
-from train.loop import train_moco
+from edge_encoder.train.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+)
+from edge_encoder.train.config import TrainConfig
+from edge_encoder.train.loop import train_moco
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -26,8 +29,8 @@ def _child(images_path: Path, run_dir: Path, config: TrainConfig) -> subprocess.
     code = textwrap.dedent(f"""
         import numpy as np, torch
         torch.set_num_threads(1)
-        from train.config import train_config_from_dict
-        from train.loop import train_moco
+        from edge_encoder.train.config import train_config_from_dict
+        from edge_encoder.train.loop import train_moco
         train_moco(np.load({str(images_path)!r}), train_config_from_dict({config.to_dict()!r}), {str(run_dir)!r},
                    preprocess_mean={MEAN!r}, preprocess_std={STD!r}, progress=False)
     """)

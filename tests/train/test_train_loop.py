@@ -1,14 +1,18 @@
 import math
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
 import torch
-
-from train.config import TrainConfig
-from train.checkpoint import latest_checkpoint, list_checkpoints, load_backbone, load_checkpoint
-from train.loop import NonFiniteLossError, resolve_split_groups, train_moco
+from edge_encoder.train.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_backbone,
+    load_checkpoint,
+)
+from edge_encoder.train.config import TrainConfig
+from edge_encoder.train.loop import NonFiniteLossError, resolve_split_groups, train_moco
 
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)

@@ -6,14 +6,13 @@ import json
 from pathlib import Path
 from typing import Callable
 
+import edge_encoder.train.loop as loop
 import numpy as np
 import pytest
 import torch
-
-import train.loop as loop
-from train.checkpoint import load_checkpoint
-from train.config import TrainConfig, train_config_from_dict
-from train.loop import resolve_precision, train_moco
+from edge_encoder.train.checkpoint import load_checkpoint
+from edge_encoder.train.config import TrainConfig, train_config_from_dict
+from edge_encoder.train.loop import resolve_precision, train_moco
 
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
@@ -157,7 +156,7 @@ def test_missing_tensorboard_is_skipped_with_a_debug_line(tiny_images: np.ndarra
     import sys
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import raises ImportError
-    with caplog.at_level("DEBUG", logger="train.loop"):
+    with caplog.at_level("DEBUG", logger="edge_encoder.train.loop"):
         result = _train(tiny_images, tmp_path, tiny_config(epochs=1))
     assert result.steps == 4 and not (tmp_path / "tensorboard").exists()
     assert [r.levelname for r in caplog.records if "TensorBoard" in r.message] == ["DEBUG"]

@@ -17,13 +17,17 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 import torch
-
-from imagedata import FolderImages
-from train.checkpoint import latest_checkpoint, list_checkpoints, load_backbone, load_checkpoint
-from train.config import TrainConfig
-from train.data import StepBatchSampler, resolve_workers
-from train.distributed import DistContext
-from train.loop import _batches, train_moco
+from edge_encoder.imagedata import FolderImages
+from edge_encoder.train.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_backbone,
+    load_checkpoint,
+)
+from edge_encoder.train.config import TrainConfig
+from edge_encoder.train.data import StepBatchSampler, resolve_workers
+from edge_encoder.train.distributed import DistContext
+from edge_encoder.train.loop import _batches, train_moco
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -115,11 +119,11 @@ def test_png_folder_trains_end_to_end_through_folder_images(tmp_path: Path, writ
 
 
 @pytest.mark.parametrize("bad, error, message", [
-    ({0: np.zeros((16, 16, 3), np.float32)}, ValueError, r"item 0 is float32 \(16, 16, 3\); items must be uint8"),
-    ({0: np.zeros((16, 16), np.uint8)}, ValueError, r"item 0 is uint8 \(16, 16\); items must be uint8 \(H, W, 3\)"),
-    ({0: np.zeros((16, 16, 4), np.uint8)}, ValueError, r"item 0 is uint8 \(16, 16, 4\)"),
+    ({0: np.zeros((16, 16, 3), np.float32)}, ValueError, r"train image 0 is float32 \(16, 16, 3\); every train image must be a numpy uint8"),
+    ({0: np.zeros((16, 16), np.uint8)}, ValueError, r"train image 0 is uint8 \(16, 16\); every train image must be a numpy uint8 \(H, W, 3\)"),
+    ({0: np.zeros((16, 16, 4), np.uint8)}, ValueError, r"train image 0 is uint8 \(16, 16, 4\)"),
     ({0: np.zeros((16, 12, 3), np.uint8)}, ValueError, r"images are 16x12 \(not square\)"),
-    ({0: torch.zeros(16, 16, 3, dtype=torch.uint8)}, TypeError, "item 0 is a Tensor; items must be numpy.ndarray"),
+    ({0: torch.zeros(16, 16, 3, dtype=torch.uint8)}, ValueError, "train image 0 is a Tensor; every train image must be a numpy uint8"),
 ])
 def test_bad_first_item_is_refused_before_training(tiny_images: np.ndarray, tmp_path: Path,
                                                    tiny_config: Callable[..., TrainConfig], bad: dict,
@@ -144,7 +148,7 @@ def test_bad_sequences_are_refused_before_training(tiny_images: np.ndarray, tmp_
 def test_a_later_bad_item_stops_training_naming_it(tiny_images: np.ndarray, tmp_path: Path,
                                                    tiny_config: Callable[..., TrainConfig], workers: int) -> None:
     sequence = ArraySequence(tiny_images, {37: np.zeros((12, 12, 3), np.uint8)})
-    with pytest.raises(ValueError, match=r"item 37 has shape \(12, 12, 3\) but item 0 has \(16, 16, 3\)"):
+    with pytest.raises(ValueError, match=r"train image 37 has shape \(12, 12, 3\) but train image 0 has \(16, 16, 3\)"):
         _train(sequence, tmp_path, tiny_config(epochs=1, data_workers=workers))
     assert not multiprocessing.active_children()  # an error mid-run stops the workers too
 
@@ -195,9 +199,9 @@ def test_a_signal_to_the_whole_process_group_checkpoints_and_leaves_no_worker(
     code = textwrap.dedent(f"""
         import torch
         torch.set_num_threads(1)
-        from imagedata import FolderImages
-        from train.config import train_config_from_dict
-        from train.loop import train_moco
+        from edge_encoder.imagedata import FolderImages
+        from edge_encoder.train.config import train_config_from_dict
+        from edge_encoder.train.loop import train_moco
         images = FolderImages.open({str(root)!r}, "train", image_size=16)
         train_moco(images, train_config_from_dict({config.to_dict()!r}), {str(run_dir)!r},
                    preprocess_mean={MEAN!r}, preprocess_std={STD!r}, progress=False)
