@@ -4,24 +4,33 @@
     python pipeline.py --config configs/cifar10_cpu.toml --dataset npz:../shared/data/cifar10_dev.npz
     python pipeline.py --set train.epochs=5 --set evaluate.knn_k=200 --name my_run
 
-This is the only module that composes the stages; each stage takes plain arrays (or, with ``data.stream``, image
-sequences decoded on access) and small config objects.
+This module only composes the stages: each stage owns and validates its config section (``imagedata.config``,
+``train.config``, ``export.config``, ``evaluate.suite``), takes plain arrays (or, with ``data.stream``, image
+sequences decoded on access) and describes its own result for the report (``evaluate.report.assemble_report``).
 Every run writes ``runs/<name>/``: ``config.json`` (resolved), ``train/`` (checkpoints, log), ``deploy/`` (ONNX
-variants, manifest), ``report.json``, ``report.md`` and a printed summary. Exit codes: 0 ok, 2 usage or input
-error, 3 a precision variant failed its parity gate (see ``--allow-failed-parity``), 130 interrupted.
+variants, manifest), ``report.json``, ``report.md`` and a printed summary. One process at a time holds a run
+directory (``core.files.hold_lock``). Exit codes (``core.errors``, one line on stderr): 0 ok, 2 usage, input or
+I/O error (the run directory in use, a full or read-only disk), 3 a gate failed (a precision variant's parity gate,
+see ``--allow-failed-parity``; a non-finite training state), 130 interrupted.
+
+Stage functions (what ``edge-encoder`` subcommands call): ``validate_config(config, name) -> Settings``,
+``load_data(settings.data) -> ImageSplits | FolderSplits``, ``load_run_data(settings.data) -> RunData``,
+``run_train(settings, data, run_dir, device, progress) -> TrainResult``,
+``run_export(settings, data, checkpoint, bundle_dir, progress) -> BundleResult``,
+``run_evaluate(settings, data, checkpoint, bundle, run_dir, progress) -> (metrics, indexed evaluation)``,
+``run_label_free(settings, data, checkpoint, bundle, run_dir, progress) -> dict | None``,
+``run_index_benchmark(settings, evaluation) -> dict``. ``data`` is what ``load_data`` or ``load_run_data`` returns.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
+import contextlib
 import logging
 import os
-import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +43,10 @@ import numpy as np
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "digits_cpu.toml"
+# The default without --config when the images are files (folder:, images:, list: specs): the digits preset
+# would shrink photos to its 16 px (default_preset).
+PHOTO_CONFIG = PROJECT_ROOT / "configs" / "photos_cpu.toml"
 SECTIONS = ("name", "data", "train", "export", "evaluate")
-EXPORT_VARIANTS = ("fp32", "fp16", "int8_trt", "int8_cpu")
-CALIBRATION_METHODS = ("percentile", "minmax", "entropy")  # export.precision.QuantConfig.calibrate_method
 EXIT_USAGE, EXIT_PARITY, EXIT_INTERRUPTED = 2, 3, 130
 
 log = logging.getLogger(__name__)
@@ -46,62 +56,7 @@ class UsageError(ValueError):
     """Bad command line, config file or input data: reported in one line, exit code 2."""
 
 
-@dataclass(frozen=True)
-class DataSettings:
-    """The ``[data]`` section. ``0`` means "not set" for the size limits.
-
-    ``stream`` (``folder:PATH`` datasets only): the folder is never decoded into memory. ``load_data`` lists it
-    (``imagedata.FolderSplits``); training reads the train split through DataLoader workers
-    (``train.data_workers``); the channel statistics take one streamed pass over it; calibration, parity and kNN
-    monitor images are the selected items, decoded and stacked; evaluation embeds both splits batch by batch.
-    """
-
-    dataset: str = "digits"
-    image_size: int = 0
-    max_train: int = 0
-    max_test: int = 0
-    test_fraction: float = 0.2
-    seed: int = 0
-    skip_corrupt: bool = False
-    data_root: str = ""
-    stream: bool = False
-
-
-@dataclass(frozen=True)
-class ExportSettings:
-    """The ``[export]`` section."""
-
-    variants: list = field(default_factory=lambda: list(EXPORT_VARIANTS))
-    opset: int = 18  # the dynamo exporter's native opset; TensorRT 10/11 parse it
-    exporter: str = "auto"
-    calibration_images: int = 256
-    calibration_method: str = "percentile"  # or "minmax" / "entropy": see export.precision.QuantConfig
-    parity_images: int = 500
-    allow_failed: bool = False
-
-
 # ---------------------------------------------------------------------------------------------- configuration
-
-
-def _check_section(name: str, cls: type, values: dict[str, Any]) -> Any:
-    """Build a settings dataclass from a config section, naming unknown keys and wrong types."""
-    known = {f.name: f for f in fields(cls)}
-    for key, value in values.items():
-        if key not in known:
-            raise UsageError(f"unknown config key '{name}.{key}'; known keys: {', '.join(sorted(known))}")
-        default = cls().__getattribute__(key)
-        ok = (
-            isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool))
-        ) or (isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool))
-        if not ok:
-            raise UsageError(
-                f"config key '{name}.{key}': expected {type(default).__name__}, got {type(value).__name__} ({value!r})"
-            )
-    settings = cls(**values)
-    for key in ("image_size", "max_train", "max_test", "calibration_images", "parity_images"):
-        if getattr(settings, key, 0) < 0:
-            raise UsageError(f"config key '{name}.{key}' must be >= 0, got {getattr(settings, key)}")
-    return settings
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -132,15 +87,49 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+def preset_path(text: str) -> Path:
+    """``--config`` as a file path, or a shipped preset's name (``cifar10_cpu``: ``configs/cifar10_cpu.toml``, which
+    an installed wheel carries as package data beside this module) when no such file exists."""
+    path = Path(text).expanduser()
+    shipped = DEFAULT_CONFIG.parent / f"{text}.toml"
+    if not path.exists() and path.name == text and shipped.is_file():
+        return shipped
+    return path
+
+
+def default_preset(args: argparse.Namespace) -> Path:
+    """The preset of a run without ``--config``: ``PHOTO_CONFIG`` when any image set it names (``--dataset``,
+    ``--train-data``, ``--eval-data`` or ``--set data.dataset=...``) is image files (``folder:``, ``images:``,
+    ``list:``), else ``DEFAULT_CONFIG`` (digits). The digits preset's 16 px and CIFAR stem suit 8x8 digits, not
+    photos; the photo preset's ``data.image_size`` (64 px) and ImageNet-style stem do, and ``--set`` still
+    overrides any of its values."""
+    from edge_encoder.imagedata.unlabelled import is_file_spec
+
+    specs = [getattr(args, flag, None) for flag in ("dataset", "train_data", "eval_data")]
+    for text in args.set or []:
+        (section, key), value = parse_override(text)
+        if section == "data" and key in ("dataset", "train_data", "eval_data"):
+            specs.append(value)
+    return PHOTO_CONFIG if any(isinstance(s, str) and is_file_spec(s.strip()) for s in specs) else DEFAULT_CONFIG
+
+
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
-    """Defaults <- config file <- dedicated flags <- ``--set`` overrides, validated section by section."""
-    config = load_config_file(Path(args.config) if args.config else DEFAULT_CONFIG)
+    """Defaults <- config file <- dedicated flags <- ``--set`` overrides (validated by :func:`validate_config`).
+
+    Without ``--config`` the preset is :func:`default_preset`'s: photo-sized for image files, digits otherwise."""
+    preset = preset_path(args.config) if args.config else default_preset(args)
+    config = load_config_file(preset)
     for section in SECTIONS[1:]:
         config.setdefault(section, {})
         if not isinstance(config[section], dict):
             raise UsageError(f"config section [{section}] must be a table")
     if args.dataset:
         config["data"]["dataset"] = args.dataset
+    for flag in ("train_data", "eval_data"):
+        if getattr(args, flag, None):
+            config["data"][flag] = getattr(args, flag)
+    if args.dataset and getattr(args, "train_data", None) and not getattr(args, "eval_data", None):
+        config["data"]["eval_data"] = args.dataset  # --dataset keeps its evaluation role beside --train-data
     if args.skip_corrupt:
         config["data"]["skip_corrupt"] = True
     if args.data_root:
@@ -150,48 +139,41 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     for text in args.set or []:
         (section, key), value = parse_override(text)
         config[section][key] = value
+    if not args.config and preset != DEFAULT_CONFIG:
+        log.info("no --config given and the images are files: preset %s (images fitted to %s px, %s stem) instead of "
+                 "the digits default (16 px); pass --config to choose another", preset.stem,
+                 config["data"].get("image_size", "their own"), config["train"].get("stem", "cifar"))
     return config
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The validated configuration of one run."""
+    """The validated configuration of one run, one frozen dataclass per section, each owned by its stage."""
 
     name: str
-    data: DataSettings
+    data: Any  # imagedata.config.DataSettings
     train: Any  # train.config.TrainConfig
-    export: ExportSettings
+    export: Any  # export.config.ExportSettings
     evaluate: Any  # evaluate.suite.EvalConfig
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "data": asdict(self.data),
-            "train": self.train.to_dict(),
-            "export": asdict(self.export),
-            "evaluate": self.evaluate.to_dict(),
-        }
+        return {"name": self.name, "data": self.data.to_dict(), "train": self.train.to_dict(),
+                "export": self.export.to_dict(), "evaluate": self.evaluate.to_dict()}
 
 
 def validate_config(config: dict[str, Any], name: str | None) -> Settings:
+    """Every section through its stage's validator (``core.config.config_from_dict``), before anything runs."""
     from edge_encoder.evaluate.suite import eval_config_from_dict
+    from edge_encoder.export.config import export_settings_from_dict
+    from edge_encoder.imagedata.config import data_settings_from_dict
     from edge_encoder.train.config import train_config_from_dict
 
-    data = _check_section("data", DataSettings, config["data"])
-    if data.stream and not data.dataset.startswith("folder:"):
-        raise UsageError(f"config key 'data.stream': only folder:PATH datasets stream from disk, not {data.dataset!r} "
-                         "(set data.stream = false)")
-    export = _check_section("export", ExportSettings, config["export"])
-    bad = [v for v in export.variants if v not in EXPORT_VARIANTS]
-    if bad or not export.variants:
-        raise UsageError(f"config key 'export.variants': {bad or 'empty'} not allowed; choose from {list(EXPORT_VARIANTS)}")
-    if export.calibration_method not in CALIBRATION_METHODS:
-        raise UsageError(f"config key 'export.calibration_method': {export.calibration_method!r} not allowed; choose "
-                         f"from {list(CALIBRATION_METHODS)}")
     try:
-        train = train_config_from_dict(config["train"])
-        evaluation = eval_config_from_dict(config["evaluate"])
-    except (ValueError, TypeError) as exc:
+        data = data_settings_from_dict(config.get("data", {}))
+        train = train_config_from_dict(config.get("train", {}))
+        export = export_settings_from_dict(config.get("export", {}))
+        evaluation = eval_config_from_dict(config.get("evaluate", {}))
+    except ValueError as exc:
         raise UsageError(str(exc)) from exc
     run_name = name or config.get("name") or "run"
     if not isinstance(run_name, str) or not run_name.replace("-", "").replace("_", "").replace(".", "").isalnum():
@@ -212,101 +194,43 @@ def pick_device(requested: str) -> str:
     return requested
 
 
-def load_data(settings: DataSettings):  # -> imagedata.ImageSplits, or imagedata.FolderSplits for data.stream
-    """The dataset as arrays, or for ``data.stream`` its two splits listed (nothing decoded; ``skip_corrupt`` reads
-    each file's header): the same images, order and labels either way."""
-    from edge_encoder.imagedata import DatasetError, FolderSplits, load_dataset
+def load_data(settings: Any) -> Any:  # DataSettings -> imagedata.ImageSplits, or FolderSplits for data.stream
+    """The dataset ``settings`` (``imagedata.config.DataSettings``) names (``imagedata.config.open_splits``)."""
+    from edge_encoder.imagedata import DatasetError
+    from edge_encoder.imagedata.config import open_splits
 
     try:
-        if settings.stream:  # validate_config allows it for folder:PATH datasets only
-            return FolderSplits.open(
-                settings.dataset, settings.dataset[len("folder:"):], image_size=settings.image_size or None,
-                test_fraction=settings.test_fraction, seed=settings.seed, skip_corrupt=settings.skip_corrupt,
-                max_train=settings.max_train or None, max_test=settings.max_test or None,
-            )
-        return load_dataset(
-            settings.dataset,
-            data_root=Path(settings.data_root).expanduser() if settings.data_root else None,
-            image_size=settings.image_size or None,
-            test_fraction=settings.test_fraction,
-            seed=settings.seed,
-            skip_corrupt=settings.skip_corrupt,
-            max_train=settings.max_train or None,
-            max_test=settings.max_test or None,
-        )
+        return open_splits(settings)
     except DatasetError as exc:
         raise UsageError(str(exc)) from exc
 
 
-def take_images(images: Any, rows: slice | np.ndarray) -> np.ndarray:
-    """``images[rows]`` as ``uint8 (len(rows), H, W, 3)``: an array indexed as always, or the selected items of an
-    image sequence (``data.stream``) decoded and stacked: only those are decoded."""
-    if isinstance(images, np.ndarray):
-        return images[rows]
-    indices = range(*rows.indices(len(images))) if isinstance(rows, slice) else [int(i) for i in rows]
-    if len(indices) == 0:
-        return np.zeros((0, *images[0].shape), dtype=np.uint8)
-    return np.stack([images[i] for i in indices])
+def load_run_data(settings: Any) -> Any:  # DataSettings -> imagedata.RunData
+    """The training images (``data.train_data``, labels never read) and the labelled evaluation set
+    (``data.eval_data``), or ``data.dataset`` for both (``imagedata.run_data``)."""
+    from edge_encoder.imagedata import DatasetError, open_run_data
+
+    try:
+        return open_run_data(settings)
+    except DatasetError as exc:
+        raise UsageError(str(exc)) from exc
 
 
-def channel_stats(images: Any) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of ``uint8 (N, H, W, 3)`` images on the 0..1 scale (the preprocessing contract).
-
-    An image sequence (``data.stream``) is read in one pass, one image at a time, into per-channel counts of the
-    256 values; mean and std follow exactly from those counts. A seeded sample would be cheaper, but its statistics
-    differ from the full split's (in the 3rd-4th decimal for 5,000 images), so a streamed run would not train on
-    the same inputs as an in-memory one; the full pass costs one decode of the train split (~85 us an image for
-    32 px PNGs here, a few ms for ImageNet JPEGs), against the decode per epoch that training and the decode per
-    engine that evaluation pay anyway. The results equal the in-memory ones to the 6 decimals kept.
-    """
-    if not isinstance(images, np.ndarray):
-        return _streamed_channel_stats(images)
-    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
-    std = np.maximum(pixels.std(axis=0), 1e-3)  # a constant channel (grey data) must not divide by zero
-    return [round(float(v), 6) for v in pixels.mean(axis=0)], [round(float(v), 6) for v in std]
-
-
-def _streamed_channel_stats(images: Any) -> tuple[list[float], list[float]]:
-    """:func:`channel_stats` of an image sequence, from exact per-channel value counts (constant memory)."""
-    started = time.perf_counter()
-    offsets = np.array([0, 256, 512], dtype=np.uint16)  # channel c's value v counts in bin 256 * c + v
-    counts = np.zeros(3 * 256, dtype=np.int64)
-    for i in range(len(images)):
-        counts += np.bincount((images[i].reshape(-1, 3) + offsets).ravel(), minlength=3 * 256)
-    counts = counts.reshape(3, 256)
-    values = np.arange(256, dtype=np.float64) / 255.0
-    total = counts.sum(axis=1)
-    mean = counts @ values / total
-    std = np.sqrt((counts * (values[None, :] - mean[:, None]) ** 2).sum(axis=1) / total)
-    std = np.maximum(std, 1e-3)  # a constant channel (grey data) must not divide by zero
-    log.info("channel statistics: one streamed pass over all %d train images in %.1f s", len(images),
-             time.perf_counter() - started)
-    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
-
-
-def knn_monitor_rows(num_train: int, num_test: int, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted ``int64`` rows of the train and test splits for the kNN monitor: a seeded random subset of at most
-    ``limit`` rows of each (all rows when the split is smaller)."""
-    rng = np.random.default_rng(seed)
-    return tuple(np.sort(rng.choice(n, size=min(limit, n), replace=False)).astype(np.int64)  # type: ignore[return-value]
-                 for n in (num_train, num_test))
-
-
-def make_knn_monitor(data, preprocess: dict[str, Any], eval_config, limit: int = 2000):
+def make_knn_monitor(data: Any, preprocess: dict[str, Any], eval_config: Any, limit: int = 2000) -> Any:
     """A callback for train/: kNN top-1 of the current backbone, through evaluate/'s kNN (labels only here).
 
-    Its bank and queries are seeded random subsets of ``limit`` images of each split (in file order, so a streamed
-    folder is read forward), not the first ``limit``: folder datasets are sorted by class, and their first images
-    would cover a few classes only. Taken at the first call (streamed data is decoded then, and kept for the later
-    calls: at most ``2 * limit`` images)."""
+    Its bank and queries are seeded random subsets of ``limit`` images of each split
+    (``imagedata.stats.knn_monitor_rows``), taken at the first call (streamed data is decoded then, and kept for
+    the later calls: at most ``2 * limit`` images)."""
     from edge_encoder.evaluate.knn import knn_accuracy
     from edge_encoder.export.engines import TorchEngine
+    from edge_encoder.imagedata.stats import knn_monitor_rows, take_images
 
     bank_rows, query_rows = knn_monitor_rows(len(data.y_train), len(data.y_test), limit, eval_config.seed)
     bank_y, query_y = data.y_train[bank_rows], data.y_test[query_rows]
     held: list[np.ndarray] = []
 
-    def monitor(backbone) -> dict[str, float]:
+    def monitor(backbone) -> dict[str, float]:  # noqa: ANN001 - an nn.Module
         if not held:
             held.extend((take_images(data.x_train, bank_rows), take_images(data.x_test, query_rows)))
         bank_x, query_x = held
@@ -318,94 +242,61 @@ def make_knn_monitor(data, preprocess: dict[str, Any], eval_config, limit: int =
     return monitor
 
 
-def run_train(settings: Settings, data, run_dir: Path, device: str, progress: bool) -> tuple[Any, dict[str, Any]]:
+def run_train(settings: Settings, data: Any, run_dir: Path, device: str, progress: bool) -> Any:  # -> TrainResult
+    """Train (or resume) MoCo on the run's training images (``imagedata.RunData``, or a labelled dataset's train
+    split) into ``run_dir/train``; the preprocessing is their channel statistics (``imagedata.stats``)."""
+    from edge_encoder.imagedata import RunData
+    from edge_encoder.imagedata.stats import channel_stats
     from edge_encoder.train.loop import train_moco
 
-    mean, std = channel_stats(data.x_train)
+    data = RunData.from_splits(data)  # a labelled dataset trains on its train split
+    mean, std = channel_stats(data.train_images)  # the training images' own statistics, whatever evaluates
     preprocess = {"image_size": int(data.image_shape[0]), "mean": mean, "std": std}
-    if settings.data.stream:  # data.x_train is then the folder's FolderImages, decoded on access
-        log.info("training streams %d images from disk (train.data_workers = %s)", len(data.x_train),
+    if settings.data.stream:  # data.train_images is then a FolderImages, decoded on access
+        log.info("training streams %d images from disk (train.data_workers = %s)", len(data.train_images),
                  settings.train.data_workers)
+    monitor = None if data.evaluation is None else make_knn_monitor(data.evaluation, preprocess, settings.evaluate)
     try:
-        result = train_moco(
-            data.x_train,
-            settings.train,
-            run_dir / "train",
-            device=device,
-            preprocess_mean=tuple(mean),
-            preprocess_std=tuple(std),
-            progress=progress,
-            knn_monitor=make_knn_monitor(data, preprocess, settings.evaluate),
-        )
+        return train_moco(data.train_images, settings.train, run_dir / "train", device=device,
+                          preprocess_mean=tuple(mean), preprocess_std=tuple(std), progress=progress,
+                          knn_monitor=monitor)
     except ValueError as exc:  # refused before any step: a config that does not fit the data or the run dir
         raise UsageError(f"{exc} (to start afresh, choose another --name)" if "different training" in str(exc) else str(exc)) from exc
-    return result, preprocess
 
 
-def run_export(settings: Settings, data, checkpoint: Path, run_dir: Path, progress: bool):
-    from dataclasses import replace
+def run_export(settings: Settings, data: Any, checkpoint: Path, bundle_dir: Path, progress: bool) -> Any:
+    """Export ``checkpoint`` into the bundle ``bundle_dir`` (``export.bundle.export_bundle``): INT8 calibrated on
+    a seeded sample of the training images, parity on the first ``export.parity_images`` held-out images (with
+    labels when there are). Every variant is kept (``BundleResult``); the caller applies the parity gate."""
+    from edge_encoder.export.bundle import BundleImages, export_bundle
+    from edge_encoder.export.precision import select_calibration_indices
+    from edge_encoder.imagedata import RunData
+    from edge_encoder.imagedata.stats import take_images
 
-    from edge_encoder.export.bundle import ParityGateError, export_bundle
-    from edge_encoder.export.precision import INT8_FLAVOURS, select_calibration_indices
-
-    calib = select_calibration_indices(len(data.x_train), settings.export.calibration_images, seed=settings.data.seed)
-    parity = slice(0, min(settings.export.parity_images, len(data.x_test)))
-    try:
-        return export_bundle(
-            checkpoint,
-            run_dir / "deploy",
-            calibration_images=take_images(data.x_train, calib),
-            calibration_indices=calib,
-            parity_images=take_images(data.x_test, parity),
-            parity_labels=data.y_test[parity],
-            variants=tuple(settings.export.variants),
-            opset=settings.export.opset,
-            exporter=settings.export.exporter,
-            quant_configs={flavour: replace(config, calibrate_method=settings.export.calibration_method)
-                           for flavour, config in INT8_FLAVOURS.items()},
-            allow_failed=True,  # evaluate every variant anyway; the gate decides the exit code below
-            progress=progress,
-        )
-    except ParityGateError as exc:  # pragma: no cover - allow_failed=True above never raises it
-        raise AssertionError("export_bundle raised despite allow_failed") from exc
+    data = RunData.from_splits(data)  # calibration: training images; parity: held-out images (labels if any)
+    calib = select_calibration_indices(len(data.train_images), settings.export.calibration_images, seed=settings.data.seed)
+    parity = slice(0, min(settings.export.parity_images, len(data.heldout)))
+    images = BundleImages(take_images(data.train_images, calib), take_images(data.heldout, parity),
+                          None if data.evaluation is None else data.evaluation.y_test[parity], calibration_indices=calib)
+    return export_bundle(checkpoint, bundle_dir, images, settings.export.bundle_config(), progress=progress)
 
 
-def run_evaluate(settings: Settings, data, checkpoint: Path, bundle, run_dir: Path,
+def run_evaluate(settings: Settings, data: Any, checkpoint: Path, bundle: Any, run_dir: Path,
                  progress: bool) -> tuple[dict[str, Any], Any]:
-    """Evaluate the PyTorch reference, every exported variant and the two baselines.
+    """Evaluate the PyTorch reference, every exported variant and the two baselines on a labelled set.
 
     Returns ``(metrics table, the evaluation whose embeddings the index benchmark uses)``: ``onnx_fp32`` when
     exported, else the first exported variant, else the PyTorch reference."""
-    import torch
-    from edge_encoder.evaluate.baselines import RawPixelEngine
     from edge_encoder.evaluate.suite import compare_engines, evaluate_engine
-    from edge_encoder.export.engines import TorchEngine, open_engine
-    from edge_encoder.train.backbones import build_backbone
-    from edge_encoder.train.checkpoint import load_backbone
-
-    def evaluate(engine, reference=None):  # noqa: ANN001, ANN202 - local shorthand
-        return evaluate_engine(
-            engine, data.x_train, data.y_train, data.x_test, data.y_test, config=settings.evaluate,
-            dataset_id=data.spec, cache_dir=run_dir / "cache" / "embeddings", reference=reference, progress=progress,
-        )
 
     evaluations, kinds = {}, {}
-    backbone, preprocess, backbone_config = load_backbone(checkpoint)
-    with TorchEngine(backbone, preprocess, name="pytorch_fp32") as engine:
-        reference = evaluations["pytorch_fp32"] = evaluate(engine)
-    kinds["pytorch_fp32"] = "reference"
-    for variant_name, variant in bundle.variants.items():
-        with open_engine(bundle.manifest_path.parent, variant_name) as engine:
-            evaluations[variant.engine_name] = evaluate(engine, reference)
-        kinds[variant.engine_name] = "engine"
-    # Per-image centring: the stronger of the two raw-pixel variants here (0.4085 vs 0.3975 kNN top-1 on
-    # cifar10_dev), and the definition behind the data README's published 0.407.
-    with RawPixelEngine(data.x_train, centering="image") as engine:
-        evaluations["raw_pixels"] = evaluate(engine)
-    torch.manual_seed(settings.train.seed)  # the random-init baseline is reproducible too
-    with TorchEngine(build_backbone(backbone_config).eval(), preprocess, name="random_init") as engine:
-        evaluations["random_init"] = evaluate(engine)
-    kinds["raw_pixels"] = kinds["random_init"] = "baseline"
+    for name, kind, engine in each_engine(settings, checkpoint, bundle, data.x_train):
+        evaluations[name] = evaluate_engine(
+            engine, data.x_train, data.y_train, data.x_test, data.y_test, config=settings.evaluate,
+            dataset_id=data.spec, cache_dir=run_dir / "cache" / "embeddings", progress=progress,
+            reference=evaluations["pytorch_fp32"] if kind == "engine" else None,
+        )
+        kinds[name] = kind
 
     metrics = compare_engines(evaluations, reference="pytorch_fp32", kinds=kinds)
     for variant in bundle.variants.values():
@@ -415,7 +306,56 @@ def run_evaluate(settings: Settings, data, checkpoint: Path, bundle, run_dir: Pa
     return metrics, evaluations[indexed]
 
 
-def run_index_benchmark(settings: Settings, evaluation) -> dict[str, Any]:
+def each_engine(settings: Settings, checkpoint: Path, bundle: Any, images: Any) -> Any:
+    """Yield ``(name, kind, engine)`` for the PyTorch reference, each exported variant and the two baselines, each
+    open only while the caller uses it; ``images`` (any split: only its image size is read) sizes the raw pixels."""
+    import torch
+    from edge_encoder.evaluate.baselines import RawPixelEngine
+    from edge_encoder.export.bundle_files import open_engine
+    from edge_encoder.export.engines import TorchEngine
+    from edge_encoder.train.backbones import build_backbone
+    from edge_encoder.train.checkpoint import load_backbone
+
+    backbone, preprocess, backbone_config = load_backbone(checkpoint)
+    with TorchEngine(backbone, preprocess, name="pytorch_fp32") as engine:
+        yield "pytorch_fp32", "reference", engine
+    for variant_name, variant in bundle.variants.items():
+        with open_engine(bundle.manifest_path.parent, variant_name) as engine:
+            yield variant.engine_name, "engine", engine
+    # Per-image centring: the stronger of the two raw-pixel variants here (0.4085 vs 0.3975 kNN top-1 on
+    # cifar10_dev), and the definition behind the data README's published 0.407.
+    with RawPixelEngine(images, centering="image") as engine:
+        yield "raw_pixels", "baseline", engine
+    torch.manual_seed(settings.train.seed)  # the random-init baseline is reproducible too
+    with TorchEngine(build_backbone(backbone_config).eval(), preprocess, name="random_init") as engine:
+        yield "random_init", "baseline", engine
+
+
+def run_label_free(settings: Settings, data: Any, checkpoint: Path, bundle: Any, run_dir: Path,
+                   progress: bool) -> dict[str, Any] | None:
+    """The report's ``label_free`` section: alignment, uniformity, effective rank and per-dimension spread of every
+    engine and baseline on a seeded subset of the held-out images and one positive view of each (``None`` when
+    ``evaluate.label_free_images`` is 0)."""
+    from edge_encoder.core.subsets import seeded_rows
+    from edge_encoder.evaluate.label_free import evaluate_label_free, label_free_section, positive_views
+    from edge_encoder.imagedata.stats import take_images
+
+    if settings.evaluate.label_free_images == 0 or len(data.heldout) < 2:
+        return None
+    rows = seeded_rows(len(data.heldout), settings.evaluate.label_free_images, settings.evaluate.seed)
+    images = take_images(data.heldout, rows)
+    views = positive_views(images, seed=settings.evaluate.seed)
+    results, kinds = {}, {}
+    for name, kind, engine in each_engine(settings, checkpoint, bundle, images):
+        results[name] = evaluate_label_free(
+            engine, images, views, batch_size=settings.evaluate.batch_size, cache_dir=run_dir / "cache" / "embeddings",
+            dataset_id=f"{data.train_info['spec']}|{data.heldout_source}", progress=progress,
+            reference=results.get("pytorch_fp32"))
+        kinds[name] = kind
+    return label_free_section(results, kinds, source=data.heldout_source)
+
+
+def run_index_benchmark(settings: Settings, evaluation: Any) -> dict[str, Any]:
     """The report's ``index_benchmark`` section: FAISS approximate indexes on one engine's real embeddings."""
     from edge_encoder.evaluate.index_bench import index_benchmark_section
     from edge_encoder.evaluate.knn import configure_threads
@@ -428,109 +368,13 @@ def run_index_benchmark(settings: Settings, evaluation) -> dict[str, Any]:
         shards=settings.evaluate.index_shards, threads=threads)
 
 
-# ---------------------------------------------------------------------------------------------- report
-
-
-def environment() -> dict[str, Any]:
-    import torch
-
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
-    for module in ("onnx", "onnxruntime", "faiss", "tensorrt"):
-        try:
-            versions[module] = __import__(module).__version__
-        except Exception:  # not installed, or a broken optional install: report it as absent
-            versions[module] = None
-    return {
-        "versions": versions,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-
-
-def train_summary(result) -> dict[str, Any]:
-    """The report's ``train`` entry: figures of the run plus the kNN monitor's history (best and final)."""
-    monitored = [h for h in result.history if "knn_top1" in h]
-    summary = {
-        "checkpoint": str(result.checkpoint_path),
-        "steps": result.steps,
-        "epochs": result.epochs,
-        "final_loss": result.final_loss,
-        "images_per_s": result.images_per_s,
-        "seconds": result.seconds,
-        "resumed_from_step": result.resumed_from_step,
-        "knn_monitor": monitored,
-    }
-    if monitored:
-        summary["knn_top1_final"] = monitored[-1]["knn_top1"]
-        summary["knn_top1_best"] = max(h["knn_top1"] for h in monitored)
-    return summary
-
-
-def export_summary(bundle) -> dict[str, Any]:
-    """The report's ``export`` entry: the bundle location and, per variant, file, precision and parity."""
-    manifest = json.loads(bundle.manifest_path.read_text())
-    return {
-        "bundle": str(bundle.manifest_path.parent),
-        "opset": manifest.get("opset"),
-        "exporter": manifest.get("exporter"),
-        "variants": {
-            name: {"file": str(v.path.name), "engine": v.engine_name, "precision": v.precision, "passed": v.passed, "parity": v.parity}
-            for name, v in bundle.variants.items()
-        },
-    }
-
-
-def build_report(settings: Settings, data, device: str, timings: dict[str, float], train_result, bundle, metrics) -> dict[str, Any]:
-    from edge_encoder.evaluate.report import SCHEMA_VERSION
-
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "name": settings.name,
-        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": device,
-        "dataset": data.summary(),
-        "config": settings.to_dict(),
-        "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        "train": train_summary(train_result),
-        "export": export_summary(bundle),
-        "metrics": metrics,
-        "environment": environment(),
-    }
-
-
-# ---------------------------------------------------------------------------------------------- command line
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of a whole run (``edge-encoder run`` and ``python pipeline.py``), added to ``parser``."""
-    parser.epilog = "Config keys: see configs/*.toml and README.md. Any key can be overridden with --set SECTION.KEY=VALUE."
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--config", metavar="PATH", help=f"TOML preset (default: {DEFAULT_CONFIG.relative_to(PROJECT_ROOT)})")
-    parser.add_argument(
-        "--dataset",
-        metavar="SPEC",
-        help="digits | cifar10 | cifar100 | stl10 | mnist | fashion-mnist | folder:PATH | npz:PATH (overrides data.dataset)",
-    )
-    parser.add_argument("--name", metavar="NAME", help="run directory name: runs/NAME/ (default: the preset's name)")
-    parser.add_argument("--runs-dir", metavar="DIR", default="runs", help="where run directories go (default: runs)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training/reference device")
-    parser.add_argument("--data-root", metavar="DIR", help="where torchvision datasets are read (or downloaded) from")
-    parser.add_argument("--skip-corrupt", action="store_true", help="leave unreadable images out (counted in the report)")
-    parser.add_argument("--allow-failed-parity", action="store_true", help="exit 0 even if a variant fails its parity gate")
-    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return parser
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``python pipeline.py`` (= ``edge-encoder run``)."""
-    return add_run_arguments(argparse.ArgumentParser(prog="pipeline.py", description=__doc__.split("\n\n")[0]))
+# ---------------------------------------------------------------------------------------------- the run
 
 
 def run(args: argparse.Namespace) -> int:
+    """Validate, load, train, export, evaluate, report; returns the exit code."""
+    from edge_encoder.core.files import atomic_write_json, hold_lock
+
     settings = validate_config(resolve_config(args), args.name)
     device = pick_device(args.device)
     progress = not args.no_progress and sys.stderr.isatty()
@@ -538,41 +382,70 @@ def run(args: argparse.Namespace) -> int:
     # Under torchrun every rank trains (train/ shards the data and only rank 0 writes checkpoints); export and
     # evaluation run once, on rank 0.
     rank = int(os.environ.get("RANK", "0"))
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(run_dir / "config.json", settings.to_dict())
-        _log_to_file(run_dir / "pipeline.log")
-    log.info("run %s on %s -> %s", settings.name, device, run_dir)
-
     timings: dict[str, float] = {}
     started = time.perf_counter()
     with _timed(timings, "data"):
-        data = load_data(settings.data)
-    log.info("data %s: %d train / %d test images of %s", data.name, len(data.x_train), len(data.x_test), data.image_shape)
+        data = load_run_data(settings.data)  # before anything is written: a bad dataset leaves no run folder
+    _check_fit(settings, data)
+    if rank == 0:  # ranks > 0 take no lock: rank 0's guards the folder for all (and they cannot wait on it)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        hold_lock(run_dir)  # one run per folder; held until this process ends (a killed one blocks nothing)
+        if not (run_dir / "config.json").exists():  # rewritten once training accepted the run (below)
+            atomic_write_json(run_dir / "config.json", settings.to_dict())
+        _log_to_file(run_dir / "pipeline.log")
+    log.info("run %s on %s -> %s", settings.name, device, run_dir)
+    log.info("data: %s", data.describe())
     with _timed(timings, "train"):
-        train_result, _ = run_train(settings, data, run_dir, device, progress)
+        train_result = run_train(settings, data, run_dir, device, progress)
     log.info("trained %d steps (%d epochs) in %.1f s, %.0f images/s, final loss %.4f -> %s", train_result.steps,
              train_result.epochs, train_result.seconds, train_result.images_per_s, train_result.final_loss,
              train_result.checkpoint_path)
     _leave_process_group()  # export and evaluation run single-process on rank 0 (the others are done)
     if rank != 0:
         return 0
+    # A rerun that training refused (another config in the same run folder) leaves the old config.json as it was.
+    atomic_write_json(run_dir / "config.json", settings.to_dict())
     with _timed(timings, "export"):
-        bundle = run_export(settings, data, train_result.checkpoint_path, run_dir, progress)
-    with _timed(timings, "evaluate"):
-        metrics, indexed = run_evaluate(settings, data, train_result.checkpoint_path, bundle, run_dir, progress)
-    index_section = None
-    if settings.evaluate.index_benchmark:
+        bundle = run_export(settings, data, train_result.checkpoint_path, run_dir / "deploy", progress)
+    metrics, indexed = {}, None
+    if data.evaluation is not None:
+        with _timed(timings, "evaluate"):
+            metrics, indexed = run_evaluate(settings, data.evaluation, train_result.checkpoint_path, bundle, run_dir,
+                                            progress)
+    sections: dict[str, Any] = {"metrics": metrics}
+    with _timed(timings, "label_free"):
+        sections["label_free"] = run_label_free(settings, data, train_result.checkpoint_path, bundle, run_dir, progress)
+    if settings.evaluate.index_benchmark and indexed is not None:
         with _timed(timings, "index_benchmark"):
-            index_section = run_index_benchmark(settings, indexed)
-        log.info("index benchmark on %s: %s", indexed.name, index_section["recommendation"])
+            sections["index_benchmark"] = run_index_benchmark(settings, indexed)
+        log.info("index benchmark on %s: %s", indexed.name, sections["index_benchmark"]["recommendation"])
     timings["total"] = time.perf_counter() - started
+    return _report(settings, data, device, timings, train_result, bundle, sections, run_dir)
 
-    from edge_encoder.evaluate.report import render_summary_table, write_report
 
-    report = build_report(settings, data, device, timings, train_result, bundle, metrics)
-    if index_section is not None:
-        report["index_benchmark"] = index_section
+def _check_fit(settings: Settings, data: Any) -> None:
+    """Refuse, before the run folder exists, a training config the images cannot serve (batch larger than the
+    training set, non-square images without ``train.image_size``)."""
+    from edge_encoder.train.loop import check_train_images
+
+    try:
+        check_train_images(data.train_images, settings.train)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _report(settings: Settings, data: Any, device: str, timings: dict[str, float], train_result: Any, bundle: Any,
+            sections: dict[str, Any], run_dir: Path) -> int:
+    """Write and print the report (``sections``: ``metrics``, then optional ones, None = left out); returns the
+    parity gate's exit code."""
+    from edge_encoder.evaluate.report import assemble_report, render_summary_table, write_report
+
+    report = assemble_report(name=settings.name, device=device, dataset=data.summary(), config=settings.to_dict(),
+                             timings=timings, train=train_result.summary(), export=bundle.summary(),
+                             metrics=sections.pop("metrics"))
+    report.update(train_data=data.train_summary(), accuracy_measured=data.evaluation is not None,
+                  accuracy_note=data.accuracy_note)
+    report.update({key: value for key, value in sections.items() if value is not None})
     json_path, md_path = write_report(run_dir, report)
     print(render_summary_table(report))
     print(f"\nreport: {json_path}\n        {md_path}")
@@ -606,17 +479,27 @@ class _timed:
         self.timings[self.key] = time.perf_counter() - self.start
 
 
-def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    from edge_encoder.core.files import atomic_write_json
-
-    atomic_write_json(path, payload)
+# ---------------------------------------------------------------------------------------------- command line
 
 
 def _log_to_file(path: Path) -> None:
-    handler = logging.FileHandler(path)
+    handler = _RunLogHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_QuietThirdParty())
     logging.getLogger().addHandler(handler)
+
+
+class _RunLogHandler(logging.FileHandler):
+    """``pipeline.log``. A failed write (a full disk) would print logging's "--- Logging error ---" traceback on
+    every record; instead one warning line says the file is abandoned, and the run goes on logging to the terminal
+    (the next file it must write fails in one line naming that file)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # logging's name for it
+        error = sys.exc_info()[1]
+        logging.getLogger().removeHandler(self)
+        with contextlib.suppress(Exception):
+            self.close()
+        print(f"WARNING {__name__}: stopped writing {self.baseFilename}: {error}", file=sys.stderr)
 
 
 class _QuietThirdParty(logging.Filter):
@@ -635,6 +518,43 @@ def setup_logging(verbose: bool) -> None:
             handler.addFilter(_QuietThirdParty())
 
 
+def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of a whole run (``edge-encoder run`` and ``python pipeline.py``), added to ``parser``."""
+    parser.epilog = "Config keys: see configs/*.toml and README.md. Any key can be overridden with --set SECTION.KEY=VALUE."
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    shipped = ", ".join(sorted(p.stem for p in DEFAULT_CONFIG.parent.glob("*.toml")))
+    parser.add_argument("--config", metavar="PATH",
+                        help=f"TOML preset, or a shipped preset's name ({shipped}; default: {DEFAULT_CONFIG.stem}, or "
+                             f"{PHOTO_CONFIG.stem} when the images are files: folder:, images:, list:)")
+    parser.add_argument(
+        "--dataset",
+        metavar="SPEC",
+        help="digits | cifar10 | cifar100 | stl10 | mnist | fashion-mnist | folder:PATH | npz:PATH (overrides data.dataset)",
+    )
+    parser.add_argument("--train-data", metavar="SPEC",
+                        help="training images, labels never used: folder:PATH | images:PATH | list:FILE.txt | npz:PATH "
+                             "(x_train) | any dataset (its train split) (overrides data.train_data)")
+    parser.add_argument("--eval-data", metavar="SPEC",
+                        help="labelled evaluation set (train split = kNN bank and probe training set, test split = "
+                             "queries); without it, beside --train-data, accuracy is not measured and the report "
+                             "carries label-free metrics (overrides data.eval_data)")
+    parser.add_argument("--name", metavar="NAME", help="run directory name: runs/NAME/ (default: the preset's name)")
+    parser.add_argument("--runs-dir", metavar="DIR", default="runs", help="where run directories go (default: runs)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training/reference device")
+    parser.add_argument("--data-root", metavar="DIR", help="where torchvision datasets are read (or downloaded) from")
+    parser.add_argument("--skip-corrupt", action="store_true", help="leave unreadable images out (counted in the report)")
+    parser.add_argument("--allow-failed-parity", action="store_true", help="exit 0 even if a variant fails its parity gate")
+    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python pipeline.py`` (= ``edge-encoder run``)."""
+    return add_run_arguments(argparse.ArgumentParser(prog="pipeline.py", description=__doc__.split("\n\n")[0]))
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python pipeline.py ARGS``: parse ``argv`` and run; returns the exit code."""
     return main_args(build_parser().parse_args(argv))
@@ -643,23 +563,32 @@ def main(argv: list[str] | None = None) -> int:
 def main_args(args: argparse.Namespace) -> int:
     """Run with parsed arguments, turning expected failures into exit codes (see the module docstring)."""
     setup_logging(args.verbose)
-    try:
-        return run(args)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValueError as exc:
-        from edge_encoder.imagedata import DatasetError
+    return exit_code_of(run, args)
 
-        if not isinstance(exc, DatasetError):
+
+def exit_code_of(command: Any, *args: Any) -> int:
+    """``command(*args)``'s exit code; the one error path of every command line (``pipeline.py``, ``edge-encoder``).
+
+    An expected failure (``core.errors.expected_failure``: bad input, a held run lock, a full or read-only disk,
+    a non-finite training state, an interrupt) prints one line on stderr and returns 2, 3 or 130; anything else
+    is a bug and propagates with its traceback."""
+    from edge_encoder.core.errors import expected_failure, one_line
+
+    try:
+        return command(*args)
+    except BaseException as exc:
+        # UsageError is this module's (a ValueError, not core's InputError: `python pipeline.py` defines this
+        # module before the edge_encoder package can be imported from an uninstalled checkout).
+        failure = (EXIT_USAGE, f"error: {one_line(exc)}") if isinstance(exc, UsageError) else expected_failure(exc)
+        if failure is None:
             raise
-        # Streamed data (data.stream) is decoded only as stages reach it: an unreadable file can surface mid-run.
-        print(f"error: {exc}. Remove or replace the file and rerun: checkpoints and finished files are kept",
-              file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted: checkpoints and finished files are kept; rerun the same command to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        code, message = failure
+        splits = sys.modules.get("edge_encoder.imagedata.splits")  # not imported: exc cannot be a DatasetError
+        if splits is not None and isinstance(exc, splits.DatasetError) and not isinstance(exc, UsageError):
+            # Streamed data (data.stream) is decoded only as stages reach it: an unreadable file can surface mid-run.
+            message += ". Remove or replace the file and rerun: checkpoints and finished files are kept"
+        print(message, file=sys.stderr)
+        return code
 
 
 def _import_package_from_checkout() -> None:

@@ -17,16 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from edge_encoder.evaluate.index_bench import index_benchmark_section, synthesize_bank  # noqa: E402
-from edge_encoder.evaluate.knn import configure_threads  # noqa: E402
-from edge_encoder.evaluate.report import to_jsonable  # noqa: E402
-from evaluate_embeddings import load_embeddings  # noqa: E402
+from edge_encoder.evaluate.index_bench import index_benchmark_section, synthesize_bank
+from edge_encoder.evaluate.knn import configure_threads
+from edge_encoder.evaluate.report import to_jsonable
+from evaluate_embeddings import load_embeddings
 
 
 def main() -> None:

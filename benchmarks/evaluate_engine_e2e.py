@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from edge_encoder.evaluate.suite import EvalConfig, evaluate_engine  # noqa: E402
-from evaluate_embeddings import cifar10_dev_path  # noqa: E402
+from edge_encoder.evaluate.suite import EvalConfig, evaluate_engine
+from evaluate_embeddings import cifar10_dev_path
 
 
 def make_engine(onnx: Path | None, width: int):

@@ -16,25 +16,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import faiss  # noqa: E402
-import torch  # noqa: E402
-from edge_encoder.evaluate.index_bench import recall_at_10, synthesize_bank  # noqa: E402
-from edge_encoder.evaluate.knn import (  # noqa: E402
+import torch
+from edge_encoder.evaluate.index_bench import recall_at_10, synthesize_bank
+from edge_encoder.evaluate.knn import (
     configure_threads,
     exact_search,
     rank_classes,
     vote_scores,
 )
-from evaluate_embeddings import load_embeddings  # noqa: E402
+from evaluate_embeddings import load_embeddings
 
 
 def matmul_topk(bank: torch.Tensor, queries: torch.Tensor, k: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:

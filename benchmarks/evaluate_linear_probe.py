@@ -14,22 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from edge_encoder.evaluate.knn import configure_threads  # noqa: E402
-from edge_encoder.evaluate.linear_probe import (  # noqa: E402
+from edge_encoder.evaluate.knn import configure_threads
+from edge_encoder.evaluate.linear_probe import (
     DEFAULT_L2_GRID,
-    _standardize,
     linear_probe,
+    standardize,
 )
-from evaluate_embeddings import load_embeddings  # noqa: E402
+from evaluate_embeddings import load_embeddings
 
 
 def sklearn_probe(xtr, ytr, xte, yte, grid, holdout_fraction=0.2, seed=0) -> tuple[float, float, float]:
@@ -39,13 +34,13 @@ def sklearn_probe(xtr, ytr, xte, yte, grid, holdout_fraction=0.2, seed=0) -> tup
     perm = np.random.default_rng(seed).permutation(len(xtr))
     n_hold = int(round(holdout_fraction * len(xtr)))
     hold, fit = perm[:n_hold], perm[n_hold:]
-    xf, xh = _standardize(xtr[fit], xtr[hold])
+    xf, xh = standardize(xtr[fit], xtr[hold])
     val = {}
     for lam in sorted(grid, reverse=True):
         m = LogisticRegression(C=1.0 / (lam * len(fit)), max_iter=1000).fit(xf, ytr[fit])
         val[lam] = float((m.predict(xh) == ytr[hold]).mean())
     best = max(sorted(val, reverse=True), key=lambda lam: val[lam])
-    xa, xq = _standardize(xtr, xte)
+    xa, xq = standardize(xtr, xte)
     m = LogisticRegression(C=1.0 / (best * len(xtr)), max_iter=1000).fit(xa, ytr)
     return float((m.predict(xq) == yte).mean()), best, time.perf_counter() - start
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,12 +20,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from edge_encoder.export.engines import OnnxRuntimeEngine, TorchEngine  # noqa: E402
-from edge_encoder.export.onnx_export import build_fp32_encoder, save_model  # noqa: E402
-from edge_encoder.export.precision import make_variant  # noqa: E402
-from edge_encoder.train.backbones import build_backbone  # noqa: E402
+from edge_encoder.export.engines import OnnxRuntimeEngine, TorchEngine
+from edge_encoder.export.onnx_export import build_fp32_encoder, save_model
+from edge_encoder.export.precision import make_variant
+from edge_encoder.train.backbones import build_backbone
 
 PREPROCESS = {"image_size": 32, "mean": [0.491, 0.482, 0.447], "std": [0.247, 0.243, 0.261]}
 

@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from edge_encoder.train.augment import AugmentParams, to_float_nchw, two_views  # noqa: E402
+from edge_encoder.train.augment import AugmentParams, to_float_nchw, two_views
 
 
 def kornia_pipeline(p: AugmentParams) -> torch.nn.Module:

@@ -22,11 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from edge_encoder.train.backbones import BackboneConfig, build_backbone  # noqa: E402
-from edge_encoder.train.config import train_config_from_dict  # noqa: E402
-from edge_encoder.train.loop import train_moco  # noqa: E402
+from edge_encoder.train.backbones import BackboneConfig, build_backbone
+from edge_encoder.train.config import train_config_from_dict
+from edge_encoder.train.loop import train_moco
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -31,11 +31,10 @@ else:  # pragma: no cover - Python 3.10 only
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from edge_encoder.imagedata import FolderImages  # noqa: E402
-from edge_encoder.train.config import train_config_from_dict  # noqa: E402
-from edge_encoder.train.data import resolve_workers  # noqa: E402
-from edge_encoder.train.loop import train_moco  # noqa: E402
+from edge_encoder.imagedata import FolderImages
+from edge_encoder.train.config import train_config_from_dict
+from edge_encoder.train.data import resolve_workers
+from edge_encoder.train.loop import train_moco
 
 CIFAR = ROOT.parent / "shared" / "data" / "cifar10_dev.npz"
 PRESET = ROOT / "configs" / "cifar10_cpu.toml"

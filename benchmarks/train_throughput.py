@@ -23,19 +23,16 @@ import copy
 import json
 import os
 import resource
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from edge_encoder.train.augment import AugmentParams, two_views
+from edge_encoder.train.backbones import BackboneConfig, build_backbone
+from edge_encoder.train.loop import resolve_bf16
+from edge_encoder.train.moco import build_moco
 from torch.utils.flop_counter import FlopCounterMode
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from edge_encoder.train.augment import AugmentParams, two_views  # noqa: E402
-from edge_encoder.train.backbones import BackboneConfig, build_backbone  # noqa: E402
-from edge_encoder.train.loop import resolve_bf16  # noqa: E402
-from edge_encoder.train.moco import build_moco  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MEAN, STD = (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)

@@ -348,7 +348,11 @@ def extract(
         meta = {"format": CACHE_FORMAT, "engine": getattr(engine, "name", ""), "dataset": dataset_id,
                 "split": split, "shape": list(emb.shape), "images_per_s": images_per_s}
         atomic_write(npy, lambda f: np.save(f, emb, allow_pickle=False))
-        atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=2).encode()))
+        try:
+            atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=2).encode()))
+        except BaseException:  # e.g. a full disk: the pair is kept whole or not at all (no .npy without its .json)
+            npy.unlink(missing_ok=True)
+            raise
     return Extraction(emb, images_per_s, False, npy)
 
 

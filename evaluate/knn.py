@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_BUDGET_BYTES = 512 * 2**20
 _MAX_QUERY_TILE = 16384
+# FAISS GPU indexes select at most GPU_MAX_SELECTION_K = 2048 neighbours ("GPU index only supports min/max-K
+# selection up to 2048", faiss/gpu/impl/IndexUtils.cu; facebookresearch/faiss#2103, #1384: "limited to 2048 due
+# to GPU register memory limitations"); mAP@R searches R deep (5,000 per class on CIFAR-10).
+GPU_MAX_K = 2048
 
 
 def available_cpus() -> int:
@@ -88,6 +92,7 @@ def exact_search(
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
     normalize: bool = True,
     use_gpu: bool | None = None,
+    gpu_max_k: int = GPU_MAX_K,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by inner product (cosine after normalisation), tiled under a memory budget.
 
@@ -99,6 +104,8 @@ def exact_search(
         normalize: L2-normalise both sides first (cosine similarity).
         use_gpu: ``None`` = the GPUs the installed FAISS sees (bank tiles sharded across all of them), if any;
             ``True`` requires one.
+        gpu_max_k: the deepest search a GPU index can do (FAISS: 2048); a deeper one runs on the CPU
+            (``faiss.knn``, the same exact search), with a log line saying why.
 
     Returns:
         ``(sims float32 (Q, k), ids int64 (Q, k))`` sorted by decreasing similarity, ties by increasing
@@ -115,22 +122,50 @@ def exact_search(
     if normalize:
         bank, queries = l2_normalize(bank), l2_normalize(queries)
     ngpu = gpus_to_use(use_gpu)
-    gpu_index = _gpu_flat_index(dim, ngpu) if ngpu else None
-    nq = queries.shape[0]
-    q_tile, b_tile = _tile_sizes(nq, nb, dim, k, memory_budget_bytes)
+    index = _gpu_flat_index(dim, ngpu) if ngpu else None
+    tiles = _tile_sizes(queries.shape[0], nb, dim, k, memory_budget_bytes)
+    return tiled_search(bank, queries, k, tiles, index, max_index_k=gpu_max_k)
+
+
+def tiled_search(bank: np.ndarray, queries: np.ndarray, k: int, tiles: tuple[int, int],
+                 index: faiss.Index | None = None, *, max_index_k: int = GPU_MAX_K) -> tuple[np.ndarray, np.ndarray]:
+    """The tile loop of :func:`exact_search` on prepared (float32, normalised if wanted) arrays.
+
+    Each bank tile is searched with ``index`` (added, searched, reset), or with ``faiss.knn`` on the CPU when there
+    is no index or the tile's depth ``min(k, tile rows)`` exceeds ``max_index_k`` (logged once per call). Both are
+    exact inner-product searches and the per-tile results merge in one ``ResultHeap``, so the output does not
+    depend on which tiles ran where.
+
+    Args:
+        bank / queries: ``(N, D)`` / ``(Q, D)`` float32.
+        tiles: ``(query tile, bank tile)`` sizes.
+        index: an empty exact inner-product index (the sharded GPU ``IndexFlatIP``; a CPU ``faiss.IndexFlatIP``
+            has the same interface), or None for ``faiss.knn`` throughout.
+        max_index_k: the deepest search ``index`` supports (FAISS GPU: 2048).
+
+    Returns:
+        ``(sims float32 (Q, k), ids int64 (Q, k))``, sorted as :func:`exact_search` documents.
+    """
+    nq, nb = queries.shape[0], bank.shape[0]
+    q_tile, b_tile = tiles
     sims = np.empty((nq, k), dtype=np.float32)
     ids = np.empty((nq, k), dtype=np.int64)
+    warned = False
     for q0 in range(0, nq, q_tile):
         xq = queries[q0 : q0 + q_tile]
         heap = faiss.ResultHeap(xq.shape[0], k, keep_max=True)
         for b0 in range(0, nb, b_tile):
             xb = bank[b0 : b0 + b_tile]
             kt = min(k, xb.shape[0])
-            if gpu_index is not None:
-                gpu_index.add(xb)
-                d, i = gpu_index.search(xq, kt)
-                gpu_index.reset()
+            if index is not None and kt <= max_index_k:
+                index.add(xb)
+                d, i = index.search(xq, kt)
+                index.reset()
             else:
+                if index is not None and not warned:
+                    log.info("exact search k=%d: bank tiles searched on the CPU (faiss.knn), as the index searches at "
+                             "most k=%d (FAISS GPU_MAX_SELECTION_K)", k, max_index_k)
+                    warned = True
                 d, i = faiss.knn(xq, xb, kt, metric=faiss.METRIC_INNER_PRODUCT)
             heap.add_result(d, i + b0)
         heap.finalize()

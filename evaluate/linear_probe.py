@@ -94,7 +94,9 @@ def _fit(
     return w.detach(), b.detach()
 
 
-def _standardize(x_fit: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+def standardize(x_fit: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """``x_fit`` and each of ``others`` (float ``(N, D)``) standardised with ``x_fit``'s per-feature mean and std,
+    as float32 (what the probe trains on; public for benchmarks/evaluate_linear_probe.py)."""
     mean = x_fit.mean(axis=0, dtype=np.float64)
     std = x_fit.std(axis=0, dtype=np.float64)
     std = np.where(std > 1e-8, std, 1.0)  # constant features stay constant (zero) instead of exploding
@@ -153,7 +155,7 @@ def linear_probe(
     if n_hold >= x_train.shape[0]:
         raise ValueError(f"train split of {x_train.shape[0]} embeddings is too small for a held-out slice")
     hold, fit = perm[:n_hold], perm[n_hold:]
-    xf, xh = (torch.from_numpy(a).to(dev) for a in _standardize(x_train[fit], x_train[hold]))
+    xf, xh = (torch.from_numpy(a).to(dev) for a in standardize(x_train[fit], x_train[hold]))
     yf, yh = torch.from_numpy(y_train[fit]).to(dev), torch.from_numpy(y_train[hold]).to(dev)
 
     val: dict[float, float] = {}
@@ -175,7 +177,7 @@ def linear_probe(
     best = max(sorted(val, reverse=True), key=lambda lam: val[lam])
     log.info("linear probe: held-out top-1 per L2 penalty %s -> %g", val, best)
 
-    xt, xq = (torch.from_numpy(a).to(dev) for a in _standardize(x_train, x_test))
+    xt, xq = (torch.from_numpy(a).to(dev) for a in standardize(x_train, x_test))
     # Warm start from the selected held-out fit: same penalty, 80 % of the data, so it is nearly converged.
     w, b = _fit(xt, torch.from_numpy(y_train).to(dev), num_classes, best, max_iter, init=solutions[best])
     logits = xq @ w.T + b

@@ -1,8 +1,9 @@
 """Run reports: ``report.json`` (machine-readable, schema in docs/report_schema.md), ``report.md`` (tables),
 PNG plots, and the terminal summary table.
 
-The pipeline assembles the report dict; this module only validates its top-level shape, serialises it
-(numpy values become plain JSON, NaN/Inf become ``null``) and renders it.
+``assemble_report`` puts a run's report together from plain sections (each stage describes itself);
+the rest validates its top-level shape, serialises it (numpy values become plain JSON, NaN/Inf become
+``null``) and renders it.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def check_report(report: object) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in report]
     if missing:
         raise ValueError(f"report is missing key(s) {missing}")
+    if not isinstance(report["dataset"], dict):
+        raise TypeError(f"report['dataset'] must be an object (docs/report_schema.md), got {type(report['dataset']).__name__}")
     if not isinstance(report["metrics"], dict):
         raise TypeError("report['metrics'] must map engine/baseline names to metric dicts")
     for name, m in report["metrics"].items():
@@ -72,23 +75,48 @@ def _fmt(v: Any, spec: str) -> str:
     return str(v)
 
 
+# (label_free engine key, column title, format) for the label-free table, in order.
+LABEL_FREE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("alignment", "alignment", ".4f"),
+    ("uniformity", "uniformity", ".4f"),
+    ("effective_rank", "eff. rank", ".1f"),
+    ("dim", "D", "d"),
+    ("dim_std_sqrt_d_mean", "std·√D", ".3f"),
+    ("dead_dim_fraction", "dead dims", ".3f"),
+    ("reference_cosine_min", "cos ref min", ".4f"),
+    ("embed_images_per_s", "img/s", ".0f"),
+)
+
+
 def _metric_rows(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return list(report.get("metrics", {}).items())
 
 
 def render_summary_table(report: dict[str, Any]) -> str:
-    """Fixed-width text table of the headline metrics, one row per engine/baseline."""
-    header = ["name", "kind"] + [title for _, title, _ in SUMMARY_COLUMNS]
-    rows = [
-        [name, str(m.get("kind", ""))] + [_fmt(m.get(key), spec) for key, _, spec in SUMMARY_COLUMNS]
-        for name, m in _metric_rows(report)
-    ]
+    """Fixed-width text table of the headline metrics, one row per engine/baseline (label-free measures, after a
+    line saying so, when the run measured no accuracy)."""
+    if report.get("accuracy_measured") is False:
+        columns = LABEL_FREE_COLUMNS
+        rows = [[name, str(m.get("kind", ""))] + [_fmt(m.get(key), spec) for key, _, spec in columns]
+                for name, m in report.get("label_free", {}).get("engines", {}).items()]
+    else:
+        columns = SUMMARY_COLUMNS
+        rows = [[name, str(m.get("kind", ""))] + [_fmt(m.get(key), spec) for key, _, spec in columns]
+                for name, m in _metric_rows(report)]
+    header = ["name", "kind"] + [title for _, title, _ in columns]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     title = f"{report.get('name', '?')} — {report.get('dataset', {}).get('name', '?')}"
-    return "\n".join([title, *lines])
+    note = [accuracy_sentence(report)] if report.get("accuracy_measured") is False else []
+    return "\n".join([title, *note, *lines])
+
+
+def accuracy_sentence(report: dict[str, Any]) -> str:
+    """``"Accuracy was not measured: <reason>."`` for a run without a labelled evaluation set."""
+    reason = report.get("accuracy_note") or "no labelled evaluation set was given (--eval-data)"
+    return f"Accuracy was not measured: {reason}."
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -99,8 +127,16 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 def _md_dataset(report: dict[str, Any]) -> str:
     ds = report.get("dataset", {})
-    keys = ("spec", "name", "num_train", "num_test", "image_shape", "num_classes", "skipped_files")
+    keys = ("spec", "name", "labelled", "layout", "num_train", "num_test", "image_shape", "num_classes",
+            "classes_without_train_images", "held_out_images", "skipped_files")
     return _md_table(["field", "value"], [[k, _fmt(ds.get(k), "")] for k in keys if k in ds])
+
+
+def _md_train_data(report: dict[str, Any]) -> str:
+    td = report["train_data"]
+    keys = ("spec", "source", "layout", "num_images", "image_shape", "labels_used", "held_out", "excluded_eval_images",
+            "skipped_files")
+    return _md_table(["field", "value"], [[k, _fmt(td.get(k), "")] for k in keys if k in td])
 
 
 def _md_timings(report: dict[str, Any]) -> str:
@@ -137,6 +173,22 @@ def _md_per_class(report: dict[str, Any]) -> str | None:
                      [[label(c)] + [_fmt(pc.get(c), ".3f") for _, pc in rows_by_name] for c in classes])
 
 
+def _md_label_free(report: dict[str, Any]) -> str | None:
+    section = report.get("label_free")
+    if not isinstance(section, dict) or not section.get("engines"):
+        return None
+    rows = [[name, str(m.get("kind"))] + [_fmt(m.get(k), s) for k, _, s in LABEL_FREE_COLUMNS]
+            for name, m in section["engines"].items()]
+    table = _md_table(["name", "kind"] + [t for _, t, _ in LABEL_FREE_COLUMNS], rows)
+    return (f"On {section.get('images')} images: {section.get('source')}. Positive pairs: "
+            f"{section.get('positive_pairs')}.\n\n{table}\n\n"
+            "Alignment: mean squared distance between an image's and its view's embeddings (lower: more invariant). "
+            "Uniformity: log mean exp(-2 d²) over pairs of images (0 = collapsed to one point; lower: more spread). "
+            "Effective rank: exp of the entropy of the normalised singular values (1 = collapsed). std·√D: "
+            "per-dimension spread (about 1 when isotropic); dead dims: share below "
+            f"{section.get('dead_ratio')}/√D. cos ref min: lowest per-image cosine to the PyTorch FP32 reference.")
+
+
 def _md_index_bench(report: dict[str, Any]) -> str | None:
     bench = report.get("index_benchmark")
     if not isinstance(bench, dict) or not bench.get("rows"):
@@ -149,14 +201,34 @@ def _md_index_bench(report: dict[str, Any]) -> str | None:
     return table + (f"\n\nRecommendation: {rec}" if rec else "")
 
 
+def _md_engines(report: dict[str, Any]) -> str | None:
+    """Where each engine of an ``edge-encoder evaluate`` report came from and who L2-normalised its output."""
+    engines = report.get("engines")
+    if not isinstance(engines, dict) or not engines:
+        return None
+    rows = [[name, str(e.get("kind", "")), str(e.get("source", "")), str(e.get("input_layout", "")),
+             "x".join(str(v) for v in e.get("input_size", [])), str(e.get("output", ""))]
+            for name, e in engines.items() if isinstance(e, dict)]
+    return _md_table(["engine", "kind", "source", "input", "size", "output"], rows)
+
+
 def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
-    """``report.md`` text: dataset, timings, headline metrics, all metrics, per-class kNN, index benchmark."""
+    """``report.md`` text: dataset, training images, timings, headline and all metrics (without labels: a sentence
+    saying accuracy was not measured, first), engines, label-free measures, per-class kNN, index benchmark."""
     parts = [f"# Run `{report.get('name', '?')}`", f"Created {report.get('created_utc', '?')} — schema "
-             f"v{report.get('schema_version')}", "## Dataset", _md_dataset(report), "## Timings (s)",
-             _md_timings(report), "## Metrics", _md_metrics(report),
-             "Δ columns are engine minus the FP32 reference; kNN accuracy always uses exact search.",
-             "## All metrics", _md_detail(report)]
-    for title, section in (("## Per-class kNN top-1", _md_per_class(report)),
+             f"v{report.get('schema_version')}"]
+    if report.get("accuracy_measured") is False:  # said first, in words: there is no accuracy table below
+        parts += [f"**{accuracy_sentence(report)}**"]
+    parts += ["## Dataset", _md_dataset(report)]
+    if isinstance(report.get("train_data"), dict):
+        parts += ["## Training images", _md_train_data(report)]
+    parts += ["## Timings (s)", _md_timings(report)]
+    if report.get("accuracy_measured") is not False:
+        parts += ["## Metrics", _md_metrics(report),
+                  "Δ columns are engine minus the FP32 reference; kNN accuracy always uses exact search.",
+                  "## All metrics", _md_detail(report)]
+    for title, section in (("## Engines", _md_engines(report)), ("## Label-free measures", _md_label_free(report)),
+                           ("## Per-class kNN top-1", _md_per_class(report)),
                            ("## Approximate index benchmark", _md_index_bench(report))):
         if section:
             parts += [title, section]
@@ -210,6 +282,54 @@ def load_report(path: Path) -> dict[str, Any]:
         raise ValueError(f"no report at {path}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path} is not a readable JSON report: {exc}") from exc
-    return check_report(data)
+    try:
+        return check_report(data)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path} is not a report of docs/report_schema.md: {exc}") from exc
+
+
+def environment() -> dict[str, Any]:
+    """The report's ``environment`` entry: library versions (None where absent), platform, CPUs, CUDA device."""
+    import os
+    import platform
+
+    import torch
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+    for module in ("onnx", "onnxruntime", "faiss", "tensorrt"):
+        try:
+            versions[module] = __import__(module).__version__
+        except Exception:  # not installed, or a broken optional install: report it as absent
+            versions[module] = None
+    return {
+        "versions": versions,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def assemble_report(*, name: str, device: str, dataset: dict[str, Any], config: dict[str, Any],
+                    timings: dict[str, float], train: dict[str, Any], export: dict[str, Any],
+                    metrics: dict[str, Any]) -> dict[str, Any]:
+    """A run's report (docs/report_schema.md) from plain sections: each stage describes itself (``dataset``:
+    ``ImageSplits.summary()``, ``train``: ``TrainResult.summary()``, ``export``: ``BundleResult.summary()``),
+    so this module needs none of them. Optional sections (``index_benchmark``...) are added by the caller."""
+    import datetime as dt
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": device,
+        "dataset": dataset,
+        "config": config,
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "train": train,
+        "export": export,
+        "metrics": metrics,
+        "environment": environment(),
+    }

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+from edge_encoder.core.config import check_types, config_from_dict, require
 from edge_encoder.evaluate.extract import ImageSource, extract
 from edge_encoder.evaluate.knn import (
     configure_threads,
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 # Metrics whose change against the reference engine goes into the comparison table.
 COMPARED_METRICS = ("knn_top1", "knn_top5", "linear_top1", "linear_top5", "recall_at_1", "map_at_r")
 MAX_CLASSES_FOR_CONFUSION = 100
+SECTION = "evaluate"  # the config file section EvalConfig is
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class EvalConfig:
         index_recall_target: recall@10 the recommended index must reach.
         index_shards: build each benchmarked index as this many CPU shards (``IndexShards``); GPUs, when FAISS
             sees them, always hold a shard each.
+        label_free_images: held-out images (seeded subset) for the label-free measures (``evaluate.label_free``),
+            each embedded with one positive view; 0 = none when accuracy is measured.
     """
 
     knn_k: int = 20
@@ -77,22 +81,25 @@ class EvalConfig:
     index_benchmark: bool = True
     index_recall_target: float = 0.95
     index_shards: int = 1
+    label_free_images: int = 1000
 
     def __post_init__(self) -> None:
-        for name in ("knn_k", "batch_size", "memory_budget_mb", "agreement_k", "index_shards"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"evaluate config: {name} must be >= 1, got {getattr(self, name)!r}")
-        if not 0.0 < self.index_recall_target <= 1.0:
-            raise ValueError(f"evaluate config: index_recall_target must be in (0, 1], got {self.index_recall_target!r}")
-        if self.knn_temperature <= 0:
-            raise ValueError(f"evaluate config: knn_temperature must be > 0, got {self.knn_temperature!r}")
+        check_types(SECTION, self)
+        for key in ("knn_k", "batch_size", "memory_budget_mb", "agreement_k", "index_shards"):
+            require(getattr(self, key) >= 1, SECTION, key, "must be >= 1", getattr(self, key))
+        require(self.seed >= 0, SECTION, "seed", "must be >= 0", self.seed)
+        require(self.label_free_images == 0 or self.label_free_images >= 2, SECTION, "label_free_images",
+                "must be 0 (none) or >= 2 (uniformity needs pairs)", self.label_free_images)
+        require(0.0 < self.index_recall_target <= 1.0, SECTION, "index_recall_target", "must lie in (0, 1]",
+                self.index_recall_target)
+        require(self.knn_temperature > 0, SECTION, "knn_temperature", "must be > 0", self.knn_temperature)
         for k, t in self.extra_knn:
-            if k < 1 or t <= 0:
-                raise ValueError(f"evaluate config: extra_knn entry ({k}, {t}) needs k >= 1 and T > 0")
-        if not self.retrieval_ks or min(self.retrieval_ks) < 1:
-            raise ValueError(f"evaluate config: retrieval_ks must be positive ranks, got {self.retrieval_ks!r}")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ValueError(f"evaluate config: num_threads must be >= 1 or null, got {self.num_threads!r}")
+            require(k >= 1 and t > 0, SECTION, "extra_knn", "needs [k, temperature] pairs with k >= 1 and T > 0",
+                    [k, t])
+        require(bool(self.retrieval_ks) and min(self.retrieval_ks) >= 1, SECTION, "retrieval_ks",
+                "must be a non-empty list of ranks >= 1", list(self.retrieval_ks))
+        require(self.num_threads is None or self.num_threads >= 1, SECTION, "num_threads", "must be >= 1 or null",
+                self.num_threads)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -101,53 +108,13 @@ class EvalConfig:
         return d
 
 
-def _want_int(key: str, v: object) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"evaluate config: {key} must be an integer, got {v!r} ({type(v).__name__})")
-    return v
-
-
-def _want_float(key: str, v: object) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise TypeError(f"evaluate config: {key} must be a number, got {v!r} ({type(v).__name__})")
-    return float(v)
-
-
 def eval_config_from_dict(d: Mapping[str, Any]) -> EvalConfig:
-    """Build an :class:`EvalConfig` from a user config mapping; unknown keys and wrong types are errors.
+    """Build an :class:`EvalConfig` from user input (``core.config.config_from_dict``).
 
     Raises:
-        ValueError: unknown key (named) or out-of-range value.
-        TypeError: a value of the wrong type (key named).
+        ValueError: unknown key, wrong type or out-of-range value, naming ``evaluate.KEY``.
     """
-    if not isinstance(d, Mapping):
-        raise TypeError(f"evaluate config must be a mapping, got {type(d).__name__}")
-    known = {f.name for f in fields(EvalConfig)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"evaluate config: unknown key(s) {unknown}; known keys are {sorted(known)}")
-    kw: dict[str, Any] = {}
-    for key, v in d.items():
-        if key in ("knn_k", "batch_size", "memory_budget_mb", "seed", "agreement_k", "index_shards"):
-            kw[key] = _want_int(key, v)
-        elif key in ("knn_temperature", "index_recall_target"):
-            kw[key] = _want_float(key, v)
-        elif key in ("linear_probe", "index_benchmark"):
-            if not isinstance(v, bool):
-                raise TypeError(f"evaluate config: {key} must be true/false, got {v!r}")
-            kw[key] = v
-        elif key == "num_threads":
-            kw[key] = None if v is None else _want_int(key, v)
-        elif key == "retrieval_ks":
-            if not isinstance(v, (list, tuple)):
-                raise TypeError(f"evaluate config: retrieval_ks must be a list of integers, got {v!r}")
-            kw[key] = tuple(_want_int(f"{key}[{i}]", x) for i, x in enumerate(v))
-        elif key == "extra_knn":
-            if not isinstance(v, (list, tuple)) or any(not isinstance(p, (list, tuple)) or len(p) != 2 for p in v):
-                raise TypeError(f"evaluate config: extra_knn must be a list of [k, temperature] pairs, got {v!r}")
-            kw[key] = tuple((_want_int(f"{key}[{i}][0]", p[0]), _want_float(f"{key}[{i}][1]", p[1]))
-                            for i, p in enumerate(v))
-    return EvalConfig(**kw)
+    return config_from_dict(SECTION, EvalConfig, d)
 
 
 @dataclass(frozen=True)

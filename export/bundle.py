@@ -29,17 +29,19 @@ import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping
 
 import numpy as np
+from edge_encoder.core.contract import check_uint8_nhwc
 from edge_encoder.core.files import atomic_write_bytes, file_sha256
+from edge_encoder.export.manifest import MANIFEST_FORMAT, load_manifest  # noqa: F401 - re-exported
+from edge_encoder.export.config import ExportConfig
 from edge_encoder.export.engines import OnnxRuntimeEngine, TorchEngine
 from edge_encoder.export.onnx_export import (
     INPUT_NAME,
     OUTPUT_NAME,
     Preprocess,
     build_fp32_encoder,
-    check_input_layout,
     input_contract,
     save_model,
 )
@@ -50,14 +52,15 @@ from edge_encoder.export.parity import (
 )
 from edge_encoder.export.precision import (
     INT8_FLAVOURS,
-    VARIANTS,
     QuantConfig,
     make_variant,
 )
+from edge_encoder.export.reference import write_reference_set
+from edge_encoder.export.trt_conformance import bundle_conformance
+from edge_encoder.export.trt_plans import DLA_VARIANTS, key_command, plan_relpath
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_FORMAT = "edge-encoder/deploy-bundle/1"
 PROFILE = {"min": 1, "opt": 32, "max": 64}  # TensorRT batch profile; Triton's max_batch_size follows "max"
 
 
@@ -85,6 +88,66 @@ class BundleResult:
     manifest_path: Path
     variants: dict[str, VariantResult]
 
+    def summary(self) -> dict[str, Any]:
+        """The report's ``export`` entry: the bundle location and, per variant, file, precision and parity."""
+        manifest = json.loads(self.manifest_path.read_text())
+        return {
+            "bundle": str(self.manifest_path.parent),
+            "opset": manifest.get("opset"),
+            "exporter": manifest.get("exporter"),
+            "variants": {
+                name: {"file": str(v.path.name), "engine": v.engine_name, "precision": v.precision, "passed": v.passed,
+                       "parity": v.parity}
+                for name, v in self.variants.items()
+            },
+        }
+
+
+@dataclass(frozen=True)
+class BundleImages:
+    """The images a bundle is built from: uint8 NHWC RGB at the model's input size, whatever ``input_layout``
+    (float variants are calibrated and checked on them normalised with the recorded mean/std).
+
+    Attributes:
+        calibration: uint8 ``(N, H, W, 3)`` training images that calibrate the INT8 variants.
+        parity: uint8 ``(M, H, W, 3)`` fixed evaluation subset every variant is compared on.
+        parity_labels: int ``(M,)`` labels of ``parity`` (adds the kNN accuracy change), or None.
+        calibration_indices: where ``calibration`` came from in the training split (recorded), or None.
+    """
+
+    calibration: np.ndarray
+    parity: np.ndarray
+    parity_labels: np.ndarray | None = None
+    calibration_indices: np.ndarray | None = None
+
+    def check(self, image_size: int) -> None:
+        """``ValueError`` naming the array unless both sets are non-empty uint8 ``(N, image_size, image_size, 3)``."""
+        check_uint8_nhwc("calibration_images", self.calibration, image_size)
+        check_uint8_nhwc("parity_images", self.parity, image_size)
+        if self.parity_labels is not None and np.shape(self.parity_labels) != (len(self.parity),):
+            raise ValueError(f"parity_labels must have shape ({len(self.parity)},), got {np.shape(self.parity_labels)}")
+
+
+@dataclass(frozen=True)
+class BuiltVariant:
+    """One variant written to the build folder: its file, its manifest entry (sha256, parity...) and the gate."""
+
+    name: str
+    file: str
+    entry: dict[str, Any]
+    passed: bool
+
+
+@dataclass(frozen=True)
+class BuiltVariants:
+    """What :func:`build_variants` made: the FP32 reference embeddings of the parity images ``float32 (M, D)``,
+    the exporter used (and its notes) and every variant, in the requested order."""
+
+    reference: np.ndarray
+    exporter: str
+    notes: list[str]
+    variants: list[BuiltVariant]
+
 
 def _resolve_source(source: Any) -> tuple[Any, dict[str, Any], dict[str, Any], str | None]:
     """``(backbone, preprocess, backbone_config, checkpoint_sha256)`` from a checkpoint path or a triple."""
@@ -102,14 +165,6 @@ def _resolve_source(source: Any) -> tuple[Any, dict[str, Any], dict[str, Any], s
         backbone, preprocess, backbone_config = source
         return backbone, dict(preprocess), dict(backbone_config), None
     raise TypeError(f"source must be a checkpoint path or a (backbone, preprocess, backbone_config) tuple, got {type(source).__name__}")
-
-
-def _check_images(name: str, images: np.ndarray, size: int) -> None:
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 \
-            or images.shape[1:] != (size, size, 3) or len(images) == 0:
-        shape = getattr(images, "shape", None)
-        raise ValueError(f"{name} must be a non-empty uint8 (N, {size}, {size}, 3) array, got "
-                         f"{getattr(images, 'dtype', type(images).__name__)} {shape}")
 
 
 def _versions() -> dict[str, str | None]:
@@ -131,91 +186,107 @@ def _git_commit() -> str | None:
     return res.stdout.strip() if res.returncode == 0 else None
 
 
-def export_bundle(source: Any, out_dir: Path, *, calibration_images: np.ndarray, parity_images: np.ndarray,
-                  parity_labels: np.ndarray | None = None, variants: Sequence[str] = VARIANTS, opset: int = 17,
-                  exporter: str = "auto", calibration_indices: np.ndarray | None = None,
-                  thresholds: dict[str, ParityThresholds] | None = None,
-                  quant_configs: dict[str, QuantConfig] | None = None, allow_failed: bool = False,
-                  progress: bool = False, input_layout: str = "uint8_nhwc") -> BundleResult:
+def export_bundle(source: Any, out_dir: Path | str, images: BundleImages, config: ExportConfig = ExportConfig(), *,
+                  progress: bool = False) -> BundleResult:
     """Export every variant, gate it on parity with the FP32 PyTorch reference, write the bundle atomically.
 
     Args:
         source: checkpoint path (read with ``train.checkpoint.load_backbone``) or an in-memory
             ``(backbone, preprocess, backbone_config)`` triple.
-        out_dir: the bundle directory (replaced as a whole at the end).
-        calibration_images: uint8 ``(N, H, W, 3)`` training images for INT8 calibration.
-        parity_images: uint8 ``(M, H, W, 3)`` fixed evaluation subset; ``parity_labels`` int ``(M,)`` adds
-            the kNN accuracy change.
-        calibration_indices: where ``calibration_images`` came from in the training split (recorded).
-        thresholds / quant_configs: per-variant overrides of ``DEFAULT_THRESHOLDS`` / ``INT8_FLAVOURS``.
-        allow_failed: do not raise ``ParityGateError`` when a variant fails its gate.
-        input_layout: ``"uint8_nhwc"`` (default) or ``"float_nchw"`` (see ``export.onnx_export.export_onnx``);
-            every variant of the bundle gets it. Calibration and parity images stay uint8 NHWC either way
-            (float variants are calibrated and checked on them normalised with the recorded mean/std).
+        out_dir: the bundle directory (built beside it, swapped in as a whole at the end).
+        images: calibration and parity images (:class:`BundleImages`).
+        config: variants, exporter, input layout, gates (:class:`export.config.ExportConfig`).
+        progress: a progress bar over the variants.
 
     Raises:
-        ParityGateError: after the bundle is written, when a variant failed and ``allow_failed`` is False.
+        ValueError / TypeError: a bad source or images (nothing written).
+        ParityGateError: after the bundle is written, when a variant failed and ``config.allow_failed`` is False.
     """
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown or "fp32" not in variants:
-        raise ValueError(f"variants must include 'fp32' and come from {VARIANTS}, got {list(variants)}")
-    check_input_layout(input_layout)
     backbone, preprocess, backbone_config, ckpt_sha = _resolve_source(source)
     pre = Preprocess.from_dict(preprocess)
-    _check_images("calibration_images", calibration_images, pre.image_size)
-    _check_images("parity_images", parity_images, pre.image_size)
-    if parity_labels is not None and np.shape(parity_labels) != (len(parity_images),):
-        raise ValueError(f"parity_labels must have shape ({len(parity_images)},), got {np.shape(parity_labels)}")
+    images.check(pre.image_size)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     recover_interrupted(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-{os.getpid()}-", dir=out_dir.parent))
     try:
-        fp32, exporter_used, notes = build_fp32_encoder(backbone, pre.to_dict(), opset=opset, exporter=exporter,
-                                                        input_layout=input_layout)
-        with TorchEngine(backbone, pre.to_dict()) as ref_engine:
-            reference = ref_engine.embed(parity_images)
-        thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
-        results: dict[str, VariantResult] = {}
-        entries: dict[str, Any] = {}
-        iterator = list(variants)
-        if progress:
-            from tqdm import tqdm
-
-            iterator = tqdm(iterator, desc="export variants", unit="variant")
-        for variant in iterator:
-            model = make_variant(fp32, variant, calibration_images, (quant_configs or {}).get(variant))
-            file = f"encoder_{variant}.onnx"
-            sha = save_model(model, tmp / file)
-            with OnnxRuntimeEngine(tmp / file, name=f"onnx_{variant}", preprocess=pre.to_dict()) as engine:
-                candidate = engine.embed(parity_images)
-            report = compare_embeddings(reference, candidate, parity_labels, thresholds[variant])
-            logger.info("%s: cosine min %.6f, top-1 agreement %.3f, %s", variant, report.cosine_min,
-                        report.top1_agreement, "passed" if report.passed else f"FAILED {report.failures}")
-            entries[variant] = {"file": file, "engine_name": f"onnx_{variant}", "precision": variant,
-                                "sha256": sha, "bytes": (tmp / file).stat().st_size,
-                                "quantization": _quant_desc(variant, quant_configs), "parity": report.to_dict(),
-                                "passed": report.passed}
-            results[variant] = VariantResult(out_dir / file, f"onnx_{variant}", variant, report.to_dict(), report.passed)
-        out_dim = int(reference.shape[1])
-        manifest = _manifest(pre, out_dim, backbone_config, entries, ckpt_sha, opset, exporter_used, notes,
-                             len(calibration_images), len(parity_images), input_layout)
-        _write_json(tmp / "manifest.json", manifest)
-        _write_json(tmp / "calibration.json", _calibration_record(calibration_images, calibration_indices))
-        _write_text(tmp / "trtexec.txt", trtexec_commands(list(variants), pre.image_size, input_layout=input_layout))
-        write_triton_repository(tmp, list(variants), pre.image_size, out_dim, input_layout=input_layout)
-        _write_text(tmp / "README.md", device_readme(manifest))
+        built = build_variants(backbone, pre, images, config, tmp, progress=progress)
+        write_bundle(tmp, built, pre, backbone_config, ckpt_sha, images, config)
         _swap_in(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    results = {b.name: VariantResult(out_dir / b.file, b.entry["engine_name"], b.name, b.entry["parity"], b.passed)
+               for b in built.variants}
     failed = {v: r.parity["failures"] for v, r in results.items() if not r.passed}
-    if failed and not allow_failed:
+    if failed and not config.allow_failed:
         raise ParityGateError(failed, out_dir / "manifest.json")
     return BundleResult(out_dir / "manifest.json", results)
 
 
-def _quant_desc(variant: str, overrides: dict[str, QuantConfig] | None) -> dict[str, Any] | None:
+def build_variants(backbone: Any, pre: Preprocess, images: BundleImages, config: ExportConfig, folder: Path, *,
+                   progress: bool = False) -> BuiltVariants:
+    """Export the verified FP32 graph, derive each variant of ``config.variants`` into
+    ``folder/encoder_<variant>.onnx`` and gate it on the parity images against the PyTorch reference."""
+    fp32, exporter_used, notes = build_fp32_encoder(backbone, pre.to_dict(), opset=config.opset,
+                                                    exporter=config.exporter, input_layout=config.input_layout)
+    with TorchEngine(backbone, pre.to_dict()) as ref_engine:
+        reference = ref_engine.embed(images.parity)
+    thresholds = {**DEFAULT_THRESHOLDS, **config.thresholds}
+    iterator: Any = list(config.variants)
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, desc="export variants", unit="variant")
+    built = [_build_variant(fp32, variant, pre, images, reference, thresholds[variant], config, folder)
+             for variant in iterator]
+    return BuiltVariants(reference, exporter_used, notes, built)
+
+
+def _build_variant(fp32: Any, variant: str, pre: Preprocess, images: BundleImages, reference: np.ndarray,
+                   thresholds: ParityThresholds, config: ExportConfig, folder: Path) -> BuiltVariant:
+    """Make, write and gate one variant (parity, plus the TensorRT conformance of TensorRT-bound variants)."""
+    model = make_variant(fp32, variant, images.calibration, config.quant_configs.get(variant))
+    file = f"encoder_{variant}.onnx"
+    sha = save_model(model, folder / file)
+    with OnnxRuntimeEngine(folder / file, name=f"onnx_{variant}", preprocess=pre.to_dict()) as engine:
+        candidate = engine.embed(images.parity)
+    report = compare_embeddings(reference, candidate, images.parity_labels, thresholds)
+    # TensorRT-bound variants: a documented parser/DLA rule broken fails the variant like parity does
+    conformance, trt_failures = bundle_conformance(model, variant, profile=PROFILE, dla_batch=config.dla_batch)
+    report.failures.extend(trt_failures)
+    logger.info("%s: cosine min %.6f, top-1 agreement %.3f, %s", variant, report.cosine_min,
+                report.top1_agreement, "passed" if report.passed else f"FAILED {report.failures}")
+    entry = {"file": file, "engine_name": f"onnx_{variant}", "precision": variant,
+             "sha256": sha, "bytes": (folder / file).stat().st_size,
+             "quantization": _quant_desc(variant, config.quant_configs), "parity": report.to_dict(),
+             "passed": report.passed,
+             **({"tensorrt_conformance": conformance} if conformance else {})}
+    return BuiltVariant(variant, file, entry, report.passed)
+
+
+def write_bundle(folder: Path, built: BuiltVariants, pre: Preprocess, backbone_config: dict[str, Any],
+                 ckpt_sha: str | None, images: BundleImages, config: ExportConfig) -> dict[str, Any]:
+    """Write what accompanies the variants in ``folder``: ``manifest.json``, ``calibration.json``, the reference
+    set, ``trtexec.txt``, ``triton/`` and the device ``README.md``. Returns the manifest."""
+    variants = [b.name for b in built.variants]
+    out_dim = int(built.reference.shape[1])
+    manifest = _manifest(pre, built, backbone_config, ckpt_sha, images, config)
+    thresholds = {**DEFAULT_THRESHOLDS, **config.thresholds}
+    manifest["reference"] = write_reference_set(folder, images.parity, images.parity_labels, built.reference,
+                                                {v: thresholds[v] for v in variants})
+    manifest["dla_batch"] = int(config.dla_batch)  # static batch of the DLA plans (export.tensorrt --dla-core); 0 = none
+    _write_json(folder / "manifest.json", manifest)
+    _write_json(folder / "calibration.json", _calibration_record(images.calibration, images.calibration_indices))
+    _write_text(folder / "trtexec.txt", trtexec_commands(variants, pre.image_size, input_layout=config.input_layout,
+                                                         dla_batch=config.dla_batch))
+    write_triton_repository(folder, variants, pre.image_size, out_dim, input_layout=config.input_layout,
+                            dla_batch=config.dla_batch)
+    _write_text(folder / "README.md", device_readme(manifest))
+    return manifest
+
+
+def _quant_desc(variant: str, overrides: Mapping[str, QuantConfig] | None) -> dict[str, Any] | None:
     if variant not in INT8_FLAVOURS:
         return None
     cfg = (overrides or {}).get(variant) or INT8_FLAVOURS[variant]
@@ -223,9 +294,12 @@ def _quant_desc(variant: str, overrides: dict[str, QuantConfig] | None) -> dict[
             "excluded": "preprocess/*, input/* and tail/* nodes (kept FP32)"}
 
 
-def _manifest(pre: Preprocess, out_dim: int, backbone_config: dict[str, Any], entries: dict[str, Any],
-              ckpt_sha: str | None, opset: int, exporter: str, notes: list[str], n_calib: int, n_parity: int,
-              input_layout: str = "uint8_nhwc") -> dict[str, Any]:
+def _manifest(pre: Preprocess, built: BuiltVariants, backbone_config: dict[str, Any], ckpt_sha: str | None,
+              images: BundleImages, config: ExportConfig) -> dict[str, Any]:
+    input_layout, out_dim = config.input_layout, int(built.reference.shape[1])
+    entries = {b.name: b.entry for b in built.variants}
+    n_calib, n_parity, opset, exporter, notes = (len(images.calibration), len(images.parity), config.opset,
+                                                 built.exporter, built.notes)
     spec = input_contract(input_layout, pre.image_size)
     return {
         "format": MANIFEST_FORMAT,
@@ -319,56 +393,83 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def load_manifest(bundle_dir: Path | str) -> dict[str, Any]:
-    """Read and validate ``manifest.json`` of a bundle; raises ``ValueError`` naming the missing key."""
-    path = Path(bundle_dir) / "manifest.json"
-    if not path.is_file():
-        raise ValueError(f"no manifest.json in {bundle_dir}")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{path}: format is {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
-    for key in ("input", "preprocessing", "output", "variants", "provenance"):
-        if key not in manifest:
-            raise ValueError(f"{path}: missing key {key!r}")
-    return manifest
-
-
 def trtexec_commands(variants: list[str], image_size: int, profile: dict[str, int] = PROFILE, *,
-                     input_layout: str = "uint8_nhwc") -> str:
-    """``trtexec`` lines equivalent to ``python -m edge_encoder.export.tensorrt`` (strongly typed, same profile)."""
+                     input_layout: str = "uint8_nhwc", dla_batch: int = 0) -> str:
+    """``trtexec`` lines equivalent to ``python -m edge_encoder.export.tensorrt``, each followed by its key step.
+
+    GPU lines: strongly typed, the dynamic ``profile``. DLA lines (fp16 / int8_trt; commented examples at batch 1
+    when ``dla_batch`` is 0): one static shape, min = opt = max = ``--shapes`` (TensorRT's DLA restrictions), weakly
+    typed with ``--fp16`` / ``--int8`` for TensorRT 10 (see ``trt_plans.build_mode`` for why and for TensorRT 11).
+    Flags: NVIDIA/TensorRT samples/trtexec/README.md and ``trtexec --help`` (``--useDLACore``, ``--allowGPUFallback``,
+    ``--shapes``, ``--saveEngine``, ``--stronglyTyped``).
+    """
     rest = "x".join(str(d) for d in input_contract(input_layout, image_size)["shape"][1:])
     shape = lambda n: f"{INPUT_NAME}:{n}x{rest}"  # noqa: E731
     lines = ["# Build on the target device (engines are specific to the GPU and TensorRT version).",
-             "# Strongly typed: precision comes from the ONNX graph (works on TensorRT 10 and 11).",
+             "# GPU engines: strongly typed (precision comes from the ONNX graph; TensorRT 10 and 11), FP32 layers without "
+             "TF32 (--noTF32), batch "
+             f"{profile['min']}..{profile['max']}.",
              f"# Input {INPUT_NAME}: " + ("uint8 NHWC camera pixels (normalisation inside the graph)."
                                           if input_layout == "uint8_nhwc" else
                                           "float32 NCHW, already ((x / 255) - mean) / std (see manifest.json)."),
+             "# The `python -m edge_encoder.export.tensorrt key` line after each build writes the plan's engine key.",
              "mkdir -p tensorrt"]
     for v in variants:
-        lines.append(f"trtexec --onnx=encoder_{v}.onnx --stronglyTyped --minShapes={shape(profile['min'])} "
-                     f"--optShapes={shape(profile['opt'])} --maxShapes={shape(profile['max'])} "
-                     f"--memPoolSize=workspace:1024M --timingCacheFile=tensorrt/timing.cache "
-                     f"--saveEngine=tensorrt/encoder_{v}.plan")
-    lines.append("# Jetson DLA (optional): add --useDLACore=0 --allowGPUFallback")
-    return "\n".join(lines) + "\n"
+        lines += [f"trtexec --onnx=encoder_{v}.onnx --stronglyTyped --noTF32 --minShapes={shape(profile['min'])} "
+                  f"--optShapes={shape(profile['opt'])} --maxShapes={shape(profile['max'])} "
+                  f"--memPoolSize=workspace:1024M --timingCacheFile=tensorrt/timing.cache "
+                  f"--saveEngine={plan_relpath(v)}",
+                  key_command(plan_relpath(v), f"encoder_{v}.onnx")]
+    return "\n".join(lines + _trtexec_dla_lines(variants, shape, dla_batch)) + "\n"
+
+
+def _trtexec_dla_lines(variants: list[str], shape: Any, dla_batch: int) -> list[str]:
+    dla = [v for v in variants if v in DLA_VARIANTS]
+    batch = dla_batch or 1
+    lines = [f"# Jetson DLA core 0: {', '.join(dla) or 'no DLA variant in this bundle'} (DLA has no FP32), one static "
+             f"batch {batch}" + ("" if dla_batch else " (export.dla_batch = 0: examples only, uncomment to use)") + ".",
+             "# TensorRT 10 (JetPack 6): weakly typed with --fp16 / --int8, as trtexec 10.x sets them for DLA; on TensorRT 11",
+             "# (JetPack 7.2.2+) drop --fp16 / --int8 and add --stronglyTyped. Layers DLA cannot run fall back to the GPU."]
+    prefix = "" if dla_batch else "# "
+    for v in dla:
+        plan = plan_relpath(v, 0, batch)
+        precision = "--int8 --fp16" if v.startswith("int8") else "--fp16"
+        lines += [f"{prefix}trtexec --onnx=encoder_{v}.onnx --useDLACore=0 --allowGPUFallback {precision} --noTF32 "
+                  f"--minShapes={shape(batch)} --optShapes={shape(batch)} --maxShapes={shape(batch)} "
+                  f"--shapes={shape(batch)} --memPoolSize=workspace:1024M --timingCacheFile=tensorrt/timing.cache "
+                  f"--saveEngine={plan}",
+                  f"{prefix}{key_command(plan, f'encoder_{v}.onnx', 0)}"]
+    return lines
 
 
 def _config_pbtxt(name: str, platform: str, image_size: int, out_dim: int, max_batch: int,
-                  input_layout: str = "uint8_nhwc") -> str:
+                  input_layout: str = "uint8_nhwc", *, static_batch: int = 0) -> str:
+    """Triton ``config.pbtxt``. ``static_batch`` > 0: a fixed-batch (DLA) plan — ``max_batch_size: 0`` with the
+    batch in ``dims`` ("for models that do not support batching ... max_batch_size must be set to zero", the full
+    shape is then given by dims; triton-inference-server/server docs/user_guide/model_configuration.md, "Maximum
+    Batch Size"), no dynamic batcher, and the DLA as secondary device (``KIND_NVDLA``, server PR #2912)."""
     spec = input_contract(input_layout, image_size)
     dtype = {"uint8": "TYPE_UINT8", "float32": "TYPE_FP32"}[spec["dtype"]]
-    dims = ", ".join(str(d) for d in spec["shape"][1:])
-    return (f'name: "{name}"\nplatform: "{platform}"\nmax_batch_size: {max_batch}\n'
-            f'input [\n  {{\n    name: "{INPUT_NAME}"\n    data_type: {dtype}\n    format: FORMAT_{spec["layout"]}\n'
+    lead = [static_batch] if static_batch else []
+    dims = ", ".join(str(d) for d in lead + list(spec["shape"][1:]))
+    out_dims = ", ".join(str(d) for d in lead + [out_dim])
+    fmt = "" if static_batch else f'    format: FORMAT_{spec["layout"]}\n'  # a format means 3 dims without batch
+    text = (f'name: "{name}"\nplatform: "{platform}"\nmax_batch_size: {0 if static_batch else max_batch}\n'
+            f'input [\n  {{\n    name: "{INPUT_NAME}"\n    data_type: {dtype}\n{fmt}'
             f'    dims: [ {dims} ]\n  }}\n]\n'
-            f'output [\n  {{\n    name: "{OUTPUT_NAME}"\n    data_type: TYPE_FP32\n    dims: [ {out_dim} ]\n  }}\n]\n'
-            f'dynamic_batching {{\n  max_queue_delay_microseconds: 500\n}}\n')
+            f'output [\n  {{\n    name: "{OUTPUT_NAME}"\n    data_type: TYPE_FP32\n    dims: [ {out_dims} ]\n  }}\n]\n')
+    if static_batch:
+        return text + ('instance_group [\n  {\n    kind: KIND_GPU\n    secondary_devices [\n      {\n'
+                       '        kind: KIND_NVDLA\n        device_id: 0\n      }\n    ]\n  }\n]\n')
+    return text + 'dynamic_batching {\n  max_queue_delay_microseconds: 500\n}\n'
 
 
 def write_triton_repository(bundle: Path, variants: list[str], image_size: int, out_dim: int,
-                            profile: dict[str, int] = PROFILE, *, input_layout: str = "uint8_nhwc") -> None:
-    """``triton/`` model repository: ``encoder_onnx_<v>`` (with ``1/model.onnx``) and ``encoder_trt_<v>``
-    (``1/model.plan`` is written by ``python -m edge_encoder.export.tensorrt``); max_batch_size = the TRT profile max."""
+                            profile: dict[str, int] = PROFILE, *, input_layout: str = "uint8_nhwc",
+                            dla_batch: int = 0) -> None:
+    """``triton/`` model repository: ``encoder_onnx_<v>`` (with ``1/model.onnx``), ``encoder_trt_<v>``
+    (max_batch_size = the TRT profile max) and, when ``dla_batch`` > 0, ``encoder_trt_<v>_dla`` for fp16 / int8_trt
+    (static batch ``dla_batch``). ``1/model.plan`` is written by ``python -m edge_encoder.export.tensorrt``."""
     for v in variants:
         onnx_dir = bundle / "triton" / f"encoder_onnx_{v}"
         (onnx_dir / "1").mkdir(parents=True, exist_ok=True)
@@ -378,10 +479,13 @@ def write_triton_repository(bundle: Path, variants: list[str], image_size: int, 
             os.link(bundle / f"encoder_{v}.onnx", onnx_dir / "1" / "model.onnx")
         except OSError:
             shutil.copy2(bundle / f"encoder_{v}.onnx", onnx_dir / "1" / "model.onnx")
-        trt_dir = bundle / "triton" / f"encoder_trt_{v}"
-        (trt_dir / "1").mkdir(parents=True, exist_ok=True)
-        _write_text(trt_dir / "config.pbtxt", _config_pbtxt(trt_dir.name, "tensorrt_plan", image_size, out_dim, profile["max"],
-                                                             input_layout))
+        trt_dirs = [(bundle / "triton" / f"encoder_trt_{v}", 0)]
+        if dla_batch and v in DLA_VARIANTS:
+            trt_dirs.append((bundle / "triton" / f"encoder_trt_{v}_dla", dla_batch))
+        for trt_dir, static in trt_dirs:
+            (trt_dir / "1").mkdir(parents=True, exist_ok=True)
+            _write_text(trt_dir / "config.pbtxt", _config_pbtxt(trt_dir.name, "tensorrt_plan", image_size, out_dim,
+                                                                 profile["max"], input_layout, static_batch=static))
 
 
 def device_readme(manifest: dict[str, Any]) -> str:
@@ -399,6 +503,12 @@ def device_readme(manifest: dict[str, Any]) -> str:
                       f"N dynamic.\nNormalisation is NOT inside the graphs: feed {pre['formula']} with mean = {pre['mean']}, "
                       f"std = {pre['std']}\n(upstream, e.g. in a DeepStream/Triton preprocessing step). "
                       f"`export.engines` engines still take uint8 NHWC\nand apply it themselves.")
+    dla_batch = manifest.get("dla_batch", 0)
+    dla_arg = "" if dla_batch else "--dla-batch 1"
+    dla_text = (f"this bundle's is {dla_batch} (export.dla_batch), `tensorrt/encoder_<variant>.dla0.b{dla_batch}.plan`."
+                if dla_batch else "this bundle sets none (export.dla_batch = 0), so pass `--dla-batch B`.")
+    triton_dla = (f"\n`encoder_trt_<variant>_dla` (fp16, int8_trt): the DLA plan, fixed batch {dla_batch} "
+                  "(max_batch_size 0, the batch in dims)." if dla_batch else "")
     return f"""# Edge encoder deploy bundle
 
 {input_text}
@@ -411,20 +521,29 @@ Output `{out['name']}`: float32 (N, {out['embedding_dim']}), rows L2-normalised 
 ## Build TensorRT engines on this device (TensorRT >= 10; no training code or dataset needed)
 
     python -m edge_encoder.export.tensorrt .            # all variants -> tensorrt/encoder_<variant>.plan (+ engine key)
-    python -m edge_encoder.export.tensorrt . --variant int8_trt --dla-core 0   # Jetson DLA with GPU fallback
+    python -m edge_encoder.export.tensorrt . --dla-core 0 {dla_arg}  # Jetson DLA: fp16 + int8_trt, static batch
 
-or the equivalent `trtexec` lines in `trtexec.txt`. Engines are tied to the GPU and TensorRT version; a
-mismatching engine is refused with the rebuild command.
+or the equivalent `trtexec` lines in `trtexec.txt`, each followed by its `... key` line (the engine key; a plan
+without one still loads). Engines are tied to the GPU and TensorRT version; a mismatching engine is refused with
+the commands that rebuild it. DLA runs FP16 and INT8 only (fp32 is refused) and one static batch: {dla_text}
+Layers DLA cannot run fall back to the GPU; the engine key records how many can run on DLA.
 
-## Verify
+## Verify on this device
 
-    python -c "from edge_encoder.export.engines import open_engine; import numpy as np; e = open_engine('.', 'fp32'); print(e.embed(np.zeros((2, {inp['image_size']}, {inp['image_size']}, 3), np.uint8)).shape)"
+    edge-encoder verify .                          # ONNX Runtime, every variant (imports only onnxruntime + numpy)
+    edge-encoder verify . --backend tensorrt       # the plans built above (add --dla-core 0 for the DLA plans)
 
-and compare each file's SHA-256 with `manifest.json`.
+checks every file against its SHA-256 in `manifest.json` (the variants and `reference/`:
+{manifest.get('reference', {}).get('count', 0)} of the parity images, their labels and their FP32 PyTorch embeddings),
+runs each engine on the reference images, gates it against the FP32 embeddings with the thresholds in
+`manifest.json` (`reference.gates`), times it at batch 1, 8 and {manifest['tensorrt_profile']['max']} after warm-up,
+and writes `device_report.json` and `device_report.md` here. Exit 0: every file intact and every gate passed;
+2: a missing or changed file; 3: a gate failed (each named in one line on stderr). In Python,
+`edge_encoder.export.bundle_files.open_engine('.', 'fp32')` opens a variant after the same file checks.
 
 ## Serve with Triton
 
 `triton/` is a model repository: `encoder_onnx_<variant>` (onnxruntime_onnx) and `encoder_trt_<variant>`
 (tensorrt_plan; copy `tensorrt/encoder_<variant>.plan` to `triton/encoder_trt_<variant>/1/model.plan`).
-max_batch_size = {manifest['tensorrt_profile']['max']} (the TensorRT profile's max batch).
+max_batch_size = {manifest['tensorrt_profile']['max']} (the TensorRT profile's max batch).{triton_dla}
 """

@@ -100,10 +100,6 @@ def _loo_knn_correct(neighbours: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return correct
 
 
-def _loo_knn_accuracy(neighbours: np.ndarray, labels: np.ndarray) -> float:
-    return float(_loo_knn_correct(neighbours, labels).mean())
-
-
 def compare_embeddings(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None,
                        thresholds: ParityThresholds | None = None, k: int = 10) -> ParityReport:
     """Parity of ``candidate`` float ``(N, D)`` against ``reference`` float ``(N, D)`` (same images, same order).

@@ -2,8 +2,11 @@
 
 - ``fp16``: the backbone region's weights and compute in FP16; preprocessing and the L2 tail stay FP32,
   joined by explicit Casts (the tail's sum of squares overflows in FP16).
-- ``int8_trt``: static PTQ in QDQ format, int8 per-channel weights and int8 activations, all symmetric, so
-  every zero-point is 0 (TensorRT's explicit quantization rejects anything else).
+- ``int8_trt``: static PTQ in QDQ format for TensorRT's explicit quantization: int8 per-channel weights and
+  int8 activations, all symmetric (every zero-point 0, TensorRT rejects anything else), biases left in FP32
+  (no INT32 ``DequantizeLinear``: TensorRT's parser refuses them), and Q/DQ only where NVIDIA's placement
+  recommendations put them (see ``_TRT_PLACEMENT``): convolution inputs and weights, and the residual branch
+  of each ``Add`` so that Conv + Add fuse. Pooling, flatten and the L2 tail carry no Q/DQ and stay FP32.
 - ``int8_cpu``: static PTQ in QDQ format, uint8 (asymmetric) activations and int8 per-channel weights
   (U8S8), which ONNX Runtime's CPU kernels run fast on x86 VNNI and ARM.
 
@@ -151,6 +154,8 @@ class QuantConfig:
             0.913 / 0.915 with min/max, 0.927 / 0.928 with percentile, 1st-percentile cosine 0.9987 -> 0.9991;
             ``int8_cpu`` 0.946 / 0.944 -> 0.947 / 0.949; kNN top-1 within a few queries of 2,000 either way.
             Calibration runs one batch per pass (see ``_ImageReader``), so the histograms cost bounded memory.
+        placement: ``"onnxruntime"`` (ORT's defaults, for ORT's CPU kernels) or ``"tensorrt"`` (NVIDIA's Q/DQ
+            placement, FP32 biases; see ``PLACEMENTS``).
     """
 
     activation_type: str
@@ -159,10 +164,37 @@ class QuantConfig:
     weight_symmetric: bool = True
     per_channel: bool = True
     calibrate_method: str = "percentile"
+    placement: str = "onnxruntime"
+
+
+# Where Q/DQ go. "onnxruntime": ONNX Runtime's defaults (every quantizable op's inputs and outputs, biases as
+# INT32 DequantizeLinear), which its CPU kernels fuse into QLinear* ops. "tensorrt": NVIDIA's Q/DQ placement
+# recommendations for explicit quantization (TensorRT developer guide, "Explicit Quantization" > "Q/DQ Layer
+# Placement Recommendations", https://docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/
+# quantized-types-explicit-quantization.html): quantize all inputs of weighted operations (Conv data and
+# weights), do not quantize their outputs (TensorRT fuses Conv + ReLU and Conv + Add itself), and at a residual
+# Add put the Q/DQ on the residual (skip) branch only, not between Conv and Add, so that the Add fuses into the
+# Conv as its INT8 epilogue (NVIDIA/TensorRT tools/tensorflow-quantization/docs/source/docs/
+# add_custom_qdq_cases.md, "ResNetV1QDQCase"; the same block as NVIDIA pytorch-quantization's quantized ResNet,
+# which quantizes ``identity`` / ``downsample(x)`` before ``out += identity``).
+PLACEMENTS = ("onnxruntime", "tensorrt")
+# ONNX Runtime's quantize_static options for the TensorRT placement (onnxruntime/quantization/quantize.py, 1.32):
+#   op_types_to_quantize=["Conv", "Add"]: nothing else (Relu, pooling, Flatten/Reshape) gets Q/DQ;
+#   QuantizeBias=False: "it remains floating-point bias and does not insert any quantization nodes associated
+#     with biases" (default True emits INT32 DequantizeLinear, refused by TensorRT: onnx/onnx-tensorrt#850,
+#     microsoft/onnxruntime#14229, #17738);
+#   OpTypesToExcludeOutputQuantization=["Conv", "Add"]: no Q/DQ on their outputs (ORT's QDQConv and
+#     QDQOperatorBase otherwise quantize node.output[0]).
+# ORT quantizes both Add inputs; _keep_residual_qdq_only then removes the pair on the Conv (main) branch.
+_TRT_PLACEMENT = {
+    "op_types_to_quantize": ["Conv", "Add"],
+    "extra_options": {"QuantizeBias": False, "OpTypesToExcludeOutputQuantization": ["Conv", "Add"]},
+}
 
 
 INT8_FLAVOURS: dict[str, QuantConfig] = {
-    "int8_trt": QuantConfig(activation_type="int8", weight_type="int8", activation_symmetric=True),
+    "int8_trt": QuantConfig(activation_type="int8", weight_type="int8", activation_symmetric=True,
+                            placement="tensorrt"),
     "int8_cpu": QuantConfig(activation_type="uint8", weight_type="int8", activation_symmetric=False),
 }
 
@@ -237,6 +269,9 @@ def quantize_int8(model: onnx.ModelProto, calibration_images: np.ndarray, flavou
     if cfg.calibrate_method not in methods:
         raise ValueError(f"calibrate_method must be one of {sorted(methods)}, got {cfg.calibrate_method!r}")
     method = methods[cfg.calibrate_method]
+    if cfg.placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {PLACEMENTS}, got {cfg.placement!r}")
+    placement = _TRT_PLACEMENT if cfg.placement == "tensorrt" else {"op_types_to_quantize": None, "extra_options": {}}
     regions = region_node_names(model)
     with tempfile.TemporaryDirectory(prefix="edge_encoder_quant_") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / f"{flavour}.onnx"
@@ -247,6 +282,7 @@ def quantize_int8(model: onnx.ModelProto, calibration_images: np.ndarray, flavou
                 quant_format=QuantFormat.QDQ,
                 activation_type=qtype[cfg.activation_type], weight_type=qtype[cfg.weight_type],
                 per_channel=cfg.per_channel, calibrate_method=method,
+                op_types_to_quantize=placement["op_types_to_quantize"],
                 nodes_to_exclude=regions["preprocess"] + regions["input"] + regions["tail"],
                 # No "CalibMaxIntermediateOutputs": in onnxruntime 1.32 min/max calibration discards each full
                 # chunk of batches without folding it into the ranges, i.e. it would calibrate on the remainder
@@ -257,15 +293,72 @@ def quantize_int8(model: onnx.ModelProto, calibration_images: np.ndarray, flavou
                                # folds each pass into running ranges (same result), the histogram methods
                                # merge each pass into running histograms, so memory no longer grows with the
                                # number of calibration images
-                               "CalibStridedMinMax": 1},
+                               "CalibStridedMinMax": 1,
+                               **placement["extra_options"]},
             )
         quantized = onnx.load(dst)
+    if cfg.placement == "tensorrt":
+        quantized = _keep_residual_qdq_only(quantized)
     set_metadata(quantized, _variant_meta(model, flavour))
     quantized.metadata_props.append(onnx.StringStringEntryProto(
         key="edge_encoder.quantization", value=f"QDQ act={cfg.activation_type}{'/sym' if cfg.activation_symmetric else ''} "
                                               f"w={cfg.weight_type}{'/per-channel' if cfg.per_channel else ''} "
-                                              f"calib={cfg.calibrate_method} n={len(calibration_images)}"))
+                                              f"calib={cfg.calibrate_method} n={len(calibration_images)} "
+                                              f"placement={cfg.placement}"))
     return quantized
+
+
+_QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+def _depths(model: onnx.ModelProto) -> dict[str, int]:
+    """Longest path (in compute nodes; Q/DQ count 0) from the graph inputs to every tensor."""
+    depth: dict[str, int] = {}
+    for node in model.graph.node:  # ONNX graphs are topologically sorted
+        d = max((depth.get(name, 0) for name in node.input if name), default=0)
+        for out in node.output:
+            depth[out] = d + (0 if node.op_type in _QDQ_OPS else 1)
+    return depth
+
+
+def _keep_residual_qdq_only(model: onnx.ModelProto) -> onnx.ModelProto:
+    """At each quantized residual ``Add``, drop the Q/DQ pair on the branch that a Conv produces (the main one).
+
+    The main branch is the deeper input (more compute nodes since the graph input); when it comes straight from
+    a Conv, TensorRT fuses that Conv with the Add only if no Q/DQ sits between them (see ``_TRT_PLACEMENT``),
+    while the residual branch keeps its Q/DQ (shared with the Conv that reads the same tensor, if any).
+    """
+    g = model.graph
+    producer = {out: node for node in g.node for out in node.output}
+    depth = _depths(model)
+    uses = _consumers(model)
+    dropped: set[str] = set()
+    for add in g.node:
+        if add.op_type != "Add" or len(add.input) != 2:
+            continue
+        pairs = []
+        for name in add.input:
+            dq = producer.get(name)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            pairs.append((dq, q) if q is not None and q.op_type == "QuantizeLinear" else None)
+        if None in pairs:
+            continue
+        main = max((0, 1), key=lambda i: depth.get(add.input[i], 0))
+        dq, q = pairs[main]
+        source = producer.get(q.input[0])
+        if source is None or source.op_type != "Conv" or len(uses[dq.output[0]]) != 1 or len(uses[q.output[0]]) != 1:
+            continue
+        add.input[main] = q.input[0]
+        dropped.update((dq.name, q.name))
+    kept = [n for n in g.node if n.name not in dropped]
+    del g.node[:]
+    g.node.extend(kept)
+    used = {name for node in g.node for name in node.input}
+    inits = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    onnx.checker.check_model(model)
+    return model
 
 
 def zero_points(model: onnx.ModelProto) -> dict[str, np.ndarray]:

@@ -1,12 +1,21 @@
 """TensorRT engines from bundle variants (TensorRT >= 10; ``tensorrt`` is imported lazily).
 
-Networks are built *strongly typed*: FP16 and INT8 come from the ONNX graph (Casts, Q/DQ), never from
-builder flags, so the same code works on TensorRT 10 (JetPack 6) and 11 (where the flags are gone and
-strong typing is always on). Each plan gets an engine key beside it (``<plan>.key.json``: TensorRT version,
-GPU name, compute capability); loading compares it with this device first and refuses a mismatch with the
-exact rebuild command.
+GPU networks are built *strongly typed*: FP16 and INT8 come from the ONNX graph (Casts, Q/DQ), never from
+builder flags, so the same code works on TensorRT 10 (JetPack 6) and 11 (where the flags are gone and strong
+typing is always on). DLA plans (Jetson) use one static batch and fp16 / int8_trt only; how each is built is
+decided in ``export.trt_plans`` (pure functions, tested without TensorRT). Each plan gets an engine key beside it
+(``<plan>.key.json``: TensorRT version, GPU name, compute capability, profile, hashes); loading compares it with
+this device first and refuses a mismatch with the commands that rebuild it. A plan without a key (built by
+``trtexec``) still loads: TensorRT itself refuses a plan of another version or GPU, and that refusal is turned into
+the same rebuild message. ``key`` writes the key of a trtexec-built plan::
 
-    python -m edge_encoder.export.tensorrt BUNDLE_DIR [--variant fp16] [--dla-core 0]
+    python -m edge_encoder.export.tensorrt BUNDLE_DIR [--variant fp16] [--dla-core 0 [--dla-batch 8]]
+    python -m edge_encoder.export.tensorrt key tensorrt/encoder_fp16.plan --onnx encoder_fp16.onnx
+
+The device key does not need torch: the GPU name and compute capability come from the CUDA driver API
+(``libcuda``, part of every NVIDIA driver and of JetPack) through ``ctypes``, the same ``cuDeviceGetName`` /
+compute-capability attributes that ``torch.cuda.get_device_name`` reports. ``TensorRTEngine`` itself runs on torch
+CUDA buffers (a CUDA build of torch; on a Jetson, NVIDIA's JetPack wheel).
 """
 
 from __future__ import annotations
@@ -15,87 +24,155 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from edge_encoder.core.contract import InputSpec, normalize_images
-from edge_encoder.core.files import atomic_write_bytes
-from edge_encoder.export.engines import _Engine
+from edge_encoder.core.files import atomic_write_bytes, file_sha256
+from edge_encoder.export.engines import EngineBase
+from edge_encoder.export.trt_plans import (  # noqa: F401 - re-exported (tests, bundle_files)
+    DEFAULT_PROFILE,
+    BuildMode,
+    EngineKey,
+    EngineKeyMismatch,
+    EngineLoadError,
+    PlanSpec,
+    batch_chunks,
+    build_mode,
+    check_engine_key,
+    key_path,
+    load_failure,
+    parse_plan_name,
+    rebuild_command,
+    rebuild_hint,
+    select_plans,
+)
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PROFILE = {"min": 1, "opt": 32, "max": 64}
+# CUdevice_attribute values from cuda.h (CUDA driver API).
+_CC_MAJOR, _CC_MINOR = 75, 76
 
 
-class EngineKeyMismatch(RuntimeError):
-    """The engine was built for another TensorRT version or GPU."""
+def cuda_device_properties(index: int = 0) -> tuple[str, str]:
+    """``(name, "major.minor")`` of CUDA device ``index`` (after ``CUDA_VISIBLE_DEVICES``), from the driver API."""
+    import ctypes
 
+    lib = None
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            lib = ctypes.CDLL(name)
+            break
+        except OSError:
+            continue
+    if lib is None:
+        raise RuntimeError("the CUDA driver library (libcuda.so.1) was not found: no NVIDIA driver on this machine")
 
-@dataclass(frozen=True)
-class EngineKey:
-    tensorrt: str
-    gpu_name: str
-    compute_capability: str
+    def call(what: str, rc: int) -> None:
+        if rc != 0:
+            raise RuntimeError(f"CUDA driver call {what} failed with CUresult {rc} (is a GPU visible here?)")
+
+    device, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+    buf = ctypes.create_string_buffer(256)
+    call("cuInit", lib.cuInit(0))
+    call("cuDeviceGet", lib.cuDeviceGet(ctypes.byref(device), int(index)))
+    call("cuDeviceGetName", lib.cuDeviceGetName(buf, len(buf), device))
+    call("cuDeviceGetAttribute", lib.cuDeviceGetAttribute(ctypes.byref(major), _CC_MAJOR, device))
+    call("cuDeviceGetAttribute", lib.cuDeviceGetAttribute(ctypes.byref(minor), _CC_MINOR, device))
+    return buf.value.decode(errors="replace"), f"{major.value}.{minor.value}"
 
 
 def current_engine_key() -> EngineKey:
-    """Key of this machine (needs tensorrt and a CUDA device visible to torch)."""
+    """Key of this machine: the TensorRT version and CUDA device 0 (needs tensorrt and the NVIDIA driver)."""
     import tensorrt as trt
-    import torch
 
-    major, minor = torch.cuda.get_device_capability(0)
-    return EngineKey(tensorrt=trt.__version__, gpu_name=torch.cuda.get_device_name(0), compute_capability=f"{major}.{minor}")
-
-
-def rebuild_command(plan_path: Path) -> str:
-    """The command that rebuilds ``bundle/tensorrt/encoder_<variant>.plan`` on this device."""
-    plan_path = Path(plan_path)
-    variant = plan_path.stem.removeprefix("encoder_")
-    return f"python -m edge_encoder.export.tensorrt {plan_path.parent.parent} --variant {variant}"
+    gpu_name, capability = cuda_device_properties(0)
+    return EngineKey(tensorrt=trt.__version__, gpu_name=gpu_name, compute_capability=capability)
 
 
-def check_engine_key(stored: EngineKey | dict[str, Any], current: EngineKey, plan_path: Path) -> None:
-    """Raise ``EngineKeyMismatch`` (with the rebuild command) unless ``stored`` equals ``current``."""
-    stored = stored if isinstance(stored, EngineKey) else EngineKey(**stored)
-    diffs = [f"{k}: engine {v!r} vs device {getattr(current, k)!r}" for k, v in asdict(stored).items()
-             if v != getattr(current, k)]
-    if diffs:
-        raise EngineKeyMismatch(f"TensorRT engine {plan_path} was built elsewhere ({'; '.join(diffs)}). "
-                                f"Rebuild it on this device: {rebuild_command(plan_path)}")
+def read_engine_key(plan_path: Path) -> dict[str, Any] | None:
+    """The engine key beside ``plan_path``, or None when there is none; a damaged key is a ``ValueError``."""
+    path = key_path(plan_path)
+    if not path.is_file():
+        return None
+    try:
+        key = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise ValueError(f"engine key {path} cannot be read ({exc}); {rebuild_hint(plan_path)}") from None
+    if not isinstance(key, dict):
+        raise ValueError(f"engine key {path} is not a JSON object; {rebuild_hint(plan_path)}")
+    return key
 
 
-def key_path(plan_path: Path) -> Path:
-    return Path(str(plan_path) + ".key.json")
+def write_engine_key(plan_path: Path, onnx_path: Path, *, profile: dict[str, int], dla_core: int | None,
+                     extra: dict[str, Any] | None = None) -> Path:
+    """``<plan>.key.json``: this device's key, the profile, the DLA core, and the plan's and ONNX file's SHA-256
+    (``export.bundle_files.open_engine`` refuses a changed or stale plan with them)."""
+    key = asdict(current_engine_key()) | {"profile": dict(profile), "onnx": Path(onnx_path).name, "dla_core": dla_core,
+                                          "sha256": file_sha256(plan_path), "onnx_sha256": file_sha256(onnx_path)}
+    return atomic_write_bytes(key_path(plan_path), (json.dumps(key | (extra or {}), indent=2) + "\n").encode())
+
+
+# ------------------------------------------------------------------------------------------------------ build
 
 
 def build_engine(onnx_path: Path, plan_path: Path, *, profile: dict[str, int] | None = None,
-                 workspace_mib: int = 1024, timing_cache: Path | None = None, dla_core: int | None = None) -> Path:
-    """Build a serialized strongly typed engine from an encoder ONNX file; writes the plan and its key.
+                 workspace_mib: int = 1024, timing_cache: Path | None = None, dla_core: int | None = None,
+                 variant: str | None = None) -> Path:
+    """Build a serialized engine from an encoder ONNX file; writes the plan and its key.
 
     Args:
         onnx_path: a bundle variant (input ``images`` uint8 ``(N, H, W, 3)`` or float32 ``(N, 3, H, W)``).
         plan_path: output ``.plan`` file.
-        profile: batch sizes ``{"min", "opt", "max"}`` for the optimization profile.
+        profile: batch sizes ``{"min", "opt", "max"}`` for the optimization profile (DLA: all equal).
         workspace_mib: workspace memory pool limit.
         timing_cache: file read before and updated after the build (speeds up rebuilds).
-        dla_core: run on this DLA core (Jetson) with GPU fallback for unsupported layers.
+        dla_core: build for this Jetson DLA core, with GPU fallback (see ``trt_plans.build_mode``).
+        variant: the bundle variant (decides the DLA precision flags on TensorRT 10); default: from ``plan_path``.
     """
     import tensorrt as trt
 
     profile = profile or DEFAULT_PROFILE
+    if dla_core is not None and not profile["min"] == profile["opt"] == profile["max"]:
+        raise ValueError(f"a DLA build needs a static profile (min = opt = max), got {profile}")
+    mode = build_mode(trt.__version__, variant or parse_plan_name(plan_path)[0], dla_core is not None)
     trt_logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(trt_logger)
+    network, parser = _parse_onnx(trt, builder, trt_logger, Path(onnx_path), mode)
+    config = _builder_config(trt, builder, network, profile, workspace_mib, mode, dla_core)
+    cache_bytes = Path(timing_cache).read_bytes() if timing_cache and Path(timing_cache).is_file() else b""
+    config.set_timing_cache(config.create_timing_cache(cache_bytes), ignore_mismatch=False)
+    dla = _dla_layers(config, network, dla_core, profile) if dla_core is not None else None
+    serialized = builder.build_serialized_network(network, config)
+    del parser  # the parser owns the weights the network references: release it only after the build
+    if serialized is None:
+        raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
+    atomic_write_bytes(Path(plan_path), bytes(serialized))
+    if timing_cache:
+        atomic_write_bytes(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
+    build = {"strongly_typed": mode.strongly_typed, "flags": list(mode.flags), "built_by": "export.tensorrt"}
+    write_engine_key(Path(plan_path), Path(onnx_path), profile=profile, dla_core=dla_core,
+                     extra={"build": build} | ({"dla": dla} if dla else {}))
+    return Path(plan_path)
+
+
+def _parse_onnx(trt: Any, builder: Any, trt_logger: Any, onnx_path: Path, mode: BuildMode) -> tuple[Any, Any]:
     flags = 0
     strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    if strongly_typed is not None:  # deprecated (always on) in TensorRT 11
+    if mode.strongly_typed and strongly_typed is not None:  # deprecated (always on) in TensorRT 11
         flags |= 1 << int(strongly_typed)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, trt_logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
+    return network, parser
+
+
+def _builder_config(trt: Any, builder: Any, network: Any, profile: dict[str, int], workspace_mib: int,
+                    mode: BuildMode, dla_core: int | None) -> Any:
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
     opt_profile = builder.create_optimization_profile()
@@ -103,128 +180,282 @@ def build_engine(onnx_path: Path, plan_path: Path, *, profile: dict[str, int] | 
     rest = tuple(inp.shape)[1:]
     opt_profile.set_shape(inp.name, (profile["min"], *rest), (profile["opt"], *rest), (profile["max"], *rest))
     config.add_optimization_profile(opt_profile)
-    cache_bytes = Path(timing_cache).read_bytes() if timing_cache and Path(timing_cache).is_file() else b""
-    cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=False)
     if dla_core is not None:
+        if not 0 <= dla_core < builder.num_DLA_cores:
+            raise ValueError(f"--dla-core {dla_core}: this device has {builder.num_DLA_cores} DLA core(s)")
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(dla_core)
-        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
-    atomic_write_bytes(Path(plan_path), bytes(serialized))
-    if timing_cache:
-        atomic_write_bytes(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
-    key = asdict(current_engine_key()) | {"profile": profile, "onnx": Path(onnx_path).name, "dla_core": dla_core}
-    atomic_write_bytes(key_path(plan_path), (json.dumps(key, indent=2) + "\n").encode())
-    return Path(plan_path)
+    for flag in mode.flags:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    for flag in mode.cleared:
+        config.clear_flag(getattr(trt.BuilderFlag, flag))
+    return config
 
 
-class TensorRTEngine(_Engine):
+def _dla_layers(config: Any, network: Any, dla_core: int, profile: dict[str, int]) -> dict[str, Any]:
+    """What ``IBuilderConfig.can_run_on_DLA`` says of each layer, logged and recorded in the engine key."""
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    gpu = [layer.name for layer in layers if not config.can_run_on_DLA(layer)]
+    logger.warning("DLA core %d, batch %d: %d of %d layers can run on DLA; the other %d fall back to the GPU "
+                   "(GPU_FALLBACK), e.g. %s", dla_core, profile["max"], len(layers) - len(gpu), len(layers), len(gpu),
+                   ", ".join(gpu[:5]) or "none")
+    return {"core": dla_core, "batch": profile["max"], "gpu_fallback": True, "layers": len(layers),
+            "dla_capable_layers": len(layers) - len(gpu), "gpu_layers": gpu[:50],
+            "source": "IBuilderConfig.can_run_on_DLA before the build (TensorRT may still partition differently)"}
+
+
+# ------------------------------------------------------------------------------------------------------ runtime
+
+
+def _deserialize(runtime: Any, plan_path: Path, *, has_key: bool) -> Any:
+    """``runtime.deserialize_cuda_engine`` or :class:`EngineLoadError` with the rebuild commands (None or raise)."""
+    try:
+        engine = runtime.deserialize_cuda_engine(plan_path.read_bytes())
+    except Exception as exc:  # some TensorRT builds raise instead of returning None
+        raise load_failure(plan_path, has_key=has_key, detail=str(exc).strip().splitlines()[0][:200]) from exc
+    if engine is None:
+        raise load_failure(plan_path, has_key=has_key)
+    return engine
+
+
+def _engine_profile(engine: Any, name: str) -> dict[str, int]:
+    """``{"min", "opt", "max"}`` batch of input ``name``: its static batch, or optimization profile 0."""
+    batch = int(engine.get_tensor_shape(name)[0])  # trt.Dims index like a tuple; -1 marks a dynamic dimension
+    if batch > 0:
+        return {"min": batch, "opt": batch, "max": batch}
+    low, opt, high = (int(shape[0]) for shape in engine.get_tensor_profile_shape(name, 0))
+    return {"min": low, "opt": opt, "max": high}
+
+
+class TensorRTEngine(EngineBase):
     """Native TensorRT engine (TensorRT 10+ tensor API) with torch CUDA tensors as device buffers.
 
     ``embed`` takes uint8 NHWC; for an engine built from a ``float_nchw`` export the mean/std come from
     ``preprocess`` or, by default, the bundle's ``manifest.json`` (``<bundle>/tensorrt/<plan>``), and are
-    applied before the engine runs.
+    applied before the engine runs. Batches are cut to the engine's profile; a static (DLA) engine gets its
+    last chunk padded to the static batch. The DLA core is the key's, else the one in the plan's name.
     """
 
-    def __init__(self, plan_path: Path | str, *, name: str = "tensorrt", preprocess: dict[str, Any] | None = None) -> None:
+    def __init__(self, plan_path: Path | str, *, name: str = "tensorrt", preprocess: dict[str, Any] | None = None,
+                 dla_core: int | None = None) -> None:
         import tensorrt as trt
         import torch
 
         self.source_path = Path(plan_path)
         self.name = name
-        if not key_path(self.source_path).is_file():
-            raise ValueError(f"{self.source_path} has no engine key ({key_path(self.source_path).name}); "
-                             f"rebuild it: {rebuild_command(self.source_path)}")
-        stored = json.loads(key_path(self.source_path).read_text())
-        check_engine_key({k: stored[k] for k in ("tensorrt", "gpu_name", "compute_capability")},
-                         current_engine_key(), self.source_path)
+        if not self.source_path.is_file():
+            raise ValueError(f"TensorRT plan {self.source_path} does not exist; build it: {rebuild_command(self.source_path)}")
+        stored = read_engine_key(self.source_path)
+        if stored is None:
+            logger.warning("%s has no engine key (built by trtexec?); TensorRT checks its version and GPU when it "
+                           "loads the plan. Write one with: python -m edge_encoder.export.tensorrt key ...",
+                           self.source_path)
+        else:
+            check_engine_key(stored, current_engine_key(), self.source_path)
+        core = dla_core if dla_core is not None else (stored or {}).get("dla_core", parse_plan_name(self.source_path)[1])
         self._trt_logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._trt_logger)
-        self._engine = self._runtime.deserialize_cuda_engine(self.source_path.read_bytes())
+        if core is not None:  # the runtime picks the DLA core at deserialization (default 0)
+            self._runtime.DLA_core = int(core)
+        self._engine = _deserialize(self._runtime, self.source_path, has_key=stored is not None)
         self._context = self._engine.create_execution_context()
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         self._input = next(n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         self._output = next(n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
-        shape = tuple(self._engine.get_tensor_shape(self._input))
+        profile = _engine_profile(self._engine, self._input)
+        self._min_batch, self._max_batch = profile["min"], profile["max"]
+        self._set_input_spec(trt, tuple(self._engine.get_tensor_shape(self._input)), preprocess)
+        self._stream = torch.cuda.Stream()
+
+    def _set_input_spec(self, trt: Any, shape: tuple[int, ...], preprocess: dict[str, Any] | None) -> None:
         self._normalize = None
         if self._engine.get_tensor_dtype(self._input) == trt.DataType.UINT8:
             self.input_spec = InputSpec(height=int(shape[1]), width=int(shape[2]), channels=int(shape[3]))
-        else:  # float_nchw export: normalise here, as OnnxRuntimeEngine does
-            if preprocess is None:
-                manifest = self.source_path.parent.parent / "manifest.json"
-                if not manifest.is_file():
-                    raise ValueError(f"{self.source_path} takes normalised float NCHW input; pass preprocess= "
-                                     f"{{'mean', 'std'}} (no manifest.json at {manifest})")
-                preprocess = json.loads(manifest.read_text())["preprocessing"]
-            self._normalize = (tuple(preprocess["mean"]), tuple(preprocess["std"]))
-            self.input_spec = InputSpec(height=int(shape[2]), width=int(shape[3]))
-        self._max_batch = int(stored.get("profile", DEFAULT_PROFILE)["max"])
-        self._stream = torch.cuda.Stream()
+            return
+        if preprocess is None:  # float_nchw export: normalise here, as OnnxRuntimeEngine does
+            manifest = self.source_path.parent.parent / "manifest.json"
+            if not manifest.is_file():
+                raise ValueError(f"{self.source_path} takes normalised float NCHW input; pass preprocess= "
+                                 f"{{'mean', 'std'}} (no manifest.json at {manifest})")
+            preprocess = json.loads(manifest.read_text())["preprocessing"]
+        self._normalize = (tuple(preprocess["mean"]), tuple(preprocess["std"]))
+        self.input_spec = InputSpec(height=int(shape[2]), width=int(shape[3]))
 
     def _run(self, images: np.ndarray) -> np.ndarray:
-        import torch
-
-        outs = []
+        if self._context is None:
+            raise RuntimeError(f"engine {self.name!r} is closed")
         if self._normalize is not None:
             images = normalize_images(images, *self._normalize)
-        for start in range(0, len(images), self._max_batch):  # stay inside the optimization profile
-            chunk = torch.from_numpy(images[start:start + self._max_batch]).cuda()
-            self._context.set_input_shape(self._input, tuple(chunk.shape))
-            out = torch.empty(tuple(self._context.get_tensor_shape(self._output)), dtype=torch.float32, device="cuda")
-            self._context.set_tensor_address(self._input, chunk.data_ptr())
-            self._context.set_tensor_address(self._output, out.data_ptr())
-            torch.cuda.current_stream().synchronize()
-            if not self._context.execute_async_v3(self._stream.cuda_stream):
-                raise RuntimeError(f"TensorRT execution failed for {self.source_path}")
-            self._stream.synchronize()
-            outs.append(out.cpu().numpy())
+        outs = []
+        for start, stop, size in batch_chunks(len(images), self._min_batch, self._max_batch):
+            chunk = images[start:stop]
+            if size > len(chunk):  # a static (DLA) engine: pad, run, keep the real rows
+                chunk = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+            outs.append(self._execute(chunk)[: stop - start])
         return np.concatenate(outs)
+
+    def _execute(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        chunk = torch.from_numpy(np.ascontiguousarray(batch)).cuda()
+        self._context.set_input_shape(self._input, tuple(chunk.shape))
+        out = torch.empty(tuple(self._context.get_tensor_shape(self._output)), dtype=torch.float32, device="cuda")
+        self._context.set_tensor_address(self._input, chunk.data_ptr())
+        self._context.set_tensor_address(self._output, out.data_ptr())
+        torch.cuda.current_stream().synchronize()
+        if not self._context.execute_async_v3(self._stream.cuda_stream):
+            raise RuntimeError(f"TensorRT execution failed for {self.source_path}")
+        self._stream.synchronize()
+        return out.cpu().numpy()
 
     def close(self) -> None:
         self._context = None
 
 
+def write_key_for_plan(plan_path: Path, onnx_path: Path, *, dla_core: int | None = None) -> Path:
+    """Key of this device for an existing plan (one ``trtexec`` built): the plan must load here first."""
+    import tensorrt as trt
+
+    plan_path, onnx_path = Path(plan_path), Path(onnx_path)
+    for path, what in ((plan_path, "plan"), (onnx_path, "ONNX file")):
+        if not path.is_file():
+            raise ValueError(f"{what} {path} does not exist")
+    core = dla_core if dla_core is not None else parse_plan_name(plan_path)[1]
+    trt_logger = trt.Logger(trt.Logger.WARNING)  # kept alive as long as the runtime
+    runtime = trt.Runtime(trt_logger)
+    if core is not None:
+        runtime.DLA_core = int(core)
+    engine = _deserialize(runtime, plan_path, has_key=False)
+    name = next(n for n in (engine.get_tensor_name(i) for i in range(engine.num_io_tensors))
+                if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+    return write_engine_key(plan_path, onnx_path, profile=_engine_profile(engine, name), dla_core=core,
+                            extra={"build": {"built_by": "trtexec (key written by `python -m edge_encoder.export.tensorrt key`)"}})
+
+
+# ------------------------------------------------------------------------------------------------- bundle CLI
+
+
 def build_bundle(bundle_dir: Path, variants: Sequence[str] | None = None, *, dla_core: int | None = None,
-                 workspace_mib: int = 1024) -> list[Path]:
-    """Build ``tensorrt/encoder_<variant>.plan`` for the bundle's variants, using only the bundle."""
+                 dla_batch: int | None = None, workspace_mib: int = 1024) -> list[Path]:
+    """Build the plans ``trt_plans.select_plans`` chooses for the bundle, using only the bundle.
+
+    Raises:
+        ValueError: one line — a bad manifest or ONNX file, an unknown variant, fp32 on DLA, no DLA batch.
+    """
+    from edge_encoder.export.manifest import load_manifest
+
     bundle = Path(bundle_dir)
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    profile = manifest.get("tensorrt_profile", DEFAULT_PROFILE)
-    chosen = list(variants or manifest["variants"])
+    manifest = load_manifest(bundle)  # typed, and every ONNX file below is contained and hash-checked
+    specs, notes = select_plans(manifest, variants, dla_core=dla_core, dla_batch=dla_batch,
+                                source=str(bundle / "manifest.json"))
+    for note in notes:
+        logger.warning(note)
+    return build_plans(bundle, manifest, specs, workspace_mib=workspace_mib)
+
+
+def build_plans(bundle: Path, manifest: dict[str, Any], specs: Sequence[PlanSpec], *,
+                workspace_mib: int = 1024) -> list[Path]:
+    """Build each of ``specs`` (from :func:`trt_plans.select_plans`) from its hash-checked ONNX file."""
+    from edge_encoder.export.manifest import resolve_bundle_file
+
     plans = []
-    for variant in chosen:
-        if variant not in manifest["variants"]:
-            raise ValueError(f"variant {variant!r} is not in {bundle / 'manifest.json'}")
-        plan = bundle / "tensorrt" / f"encoder_{variant}.plan"
+    for spec in specs:
+        onnx_path = resolve_bundle_file(bundle, spec.onnx_file, spec.onnx_sha256, key=f"variants.{spec.variant}.file")
+        plan = bundle / spec.plan
         plan.parent.mkdir(exist_ok=True)
-        build_engine(bundle / manifest["variants"][variant]["file"], plan, profile=profile, workspace_mib=workspace_mib,
-                     timing_cache=bundle / "tensorrt" / "timing.cache", dla_core=dla_core)
-        triton_plan = bundle / "triton" / f"encoder_trt_{variant}" / "1" / "model.plan"
-        if triton_plan.parent.is_dir():
-            atomic_write_bytes(triton_plan, plan.read_bytes())
+        build_engine(onnx_path, plan, profile=spec.profile, workspace_mib=workspace_mib,
+                     timing_cache=bundle / "tensorrt" / "timing.cache", dla_core=spec.dla_core, variant=spec.variant)
+        _copy_to_triton(bundle, spec, plan, manifest.get("dla_batch", 0))
         plans.append(plan)
     return plans
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edge_encoder.export.tensorrt", description="Build TensorRT engines from a deploy bundle.")
+def _copy_to_triton(bundle: Path, spec: PlanSpec, plan: Path, manifest_dla_batch: int) -> None:
+    """Put the plan in the bundle's Triton model (``encoder_trt_<v>`` or, for the manifest's DLA batch,
+    ``encoder_trt_<v>_dla``, whose config.pbtxt has that static shape)."""
+    model = f"encoder_trt_{spec.variant}" + ("" if spec.dla_core is None else "_dla")
+    triton_plan = bundle / "triton" / model / "1" / "model.plan"
+    if not triton_plan.parent.is_dir():
+        return
+    if spec.dla_core is not None and spec.dla_batch != manifest_dla_batch:
+        logger.warning("not copied to triton/%s: its config.pbtxt is for batch %s, this plan for batch %s", model,
+                       manifest_dla_batch, spec.dla_batch)
+        return
+    if spec.dla_core not in (None, 0):
+        logger.warning("triton/%s/config.pbtxt names DLA core 0 (secondary_devices device_id); set it to %d",
+                       model, spec.dla_core)
+    atomic_write_bytes(triton_plan, plan.read_bytes())
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m edge_encoder.export.tensorrt",
+                                     description="Build TensorRT engines from a deploy bundle. "
+                                                 "`... key PLAN --onnx ONNX` writes the engine key of a trtexec plan.")
     parser.add_argument("bundle", type=Path, help="deploy bundle directory (with manifest.json)")
     parser.add_argument("--variant", action="append", help="variant to build (repeatable; default: all)")
-    parser.add_argument("--dla-core", type=int, default=None, help="Jetson DLA core, with GPU fallback")
+    parser.add_argument("--dla-core", type=int, default=None,
+                        help="build for this Jetson DLA core (fp16 / int8_trt only, static batch, GPU fallback)")
+    parser.add_argument("--dla-batch", type=int, default=None,
+                        help="the DLA plan's static batch (default: the manifest's dla_batch)")
     parser.add_argument("--workspace-mib", type=int, default=1024)
+    return parser
+
+
+def _key_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edge_encoder.export.tensorrt key",
+                                     description="Write this device's engine key for a plan built by trtexec.")
+    parser.add_argument("plan", type=Path, help="the .plan file (e.g. tensorrt/encoder_fp16.plan)")
+    parser.add_argument("--onnx", type=Path, required=True, help="the ONNX file it was built from")
+    parser.add_argument("--dla-core", type=int, default=None, help="DLA core (default: from the plan's name)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if not (args.bundle / "manifest.json").is_file():
-        parser.error(f"no manifest.json in {args.bundle}")
+    if not _have_tensorrt():
+        return 2
+    try:
+        path = write_key_for_plan(args.plan, args.onnx, dla_core=args.dla_core)
+    except (ValueError, EngineLoadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+def _have_tensorrt() -> bool:
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        print("tensorrt is not installed: pip install tensorrt (or use JetPack's python3-libnvinfer)", file=sys.stderr)
+        print("tensorrt is not installed: pip install -e '.[tensorrt]' (on a Jetson: JetPack's python3-libnvinfer)",
+              file=sys.stderr)
+        return False
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit 0 built; 2 bad input (one line on stderr: the bundle, the variant, fp32 on DLA, no DLA batch) or no
+    tensorrt. The plan selection is checked before TensorRT is imported, so refusals need no GPU."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if argv[:1] == ["key"]:
+        return _key_main(argv[1:])
+    args = _build_parser().parse_args(argv)
+    from edge_encoder.export.manifest import load_manifest
+
+    try:
+        manifest = load_manifest(args.bundle)
+        specs, notes = select_plans(manifest, args.variant, dla_core=args.dla_core, dla_batch=args.dla_batch,
+                                    source=str(args.bundle / "manifest.json"))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    for plan in build_bundle(args.bundle, args.variant, dla_core=args.dla_core, workspace_mib=args.workspace_mib):
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if not _have_tensorrt():
+        return 2
+    try:
+        plans = build_plans(args.bundle, manifest, specs, workspace_mib=args.workspace_mib)
+    except ValueError as exc:  # a changed ONNX file, a DLA core this device does not have
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for plan in plans:
         print(f"built {plan}")
     return 0
 

@@ -1,14 +1,38 @@
-"""ImageFolder trees: listing a tree (both layouts, the seeded split), decoding one file, and ``FolderImages``.
+"""ImageFolder trees: how a folder is read (its layout), listing it, the seeded split, decoding one file, and
+``FolderImages``.
 
-Layouts: ``PATH/train/<class>/*`` + ``PATH/test/<class>/*``, or one ``PATH/<class>/*`` tree split per class by a
-seeded fraction. ``load_dataset("folder:PATH", ...)`` decodes a whole tree into arrays through these functions;
-``FolderImages`` is one split of the same tree decoded on access, for data that should not be held in memory
-(``train.loop.train_moco`` streams it through DataLoader workers, ``evaluate.extract`` embeds it batch by batch),
-and ``FolderSplits`` pairs the train and test ``FolderImages`` the way ``ImageSplits`` pairs arrays.
+Layouts (``folder_layout``; hidden entries — names starting with ``.``, such as ``.DS_Store``, ``._x.jpg`` or
+``.ipynb_checkpoints/``, and ``__MACOSX/`` — are ignored everywhere):
+
+- **splits**: ``PATH/train/`` beside an evaluation split ``PATH/val/``, ``valid/``, ``validation/`` or ``test/``
+  (names compared case-insensitively). When a val-like folder and ``test/`` are both present, the val-like one is
+  the evaluation split and ``test/`` is left untouched (logged); two val-like folders (``val/`` + ``validation/``)
+  are refused. Each split holds class folders; the class names are the union over both splits, sorted, with one
+  index in both (a class found in only one split is kept and logged: see ``list_folder``).
+- **classes**: ``PATH/<class>/...`` with no image files directly in ``PATH``: one tree, split per class by a seeded
+  fraction. The class is the first level below ``PATH`` (or below a split folder): images at any depth under
+  ``PATH/<class>/`` belong to it, so ``PATH/<class>/<subdir>/*.jpg`` works. Folders holding no image at all are
+  not classes (logged).
+- **images** (unlabelled): image files directly in ``PATH``. Every image at any depth is one of the set; there
+  are no labels. ``imagedata.unlabelled`` reads it; the labelled listing (``list_folder``) refuses it.
+
+Refused in one line naming what was found: ``train/`` + a split folder beside other folders holding images (a
+split layout or a class tree?); image files directly beside ``train/`` + ``val/``; two val-like folders; a folder
+named like a split at the class level that holds only sub-folders (``PATH/train/<x>/`` with no ``val/`` beside
+it: a split or a class?). A class folder named like a split that holds images (``PATH/test/*.png`` among other
+classes, e.g. CIFAR-100's class ``train``) is read as a class, with a warning naming its path.
+
+File types: anything Pillow decodes among ``IMAGE_SUFFIXES`` (JPEG, PNG, BMP, GIF, WebP, TIFF, PPM/PGM),
+suffixes compared case-insensitively (``.JPEG``, ``.PNG``). ``load_dataset("folder:PATH", ...)`` decodes a whole
+tree into arrays through these functions; ``FolderImages`` is one split of the same tree decoded on access, for
+data that should not be held in memory (``train.loop.train_moco`` streams it through DataLoader workers,
+``evaluate.extract`` embeds it batch by batch), and ``FolderSplits`` pairs the train and test ``FolderImages``
+the way ``ImageSplits`` pairs arrays.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -18,54 +42,254 @@ from pathlib import Path
 from typing import Collection, Sequence
 
 import numpy as np
+from edge_encoder.imagedata.decode import DECODER, DEFAULT_MAX_IMAGE_PIXELS, header_readable, read_image
 from edge_encoder.imagedata.splits import DatasetError, seeded_subset, splits_summary
 
 log = logging.getLogger(__name__)
 
 # Bump when read_image would decode the same file differently: old embedding caches keyed by fingerprint() then miss.
-FINGERPRINT_FORMAT = "edge-encoder/folder-images/1 (PIL ImageOps.fit bilinear, RGB)"
+FINGERPRINT_FORMAT = f"edge-encoder/folder-images/2 ({DECODER})"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-SPLITS = ("train", "test")
+SPLITS = ("train", "test")  # the two splits FolderImages.open lists ("test" = the evaluation split, e.g. val/)
+TRAIN_DIR = "train"
+VAL_DIRS = ("val", "valid", "validation")  # preferred over test/ as the evaluation split when both are present
+EVAL_DIRS = (*VAL_DIRS, "test")
+# Folder names that look like a split: at the class level they are never taken silently.
+SPLIT_LIKE = {TRAIN_DIR, *EVAL_DIRS, "training", "testing", "eval", "evaluation"}
+IGNORED_NAMES = {"__MACOSX"}  # the resource-fork folder macOS zips add; dot-names are ignored as hidden
 
 FileList = list[tuple[Path, int]]
 
 
-def list_folder(root: Path, test_fraction: float, seed: int) -> tuple[list[str], FileList, FileList]:
-    """``(class names, train files, test files)`` of an ImageFolder tree; files are ``(path, label)`` in a fixed order.
+def visible(name: str) -> bool:
+    """Whether a file or folder name takes part in a dataset (hidden names and ``__MACOSX`` do not)."""
+    return not name.startswith(".") and name not in IGNORED_NAMES
+
+
+def is_image_name(name: str) -> bool:
+    """A visible file name with an image suffix (case-insensitive)."""
+    return visible(name) and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Every image file under ``folder`` at any depth, hidden files and folders skipped, sorted by path.
+
+    Symlinked folders are not followed (a link back up the tree would loop); symlinked files are listed.
+    """
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if visible(d)]  # pruned in place: os.walk does not descend into them
+        found += [Path(dirpath, name) for name in filenames if is_image_name(name)]
+    return sorted(found)
+
+
+def _holds_image(folder: Path) -> bool:
+    """Whether any image lies under ``folder`` (stops at the first one)."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if visible(d)]
+        if any(is_image_name(name) for name in filenames):
+            return True
+    return False
+
+
+def _entries(folder: Path) -> tuple[list[str], list[str]]:
+    """``(visible sub-folder names, visible image file names)`` directly in ``folder``, each sorted."""
+    try:
+        with os.scandir(folder) as it:
+            entries = [(e.name, e.is_dir()) for e in it if visible(e.name)]
+    except OSError as exc:
+        raise DatasetError(f"cannot list image folder {folder}: {exc}") from exc
+    dirs = sorted(name for name, is_dir in entries if is_dir)
+    images = sorted(name for name, is_dir in entries if not is_dir and is_image_name(name))
+    return dirs, images
+
+
+@functools.lru_cache(maxsize=1024)
+def _warn(message: str) -> None:
+    """Log a layout warning once per process (a tree is listed once per split and again for each role)."""
+    log.warning("%s", message)
+
+
+@dataclass(frozen=True)
+class FolderLayout:
+    """How ``folder_layout`` reads a folder.
+
+    Attributes:
+        root: the folder given.
+        kind: ``"splits"`` (``train/`` + an evaluation split), ``"classes"`` (one class tree) or ``"images"``
+            (unlabelled: image files directly in ``root``).
+        train: the folder of the training images (``root/train`` for splits, else ``root``).
+        test: the evaluation split folder (``root/val``, ...) for splits, else ``None``.
+        notes: warnings about the layout (a folder left out, a class named like a split), logged by ``describe``.
+    """
+
+    root: Path
+    kind: str
+    train: Path
+    test: Path | None
+    notes: tuple[str, ...] = ()
+
+    def log_notes(self) -> None:
+        """Log each note as a warning (once per process: a tree is listed once per split and per role)."""
+        for note in self.notes:
+            _warn(note)
+
+    def describe(self) -> str:
+        """One line for logs and reports, e.g. ``"train/ + val/ (test/ not used)"``."""
+        if self.kind == "splits":
+            assert self.test is not None
+            text = f"{self.train.name}/ + {self.test.name}/"
+        else:
+            text = "one class tree, split by data.test_fraction" if self.kind == "classes" else "unlabelled images"
+        return text + ("" if not self.notes else " — " + "; ".join(self.notes))
+
+
+def folder_layout(root: Path) -> FolderLayout:
+    """Read the layout of the folder ``root`` (module docstring): which folders are splits, classes or images.
 
     Raises:
-        DatasetError: the path is missing, not a folder, or has no class sub-folders.
+        DatasetError: missing path, not a folder, no images, or an ambiguous layout (one line naming what was found).
     """
+    root = Path(root)
     if not root.exists():
         raise DatasetError(f"image folder {root} does not exist")
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder")
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-        train_files = _class_files(root / "train", classes)
-        test_files = _class_files(root / "test", classes)
-    else:
-        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-        train_files, test_files = _split_files(_class_files(root, classes), test_fraction, seed)
-    if not classes:
-        raise DatasetError(f"image folder {root} has no class sub-folders (expected {root}/<class>/*.png or train/ and test/)")
+    dirs, loose = _entries(root)
+    trains = [d for d in dirs if d.lower() == TRAIN_DIR]
+    evals = [d for d in dirs if d.lower() in EVAL_DIRS]
+    if trains and evals:
+        return _split_layout(root, dirs, loose, trains, evals)
+    if loose:
+        return FolderLayout(root, "images", root, None)
+    if not dirs:
+        raise DatasetError(f"image folder {root} has no class sub-folders and no images (expected {root}/<class>/*.png, "
+                           f"{root}/train/<class>/ + {root}/val/<class>/, or image files)")
+    return FolderLayout(root, "classes", root, None, _split_named_classes(root, dirs))
+
+
+def _split_layout(root: Path, dirs: list[str], loose: list[str], trains: list[str], evals: list[str]) -> FolderLayout:
+    found = ", ".join(f"{d}/" for d in trains + evals)
+    if len(trains) > 1:
+        raise DatasetError(f"image folder {root} is ambiguous: {' and '.join(f'{d}/' for d in trains)} are both the "
+                           "train split; keep one")
+    others = [d for d in dirs if d not in trains and d not in evals]
+    with_images = [d for d in others if _holds_image(root / d)]
+    if with_images:
+        shown = ", ".join(f"{d}/" for d in with_images[:4]) + (" ..." if len(with_images) > 4 else "")
+        raise DatasetError(f"image folder {root} is ambiguous: split folders {found} beside other folders with images "
+                           f"({shown}): a split layout or one class tree? Move those folders out, or give "
+                           f"folder:{root / trains[0]} for one tree split by data.test_fraction")
+    if loose:
+        raise DatasetError(f"image folder {root} is ambiguous: {len(loose)} image file(s) directly in it (e.g. {loose[0]}) "
+                           f"beside the split folders {found}; move them into a split or out of the folder")
+    vals, tests = [d for d in evals if d.lower() in VAL_DIRS], [d for d in evals if d.lower() == "test"]
+    for group in (vals, tests):
+        if len(group) > 1:
+            raise DatasetError(f"image folder {root} is ambiguous: {' and '.join(f'{d}/' for d in group)} could each be "
+                               "the evaluation split; keep one (rename or move the other)")
+    notes = [f"{root / d}/ holds no images: ignored" for d in others]
+    chosen = vals[0] if vals else tests[0]
+    if vals and tests:
+        notes.append(f"{root / tests[0]}/ is not used: {chosen}/ is the evaluation split ({'/, '.join(VAL_DIRS)}/ are "
+                     f"preferred to test/; give folder:PATH with only train/ and test/ to evaluate on test/)")
+    for split in (trains[0], chosen):
+        notes += _split_named_classes(root / split, _entries(root / split)[0])
+    return FolderLayout(root, "splits", root / trains[0], root / chosen, tuple(notes))
+
+
+def _split_named_classes(folder: Path, dirs: list[str]) -> list[str]:
+    """Warnings for class folders named like a split; ``DatasetError`` for one holding only sub-folders."""
+    notes = []
+    for name in (d for d in dirs if d.lower() in SPLIT_LIKE):
+        sub_dirs, images = _entries(folder / name)
+        if not images and any(_holds_image(folder / name / d) for d in sub_dirs):
+            raise DatasetError(
+                f"image folder {folder} is ambiguous: {name}/ is named like a split and holds only sub-folders "
+                f"({', '.join(f'{d}/' for d in sub_dirs[:3])}{' ...' if len(sub_dirs) > 3 else ''}) without a "
+                f"train/ + val/ pair beside it: a split or a class? Add the missing split folder, give "
+                f"folder:{folder / name}, or rename the class")
+        if images:
+            notes.append(f"class folder {folder / name}/ is named like a split; read as a class (rename it if it "
+                         "is a split)")
+    return notes
+
+
+def list_folder(root: Path, test_fraction: float, seed: int) -> tuple[list[str], FileList, FileList]:
+    """``(class names, train files, test files)`` of a labelled ImageFolder tree; files are ``(path, label)`` in a
+    fixed order (by class, then by path; the single tree's split is seeded).
+
+    Class names are the union over both splits, sorted, one index in both. A class with images in only one split
+    is kept and logged: its test images stay queries (kNN and the probe can never predict a class without train
+    images, so they count as misses, and the report lists it under ``classes_without_train_images``); a class
+    without test images is never queried.
+
+    Raises:
+        DatasetError: as ``folder_layout``; the folder is unlabelled (images directly in it) or has no classes.
+    """
+    layout = folder_layout(root)
+    layout.log_notes()
+    if layout.kind == "images":
+        first = _entries(root)[1][0]
+        raise DatasetError(f"image folder {root} holds image files directly (e.g. {first}), so it is read as unlabelled "
+                           f"images, not class folders: a labelled set needs {root}/<class>/*.png (or train/ + val/); "
+                           f"to train on it give --train-data folder:{root}")
+    if layout.kind == "classes":
+        images = _class_images(root)
+        classes = sorted(images)
+        files = [(p, label) for label, name in enumerate(classes) for p in images[name]]
+        train_files, test_files = _split_files(files, test_fraction, seed)
+        return classes, train_files, test_files
+    assert layout.test is not None
+    train_images, test_images = _class_images(layout.train), _class_images(layout.test)
+    classes = sorted(set(train_images) | set(test_images))
+    test_only = [f"{name!r} ({len(test_images[name])} images)" for name in classes if name not in train_images]
+    if test_only:
+        _warn(f"{_listed(test_only)} of {layout.test}/ {'has' if len(test_only) == 1 else 'have'} no images in "
+              f"{layout.train}/: kept as {'a class' if len(test_only) == 1 else 'classes'}; kNN and the linear probe "
+              "can never predict a class without train images, so these images count as misses")
+    train_only = [repr(name) for name in classes if name not in test_images]
+    if train_only:
+        _warn(f"{_listed(train_only)} of {layout.train}/ {'has' if len(train_only) == 1 else 'have'} no images in "
+              f"{layout.test}/: never queried")
+    train_files = [(p, label) for label, name in enumerate(classes) for p in train_images.get(name, [])]
+    test_files = [(p, label) for label, name in enumerate(classes) for p in test_images.get(name, [])]
     return classes, train_files, test_files
 
 
-def _class_files(folder: Path, classes: list[str]) -> FileList:
-    files = []
-    for label, name in enumerate(classes):
-        class_dir = folder / name
-        if class_dir.is_dir():
-            files += [(p, label) for p in sorted(class_dir.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
-    return files
+def _listed(names: list[str], limit: int = 10) -> str:
+    """``"class 'a'"`` / ``"classes 'a', 'b', ... (12 in all)"`` for one warning line."""
+    shown = ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+    return f"class {shown}" if len(names) == 1 else f"classes {shown}"
+
+
+def _class_images(folder: Path) -> dict[str, list[Path]]:
+    """Class name -> its images (any depth) for each sub-folder of ``folder`` that holds images.
+
+    Raises:
+        DatasetError: ``folder`` holds image files directly (not a class tree) or no class folder holds images.
+    """
+    dirs, loose = _entries(folder)
+    if loose:
+        raise DatasetError(f"image folder {folder} holds image files directly (e.g. {loose[0]}) instead of class "
+                           f"folders {folder}/<class>/*")
+    images = {name: list_images(folder / name) for name in dirs}
+    for name in [n for n, files in images.items() if not files]:
+        _warn(f"{folder / name}/ holds no images: not a class")
+        del images[name]
+    if not images:
+        raise DatasetError(f"image folder {folder} has no class sub-folders with images (expected {folder}/<class>/*.png)")
+    return images
 
 
 def _split_files(files: FileList, test_fraction: float, seed: int) -> tuple[FileList, FileList]:
     rng = np.random.default_rng(seed)
+    by_label: dict[int, FileList] = {}
+    for item in files:  # grouped in one pass (a scan per class is quadratic on ImageNet's 1,000 classes)
+        by_label.setdefault(item[1], []).append(item)
     train, test = [], []
-    for label in sorted({label for _, label in files}):
-        members = [f for f in files if f[1] == label]
+    for label in sorted(by_label):
+        members = by_label[label]
         order = rng.permutation(len(members))
         n_test = max(1, int(round(len(members) * test_fraction))) if len(members) > 1 else 0
         test += [members[i] for i in order[:n_test]]
@@ -73,32 +297,8 @@ def _split_files(files: FileList, test_fraction: float, seed: int) -> tuple[File
     return train, test
 
 
-def read_image(path: Path | str, size: int) -> np.ndarray:
-    """Decode one file as ``uint8 (size, size, 3)`` RGB: centre-fitted (aspect kept, sides cropped), bilinear.
-
-    Raises:
-        DatasetError: the file cannot be decoded (the message names it).
-    """
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as image:
-            fitted = ImageOps.fit(image.convert("RGB"), (size, size), method=Image.Resampling.BILINEAR)
-            return np.array(fitted, dtype=np.uint8)  # a writable copy (asarray would be a read-only view)
-    except Exception as exc:  # PIL raises many types for damaged files
-        raise DatasetError(f"cannot read image {path}: {exc}") from exc
-
-
-def _header_readable(path: Path) -> bool:
-    """Whether PIL recognises the file (reads the header only: ~20 us, against ~90 us for decoding a 32 px PNG)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            image.size  # noqa: B018 - opening parses the header; nothing is decoded
-        return True
-    except Exception:  # PIL raises many types for damaged files
-        return False
+# Decoding one file (pixel limit, EXIF orientation, 16-bit and alpha to 8-bit RGB, fit) lives in imagedata/decode.py.
+_header_readable = header_readable
 
 
 class FolderImages:
@@ -115,13 +315,15 @@ class FolderImages:
         class_names: one name per label value.
         image_size: the side ``S`` every image is fitted to.
         skipped_files: files left out because their header is unreadable (``skip_corrupt``) or excluded.
+        max_pixels: the pixel limit of a file (``data.max_image_pixels``): a larger one is refused when decoded,
+            and left out by ``open(..., skip_corrupt=True)``.
         root, split: the tree and split the files were listed from (``open`` sets them; ``fingerprint`` hashes
             paths relative to ``root``, so a tree moved with its timestamps keeps its embedding caches).
     """
 
     def __init__(self, files: Sequence[Path | str], labels: np.ndarray | Sequence[int], image_size: int,
                  class_names: Sequence[str], skipped_files: Sequence[str] = (), *, root: Path | str | None = None,
-                 split: str = "") -> None:
+                 split: str = "", max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         if len(files) != len(labels):
             raise ValueError(f"FolderImages: {len(files)} files but {len(labels)} labels")
         if image_size < 1:
@@ -133,11 +335,12 @@ class FolderImages:
         self.skipped_files = tuple(skipped_files)
         self.root = None if root is None else Path(root)
         self.split = split
+        self.max_pixels = int(max_pixels)
 
     @classmethod
     def open(cls, root: Path | str, split: str = "train", *, image_size: int, test_fraction: float = 0.2,
              seed: int = 0, skip_corrupt: bool = False, max_images: int | None = None,
-             exclude: Collection[str] = ()) -> "FolderImages":
+             exclude: Collection[str] = (), max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> "FolderImages":
         """List one split of the tree at ``root`` (see the module docstring for the layouts).
 
         Args:
@@ -163,7 +366,7 @@ class FolderImages:
         classes, train_files, test_files = list_folder(root, test_fraction, seed)
         files, skipped, excluded = [], [], {str(p) for p in exclude}
         for path, label in train_files if split == "train" else test_files:
-            if str(path) in excluded or (skip_corrupt and not _header_readable(path)):
+            if str(path) in excluded or (skip_corrupt and not _header_readable(path, max_pixels)):
                 skipped.append(str(path))
                 if str(path) not in excluded:
                     log.warning("skipping unreadable image %s", path)
@@ -175,7 +378,7 @@ class FolderImages:
         if max_images is not None and max_images < len(files):
             keep = seeded_subset(labels, max_images, seed if split == "train" else seed + 1)  # as finalize_splits
             paths, labels = [paths[i] for i in keep], labels[keep]
-        return cls(paths, labels, image_size, classes, skipped, root=root, split=split)
+        return cls(paths, labels, image_size, classes, skipped, root=root, split=split, max_pixels=max_pixels)
 
     @property
     def files(self) -> list[str]:
@@ -189,7 +392,7 @@ class FolderImages:
         """``uint8 (S, S, 3)`` RGB of item ``index``; ``DatasetError`` naming the file if it cannot be decoded."""
         if not -len(self) <= index < len(self):  # IndexError ends plain iteration (``for image in images``)
             raise IndexError(f"FolderImages index {index} out of range for {len(self)} images")
-        return read_image(os.fsdecode(self._paths[index]), self.image_size)
+        return read_image(os.fsdecode(self._paths[index]), self.image_size, self.max_pixels)
 
     def fingerprint(self) -> str:
         """A hex digest that changes whenever an item would decode differently, read without decoding anything.
@@ -250,7 +453,8 @@ class FolderSplits:
 
     @classmethod
     def open(cls, spec: str, root: Path | str, *, image_size: int | None, test_fraction: float = 0.2, seed: int = 0,
-             skip_corrupt: bool = False, max_train: int | None = None, max_test: int | None = None) -> "FolderSplits":
+             skip_corrupt: bool = False, max_train: int | None = None, max_test: int | None = None,
+             max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> "FolderSplits":
         """List both splits of the tree at ``root`` (no decoding; ``skip_corrupt`` reads each file's header).
 
         The same files, order, labels, split and subsets as ``load_dataset(spec, ...)`` with these arguments.
@@ -261,7 +465,8 @@ class FolderSplits:
         root = Path(root).expanduser()
         if image_size is None and root.is_dir():
             raise DatasetError(f"folder dataset {root}: set data.image_size (images are resized to one size)")
-        common = dict(image_size=image_size, test_fraction=test_fraction, seed=seed, skip_corrupt=skip_corrupt)
+        common = dict(image_size=image_size, test_fraction=test_fraction, seed=seed, skip_corrupt=skip_corrupt,
+                      max_pixels=max_image_pixels)
         train = FolderImages.open(root, "train", max_images=max_train, **common)  # type: ignore[arg-type]
         test = FolderImages.open(root, "test", max_images=max_test, **common)  # type: ignore[arg-type]
         return cls(f"folder:{root.name}", spec, train, train.labels, test, test.labels, train.class_names,

@@ -4,9 +4,11 @@
 - ``cifar10``, ``cifar100``, ``stl10``, ``mnist``, ``fashion-mnist``: torchvision (a local copy under the data
   root is read; a download is tried only when it is missing). ``fashion-mnist`` is also read from
   ``/usr/share/datasets/fashion-mnist/`` (Debian package ``dataset-fashion-mnist``).
-- ``folder:PATH``: an ImageFolder tree, ``PATH/train/<class>/*`` + ``PATH/test/<class>/*``, or one
-  ``PATH/<class>/*`` tree split by a seeded fraction.
-- ``npz:PATH``: arrays ``x_train``, ``y_train``, ``x_test``, ``y_test`` (uint8 NHWC); optional ``class_names``.
+- ``folder:PATH``: an ImageFolder tree, ``PATH/train/<class>/*`` beside ``PATH/val/``, ``valid/``, ``validation/``
+  or ``test/``, or one ``PATH/<class>/*`` tree split by a seeded fraction (layouts and refusals:
+  ``imagedata.folder``; unlabelled images: ``imagedata.unlabelled``).
+- ``npz:PATH``: arrays ``x_train``, ``y_train``, ``x_test``, ``y_test`` (uint8 NHWC); optional ``class_names``. Object
+  arrays are refused naming the key (never unpickled); labels become 0..C-1 (see ``splits.dense_labels``).
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import os
 from pathlib import Path
 
 import numpy as np
+from edge_encoder.imagedata.decode import DEFAULT_MAX_IMAGE_PIXELS
 from edge_encoder.imagedata.folder import list_folder, read_image
 from edge_encoder.imagedata.splits import (
     DatasetError,
     ImageSplits,
     as_labels,
     as_rgb_nhwc,
+    dense_labels,
     finalize_splits,
 )
 
@@ -48,6 +52,7 @@ def load_dataset(
     skip_corrupt: bool = False,
     max_train: int | None = None,
     max_test: int | None = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> ImageSplits:
     """Load a dataset by spec (see module docstring) as uint8 NHWC RGB splits.
 
@@ -56,6 +61,11 @@ def load_dataset(
         test_fraction: share of each class held out as test where the source has no test split.
         skip_corrupt: leave unreadable image files out (listed in ``skipped_files``) instead of failing.
         max_train / max_test: keep a seeded, class-balanced subset of this size.
+        max_image_pixels: a folder image larger than this (from its header) is refused before it is decoded
+            (``imagedata.decode``), or left out with ``skip_corrupt``.
+
+    Labels are ``0..C-1`` afterwards: an npz's sparse labels without ``class_names`` are remapped with a warning,
+    labels outside ``class_names`` refused (``splits.dense_labels``).
 
     Raises:
         DatasetError: unknown name, missing or empty path, malformed arrays, unreadable image.
@@ -68,7 +78,8 @@ def load_dataset(
     if spec.startswith("npz:"):
         splits = _load_npz(spec, Path(spec[4:]).expanduser())
     elif spec.startswith("folder:"):
-        splits = _load_folder(spec, Path(spec[7:]).expanduser(), image_size, test_fraction, seed, skip_corrupt)
+        splits = _load_folder(spec, Path(spec[7:]).expanduser(), image_size, test_fraction, seed, skip_corrupt,
+                              max_image_pixels)
     elif spec == "digits":
         splits = _load_digits(spec, test_fraction, seed)
     elif spec in TORCHVISION_SETS:
@@ -113,18 +124,32 @@ def _load_npz(spec: str, path: Path) -> ImageSplits:
         missing = [key for key in ("x_train", "y_train", "x_test", "y_test") if key not in archive.files]
         if missing:
             raise DatasetError(f"{path} lacks the keys {missing} (has {sorted(archive.files)})")
-        x_train = as_rgb_nhwc(archive["x_train"], f"{path}: x_train")
-        x_test = as_rgb_nhwc(archive["x_test"], f"{path}: x_test")
-        y_train = as_labels(archive["y_train"], len(x_train), f"{path}: y_train")
-        y_test = as_labels(archive["y_test"], len(x_test), f"{path}: y_test")
-        num_classes = int(max(y_train.max(), y_test.max())) + 1
+        x_train = as_rgb_nhwc(_npz_array(archive, "x_train", path), f"{path}: x_train")
+        x_test = as_rgb_nhwc(_npz_array(archive, "x_test", path), f"{path}: x_test")
+        y_train = as_labels(_npz_array(archive, "y_train", path), len(x_train), f"{path}: y_train")
+        y_test = as_labels(_npz_array(archive, "y_test", path), len(x_test), f"{path}: y_test")
+        class_names = None
         if "class_names" in archive.files:
-            class_names = tuple(str(name) for name in archive["class_names"].tolist())
-            if len(class_names) < num_classes:
-                raise DatasetError(f"{path}: class_names has {len(class_names)} names but labels reach {num_classes - 1}")
-        else:
-            class_names = tuple(str(i) for i in range(num_classes))
+            names = _npz_array(archive, "class_names", path)
+            if names.ndim != 1:
+                raise DatasetError(f"{path}: class_names must be a 1-D array of names, got shape {names.shape}")
+            class_names = tuple(str(name) for name in names.tolist())
+    y_train, y_test, class_names = dense_labels(y_train, y_test, class_names, str(path))
     return ImageSplits(f"npz:{path.stem}", spec, x_train, y_train, x_test, y_test, class_names)
+
+
+def _npz_array(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+    """``archive[key]``, or a ``DatasetError`` naming the file and the key (an object array, whose pickle is never
+    loaded, or a damaged member)."""
+    try:
+        return archive[key]
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc):
+            raise DatasetError(f"{path}: array '{key}' cannot be read: {exc}") from exc
+        raise DatasetError(f"{path}: array '{key}' holds Python objects (dtype object), which are never unpickled; "
+                           "save it as a plain array (uint8 images, integer labels, str class names)") from exc
+    except Exception as exc:  # zipfile / zlib / EOF errors of a damaged member
+        raise DatasetError(f"{path}: array '{key}' cannot be read: {exc}") from exc
 
 
 def _load_torchvision(name: str, root: Path) -> ImageSplits:
@@ -192,29 +217,31 @@ def _load_idx_fashion_mnist(name: str, folder: Path) -> ImageSplits:
     )
 
 
-def _load_folder(spec: str, root: Path, image_size: int | None, test_fraction: float, seed: int, skip_corrupt: bool) -> ImageSplits:
+def _load_folder(spec: str, root: Path, image_size: int | None, test_fraction: float, seed: int, skip_corrupt: bool,
+                 max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> ImageSplits:
     if image_size is None and root.is_dir():
         raise DatasetError(f"folder dataset {root}: set data.image_size (images are resized to one size)")
     classes, train_files, test_files = list_folder(root, test_fraction, seed)
     assert image_size is not None  # list_folder raised for a path that is not a folder
     skipped: list[str] = []
-    x_train, y_train = _read_images(train_files, image_size, skip_corrupt, skipped)
-    x_test, y_test = _read_images(test_files, image_size, skip_corrupt, skipped)
+    x_train, y_train = _read_images(train_files, image_size, skip_corrupt, skipped, max_pixels)
+    x_test, y_test = _read_images(test_files, image_size, skip_corrupt, skipped, max_pixels)
     for split, files in (("train", x_train), ("test", x_test)):
         if len(files) == 0:
             raise DatasetError(f"image folder {root}: the {split} split has no readable images")
     return ImageSplits(f"folder:{root.name}", spec, x_train, y_train, x_test, y_test, tuple(classes), tuple(skipped))
 
 
-def _read_images(files: list[tuple[Path, int]], size: int, skip_corrupt: bool, skipped: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _read_images(files: list[tuple[Path, int]], size: int, skip_corrupt: bool, skipped: list[str],
+                 max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
     for path, label in files:
         try:
-            images.append(read_image(path, size))
+            images.append(read_image(path, size, max_pixels))
         except DatasetError as exc:
             if not skip_corrupt:
                 raise DatasetError(f"{exc}. Remove it, or pass --skip-corrupt to leave such files out") from exc.__cause__
-            log.warning("skipping unreadable image %s: %s", path, exc.__cause__)
+            log.warning("skipping unreadable image %s: %s", path, exc.__cause__ or exc)
             skipped.append(str(path))
             continue
         labels.append(label)

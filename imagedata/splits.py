@@ -8,11 +8,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from edge_encoder.core.errors import InputError
 from edge_encoder.core.subsets import seeded_subset  # noqa: F401 - re-exported (folder.py)
 
 
-class DatasetError(ValueError):
-    """A dataset spec, file or array that cannot be used; the message names the problem."""
+class DatasetError(InputError):
+    """A dataset spec, file or array that cannot be used; the message names the problem (a ``ValueError``)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class ImageSplits:
 def splits_summary(splits: Any) -> dict[str, object]:
     """The report's ``dataset`` object for ``ImageSplits`` or anything with the same attributes
     (``imagedata.FolderSplits``): one definition, so streamed and in-memory runs describe a dataset alike."""
+    # Classes queried but absent from the bank (a test-only class of a train/ + val/ tree): never predictable.
+    test_only = sorted(set(np.unique(splits.y_test).tolist()) - set(np.unique(splits.y_train).tolist()))
     return {
         "spec": splits.spec,
         "name": splits.name,
@@ -64,6 +67,8 @@ def splits_summary(splits: Any) -> dict[str, object]:
         "num_classes": splits.num_classes,
         "class_names": list(splits.class_names),
         "skipped_files": list(splits.skipped_files),
+        "classes_without_train_images": [str(splits.class_names[c]) if c < len(splits.class_names) else str(c)
+                                         for c in test_only],
     }
 
 
@@ -95,7 +100,50 @@ def as_labels(labels: np.ndarray, count: int, where: str) -> np.ndarray:
         raise DatasetError(f"{where}: labels must be integers, got dtype {labels.dtype}")
     if labels.size and labels.min() < 0:
         raise DatasetError(f"{where}: labels must be >= 0, found {int(labels.min())}")
+    if labels.size and labels.dtype.kind == "u" and int(labels.max()) > np.iinfo(np.int64).max:
+        raise DatasetError(f"{where}: label {int(labels.max())} does not fit in int64")
     return labels.astype(np.int64)
+
+
+# How many entries of a label remapping the warning lists before "...".
+_SHOWN_MAPPINGS = 20
+
+
+def dense_labels(y_train: np.ndarray, y_test: np.ndarray, class_names: tuple[str, ...] | None,
+                 where: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """``(y_train, y_test, class_names)`` with labels ``0..C-1`` and one name per label value.
+
+    With ``class_names``, a label is an index into them: one at or past ``len(class_names)`` is refused. Without,
+    the labels present must be ``0..C-1``; sparse ones (``{0, 7, 65535}``: 65,536 classes if taken as indices,
+    most of them empty) are remapped in sorted order to ``0..C-1`` with a warning listing the mapping, and each
+    class is named by its original value. Either way the class count is the number of classes, never the
+    largest label.
+
+    Args:
+        y_train, y_test: ``int64 (N,)`` / ``int64 (M,)`` labels already checked by :func:`as_labels`.
+
+    Raises:
+        DatasetError: a label outside ``class_names``.
+    """
+    import logging
+
+    if class_names is not None:
+        for split, labels in (("y_train", y_train), ("y_test", y_test)):
+            if labels.size and int(labels.max()) >= len(class_names):
+                raise DatasetError(f"{where}: {split} holds label {int(labels.max())} but class_names has "
+                                   f"{len(class_names)} names (labels index class_names, 0..{len(class_names) - 1})")
+        return y_train, y_test, tuple(class_names)
+    values = np.unique(np.concatenate([y_train, y_test]))
+    if values.size == 0 or int(values[-1]) == values.size - 1:  # already 0..C-1, every class present
+        return y_train, y_test, tuple(str(i) for i in range(values.size))
+    mapping = ", ".join(f"{int(v)}->{i}" for i, v in enumerate(values[:_SHOWN_MAPPINGS]))
+    more = f", ... ({values.size} in all)" if values.size > _SHOWN_MAPPINGS else ""
+    logging.getLogger(__name__).warning(
+        "%s: labels are not 0..C-1 (%d distinct values up to %d, no class_names): remapped in sorted order to "
+        "0..%d, each class named by its original label: %s%s", where, values.size, int(values[-1]),
+        values.size - 1, mapping, more)
+    return (np.searchsorted(values, y_train).astype(np.int64), np.searchsorted(values, y_test).astype(np.int64),
+            tuple(str(int(v)) for v in values))
 
 
 def resize_images(images: np.ndarray, size: int, chunk: int = 2048) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -69,3 +69,33 @@ def write_png_tree() -> Callable[..., Path]:
         return root
 
     return write
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """Factory: ``mount(size="256k", read_only=False) -> Path``, a fresh tmpfs for disk-full and read-only cases.
+
+    Needs root and a kernel that lets it mount (true on the dev machine; skipped with the reason elsewhere). Every
+    mount is unmounted at teardown."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(size: str = "256k", read_only: bool = False) -> Path:
+        import shutil
+
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            pytest.skip("mounting a tmpfs (disk-full and read-only cases) needs root and mount(8)")
+        target = tmp_path / f"tmpfs{len(mounted)}"
+        target.mkdir()
+        options = f"size={size}" + (",ro" if read_only else "")
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True,
+                                text=True, check=False)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip() or result.returncode}")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in reversed(mounted):
+        subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)

@@ -20,7 +20,13 @@ RESNET_LAYOUTS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
     "resnet34": (BasicBlock, (3, 4, 6, 3)),
     "resnet50": (Bottleneck, (3, 4, 6, 3)),
 }
-STEMS = ("cifar", "imagenet")
+# name -> (conv kernel, conv stride, max-pool after it): the input side is divided by stride * (2 if max-pool).
+STEM_LAYOUTS: dict[str, tuple[int, int, bool]] = {
+    "cifar": (3, 1, False),  # /1: images up to ~48 px (CIFAR, digits)
+    "imagenet_nopool": (7, 2, False),  # /2: 64-128 px, the ImageNet conv without its max-pool (Tiny-ImageNet use)
+    "imagenet": (7, 2, True),  # /4: torchvision's ResNet stem, ~112 px and up
+}
+STEMS = tuple(STEM_LAYOUTS)
 
 
 @dataclass(frozen=True)
@@ -30,8 +36,8 @@ class BackboneConfig:
     Attributes:
         arch: one of ``RESNET_LAYOUTS``.
         width: channels of the first stage (64 is the torchvision ResNet); smaller widths make CPU-sized models.
-        stem: ``"cifar"`` (3x3 conv, stride 1, no max-pool; for images up to ~64 px) or ``"imagenet"``
-            (7x7 conv stride 2 + max-pool).
+        stem: one of ``STEM_LAYOUTS``: ``"cifar"`` (3x3 conv, stride 1, no max-pool), ``"imagenet_nopool"``
+            (7x7 conv stride 2, no max-pool) or ``"imagenet"`` (7x7 conv stride 2 + 3x3 max-pool stride 2).
     """
 
     arch: str = "resnet18"
@@ -60,12 +66,9 @@ class ResNetBackbone(nn.Module):
         self.config = config
         self._norm_layer = norm_layer
         w = config.width
-        if config.stem == "cifar":
-            self.conv1 = nn.Conv2d(3, w, kernel_size=3, stride=1, padding=1, bias=False)
-            self.maxpool: nn.Module = nn.Identity()
-        else:
-            self.conv1 = nn.Conv2d(3, w, kernel_size=7, stride=2, padding=3, bias=False)
-            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        kernel, stride, pool = STEM_LAYOUTS[config.stem]
+        self.conv1 = nn.Conv2d(3, w, kernel_size=kernel, stride=stride, padding=kernel // 2, bias=False)
+        self.maxpool: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if pool else nn.Identity()
         self.bn1 = norm_layer(w)
         self.relu = nn.ReLU(inplace=True)
         self.inplanes = w

@@ -7,16 +7,18 @@ user input (TOML files, command-line overrides) and turns every mistake into a `
 
 from __future__ import annotations
 
-import difflib
-import typing
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from edge_encoder.core.config import check_types, config_from_dict, require
+from edge_encoder.train.backbones import RESNET_LAYOUTS, STEMS
 
 METHODS = ("moco_v1", "moco_v2", "moco_v3")
 QUEUE_METHODS = ("moco_v1", "moco_v2")
 OPTIMIZERS = ("sgd", "lars", "adamw")
 MOMENTUM_SCHEDULES = ("constant", "cosine")
 DDP_BN = ("shuffle", "sync")
+SECTION = "train"  # the config file section this dataclass is
 
 
 @dataclass(frozen=True)
@@ -101,10 +103,7 @@ class TrainConfig:
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in fields(self):
-            value = _checked_type(f.name, getattr(self, f.name), hints[f.name])
-            object.__setattr__(self, f.name, value)
+        check_types(SECTION, self)
         _check_ranges(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,34 +115,14 @@ class TrainConfig:
         return self.method in QUEUE_METHODS
 
 
-def _type_name(value: Any) -> str:
-    return type(value).__name__
-
-
-def _checked_type(key: str, value: Any, hint: Any) -> Any:
-    """Return ``value`` (ints widened to float where a float is expected) or raise naming the key."""
-    allowed = typing.get_args(hint) or (hint,)
-    for expected in allowed:
-        # bool is a subclass of int in Python, but `batch_size = true` is a mistake, not a 1.
-        if expected is bool and isinstance(value, bool):
-            return value
-        if expected is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if expected is str and isinstance(value, str):
-            return value
-    expected_names = " or ".join(t.__name__ for t in allowed)
-    raise ValueError(f"train config key {key!r}: expected {expected_names}, got {_type_name(value)} ({value!r})")
-
-
 def _require(ok: bool, key: str, message: str, value: Any) -> None:
-    if not ok:
-        raise ValueError(f"train config key {key!r}: {message}, got {value!r}")
+    require(ok, SECTION, key, message, value)
 
 
 def _check_ranges(c: TrainConfig) -> None:
     _require(c.method in METHODS, "method", f"must be one of {list(METHODS)}", c.method)
+    _require(c.arch in RESNET_LAYOUTS, "arch", f"must be one of {list(RESNET_LAYOUTS)}", c.arch)
+    _require(c.stem in STEMS, "stem", f"must be one of {list(STEMS)}", c.stem)
     _require(c.optimizer in OPTIMIZERS, "optimizer", f"must be one of {list(OPTIMIZERS)}", c.optimizer)
     _require(c.key_momentum_schedule in MOMENTUM_SCHEDULES, "key_momentum_schedule",
              f"must be one of {list(MOMENTUM_SCHEDULES)}", c.key_momentum_schedule)
@@ -184,41 +163,68 @@ def _check_ranges(c: TrainConfig) -> None:
 
 
 def train_config_from_dict(d: dict[str, Any]) -> TrainConfig:
-    """Build a validated ``TrainConfig`` from user input; unknown keys and bad values raise ``ValueError``."""
-    if not isinstance(d, dict):
-        raise TypeError(f"train config must be a dict, got {_type_name(d)}")
-    _check_known_keys(d)
-    return TrainConfig(**d)
+    """Build a validated ``TrainConfig`` from user input (``core.config.config_from_dict``): unknown keys, wrong
+    types and out-of-range values raise ``ValueError`` naming ``train.KEY``."""
+    return config_from_dict(SECTION, TrainConfig, d)
 
 
-def _check_known_keys(d: dict[str, Any]) -> None:
-    known = [f.name for f in fields(TrainConfig)]
-    for key in d:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=3)
-            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            raise ValueError(f"unknown train config key {key!r}{hint}")
-
-
-# The published recipes, as overrides of the defaults (the CPU-sized backbone stays the default).
+# The published recipes, as overrides of the defaults. Each comment gives the reference values and the file they
+# were read from (facebookresearch/moco at 7397dfe, facebookresearch/moco-v3 at c349e6e), then every difference
+# that remains and why. Common to all four: the backbone stays the CPU-sized default (a width-16 ResNet-18 with
+# the CIFAR stem; the references train a torchvision ResNet-50, the demo a ResNet-18 of width 64: set arch, width,
+# stem); schedules are per step, not per epoch; the channel statistics are the dataset's own (the preprocessing
+# contract), where the references use fixed ImageNet/CIFAR constants; every residual branch's last BN is
+# zero-initialised (as moco-v3's ``zero_init_residual=True``; v1/v2 and the demo use torchvision's default, no
+# zero-init; not configurable here). Not measured here: reproducing any of these needs a GPU (issue 10).
 PRESETS: dict[str, dict[str, Any]] = {
-    # He et al. 2020: linear head, tau 0.07, K 65536, m 0.999, lr 0.03 at batch 256, wd 1e-4.
+    # MoCo v1 (He et al. 2020), moco/main_moco.py defaults + moco/builder.py: linear head (fc -> 128), tau 0.07,
+    # K 65536, m 0.999, SGD lr 0.03 at batch 256 (momentum 0.9), wd 1e-4, 200 epochs, shuffle BN over 8 GPUs,
+    # aug: RandomResizedCrop scale (0.2, 1), RandomGrayscale 0.2, ColorJitter(0.4, 0.4, 0.4, 0.4) always, flip.
+    # Differences: (1) lr schedule: v1 steps x0.1 at epochs 120 and 160; this project has warm-up + cosine only
+    # (final_lr_ratio 0), the schedule v2 adopted ("--cos"). (2) grayscale is applied after the jitter, not before:
+    # on a grey image the saturation and hue jitter are no-ops either way, brightness and contrast commute with
+    # it, so the two orders give the same distribution up to the final clamp to [0, 1].
     "moco_v1": dict(method="moco_v1", temperature=0.07, queue_size=65536, key_momentum=0.999, base_lr=0.03,
-                    weight_decay=1e-4, crop_min_scale=0.2, color_jitter_strength=0.4, hue_strength=0.4,
-                    color_jitter_prob=1.0, blur_prob=0.0, final_lr_ratio=0.0),
-    # Chen et al. 2020: MLP head, tau 0.2, aug+ (jitter 0.8, grey 0.2, blur 0.5), cosine schedule.
+                    batch_size=256, weight_decay=1e-4, momentum_sgd=0.9, epochs=200, split_bn_groups=8,
+                    crop_min_scale=0.2, color_jitter_strength=0.4, hue_strength=0.4, color_jitter_prob=1.0,
+                    grayscale_prob=0.2, blur_prob=0.0, final_lr_ratio=0.0),
+    # MoCo v2 (Chen et al. 2020), moco/main_moco.py with README's "--mlp --moco-t 0.2 --aug-plus --cos": MLP head
+    # (Linear 2048-2048, ReLU, fc -> 128, with biases), tau 0.2, K 65536, m 0.999, lr 0.03 at batch 256, wd 1e-4,
+    # 200 epochs, cosine; aug+: crop scale (0.2, 1), ColorJitter(0.4, 0.4, 0.4, 0.1) p 0.8, grey 0.2, Gaussian
+    # blur sigma 0.1-2 p 0.5, flip. No difference beyond the common ones.
     "moco_v2": dict(method="moco_v2", temperature=0.2, queue_size=65536, key_momentum=0.999, base_lr=0.03,
-                    weight_decay=1e-4, crop_min_scale=0.2, color_jitter_strength=0.4, hue_strength=0.1,
-                    color_jitter_prob=0.8, grayscale_prob=0.2, blur_prob=0.5),
-    # Chen, Xie, He 2021: no queue, projector + predictor, symmetric loss x 2tau, m 0.99 -> 1 cosine, LARS.
-    "moco_v3": dict(method="moco_v3", temperature=0.2, key_momentum=0.99, key_momentum_schedule="cosine",
-                    symmetric=True, optimizer="lars", base_lr=0.3, weight_decay=1.5e-6, momentum_sgd=0.9,
-                    proj_hidden_dim=4096, proj_dim=256, pred_hidden_dim=4096, warmup_epochs=1.0,
-                    crop_min_scale=0.08, blur_prob=0.5, solarize_prob=0.1, split_bn_groups=1),
-    # The official single-GPU CIFAR demo: K 4096, m 0.99, tau 0.1, lr 0.06 at batch 512, wd 5e-4, split BN.
-    "cifar_demo": dict(method="moco_v2", width=64, stem="cifar", queue_size=4096, key_momentum=0.99,
-                       temperature=0.1, batch_size=512, base_lr=0.03, weight_decay=5e-4, split_bn_groups=8,
-                       symmetric=True, epochs=200, blur_prob=0.0),
+                    batch_size=256, weight_decay=1e-4, momentum_sgd=0.9, epochs=200, split_bn_groups=8,
+                    crop_min_scale=0.2, color_jitter_strength=0.4, hue_strength=0.1, color_jitter_prob=0.8,
+                    grayscale_prob=0.2, blur_prob=0.5, final_lr_ratio=0.0),
+    # MoCo v3 for ResNet (Chen, Xie, He 2021), moco-v3/main_moco.py + moco/builder.py (MoCo_ResNet) + CONFIG.md's
+    # ResNet-50 100-epoch command ("--moco-m-cos --crop-min=.2"): no queue; projector 2 layers (Linear-BN-ReLU-
+    # Linear-BN, hidden 4096, out 256; the 3-layer projector is MoCo_ViT's), predictor 2 layers (hidden 4096); tau
+    # 1.0 (0.2 is the ViT recipe); loss = ctr(q1, k2) + ctr(q2, k1), each x 2 tau; m 0.99 cosine-increased to 1;
+    # LARS (momentum 0.9, trust 0.001, no wd/adaptation for 1-d params), lr 0.6 at batch 256 (x 4096/256), wd 1e-6,
+    # 10 warm-up epochs then cosine, 100 epochs, batch 4096, SyncBN; aug: crop scale (0.2, 1), ColorJitter(0.4,
+    # 0.4, 0.2, 0.1) p 0.8, grey 0.2, view 1 blur p 1.0, view 2 blur p 0.1 + solarize p 0.2, flip.
+    # Differences: (1) the two views share one distribution here: blur p 0.55 and solarize p 0.1, each view's
+    # mean of the reference pair. (2) the jitter strength is one value for brightness, contrast and saturation:
+    # saturation 0.4 instead of 0.2. (3) mixed precision is bf16 autocast (fp16 + GradScaler there); the logits
+    # and loss are fp32 in both. Under torchrun, ddp_bn = "sync" is the reference's SyncBN.
+    "moco_v3": dict(method="moco_v3", temperature=1.0, key_momentum=0.99, key_momentum_schedule="cosine",
+                    symmetric=True, optimizer="lars", base_lr=0.6, batch_size=4096, weight_decay=1e-6,
+                    momentum_sgd=0.9, lars_trust_coefficient=0.001, proj_hidden_dim=4096, proj_dim=256,
+                    pred_hidden_dim=4096, warmup_epochs=10.0, epochs=100, final_lr_ratio=0.0, crop_min_scale=0.2,
+                    color_jitter_strength=0.4, hue_strength=0.1, color_jitter_prob=0.8, grayscale_prob=0.2,
+                    blur_prob=0.55, solarize_prob=0.1, split_bn_groups=1, ddp_bn="sync"),
+    # The MoCo CIFAR-10 demo, moco/colab/moco_cifar10_demo.ipynb (f736491): ResNet-18, CIFAR stem (conv1 3x3
+    # stride 1, no max-pool), width 64, no MLP head (resnet fc -> 128: this project's moco_v1 head), K 4096,
+    # m 0.99, tau 0.1, split BN over 8 groups, SGD lr 0.06 at batch 512 (momentum 0.9), wd 5e-4, cosine, 200
+    # epochs; aug: RandomResizedCrop(32) (torchvision's default scale (0.08, 1)), flip, ColorJitter(0.4, 0.4,
+    # 0.4, 0.1) p 0.8, grey 0.2, no blur; the notebook runs the asymmetric loss (args.symmetric = False; kNN
+    # top-1 82.6 at 200 epochs, its table); symmetric = true is its "Symmetric" row (85.3), the same sum of the
+    # two directions. No difference beyond the common ones (kNN monitor k 200, T 0.1: the [evaluate] section).
+    "cifar_demo": dict(method="moco_v1", arch="resnet18", width=64, stem="cifar", proj_dim=128, queue_size=4096,
+                       key_momentum=0.99, temperature=0.1, batch_size=512, base_lr=0.03, weight_decay=5e-4,
+                       momentum_sgd=0.9, split_bn_groups=8, symmetric=False, epochs=200, final_lr_ratio=0.0,
+                       crop_min_scale=0.08, flip_prob=0.5, color_jitter_strength=0.4, hue_strength=0.1,
+                       color_jitter_prob=0.8, grayscale_prob=0.2, blur_prob=0.0, solarize_prob=0.0),
 }
 
 
@@ -231,5 +237,4 @@ def preset_config(name: str, **overrides: Any) -> TrainConfig:
 
 def with_overrides(config: TrainConfig, **overrides: Any) -> TrainConfig:
     """A copy of ``config`` with some keys changed (validated)."""
-    _check_known_keys(overrides)  # a clear message before replace() would raise a bare TypeError
-    return replace(config, **overrides)
+    return config_from_dict(SECTION, TrainConfig, {**config.to_dict(), **overrides})

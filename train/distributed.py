@@ -240,9 +240,9 @@ def _convert_global_bn(module: nn.Module) -> nn.Module:
 def per_rank_batch(batch_size: int, ctx: DistContext) -> int:
     """``batch_size`` is the global batch; each rank takes ``batch_size / W`` (refused when it does not divide)."""
     if batch_size % ctx.world:
-        raise ValueError(f"train config key 'batch_size': {batch_size} (the global batch) must be divisible by the "
+        raise ValueError(f"config key 'train.batch_size': {batch_size} (the global batch) must be divisible by the "
                          f"{ctx.world} processes of this torchrun job")
     if batch_size // ctx.world < 2 and ctx.world > 1:
-        raise ValueError(f"train config key 'batch_size': {batch_size} leaves fewer than 2 samples per process "
+        raise ValueError(f"config key 'train.batch_size': {batch_size} leaves fewer than 2 samples per process "
                          f"({ctx.world} processes); batch norm needs at least 2")
     return batch_size // ctx.world

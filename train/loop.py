@@ -36,13 +36,17 @@ from typing import Any, Callable, ContextManager, Iterator
 
 import numpy as np
 import torch
+from edge_encoder.core.errors import InputError, NonFiniteError
+from edge_encoder.core.files import append_text
 from edge_encoder.train.augment import AugmentParams, two_views
 from edge_encoder.train.backbones import BackboneConfig
 from edge_encoder.train.checkpoint import (
     FORMAT,
+    CheckpointError,
     checkpoint_path,
-    latest_checkpoint,
-    load_checkpoint,
+    first_nonfinite,
+    last_good_checkpoint,
+    newest_good_checkpoint,
     plain_backbone_state,
     prune_checkpoints,
     save_checkpoint,
@@ -78,8 +82,13 @@ _RESUME_FREE_KEYS = {"checkpoint_every_steps", "checkpoint_every_epochs", "keep_
                      "knn_every_epochs", "num_threads", "compile", "tensorboard", "data_workers"}
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(NonFiniteError):
     """The loss became NaN/inf; training stopped before the optimiser step, checkpoints untouched."""
+
+
+class NonFiniteStateError(NonFiniteError):
+    """A tensor of the training state (weights, EMA key encoder, queue, batch-norm statistics, optimiser state)
+    became NaN/inf while the loss was still finite; found when saving, so no checkpoint was written."""
 
 
 @dataclass
@@ -94,6 +103,19 @@ class TrainResult:
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from_step: int | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The report's ``train`` entry: figures of the run plus the kNN monitor's history (best and final)."""
+        monitored = [h for h in self.history if "knn_top1" in h]
+        summary: dict[str, Any] = {
+            "checkpoint": str(self.checkpoint_path), "steps": self.steps, "epochs": self.epochs,
+            "final_loss": self.final_loss, "images_per_s": self.images_per_s, "seconds": self.seconds,
+            "resumed_from_step": self.resumed_from_step, "knn_monitor": monitored,
+        }
+        if monitored:
+            summary["knn_top1_final"] = monitored[-1]["knn_top1"]
+            summary["knn_top1_best"] = max(h["knn_top1"] for h in monitored)
+        return summary
 
 
 def bf16_native(device: torch.device) -> bool:
@@ -136,8 +158,10 @@ def resolve_split_groups(groups: int, batch_size: int) -> int:
     return 1
 
 
-def _check_images(images: np.ndarray | ImageSequence, config: TrainConfig) -> tuple[int, tuple[int, ...]]:
-    """``(image count, (H, W, 3))``; an ndarray is checked whole, a sequence by its first item (the rest as read)."""
+def check_train_images(images: np.ndarray | ImageSequence, config: TrainConfig) -> tuple[int, tuple[int, ...]]:
+    """``(image count, (H, W, 3))`` of training images that fit ``config`` (enough images for a batch, square or
+    resized), else a ``ValueError`` naming the key. An ndarray is checked whole, a sequence by its first item (the
+    rest as read). ``train_moco`` calls it; a composer calls it too, to refuse a run before it writes anything."""
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"train images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
@@ -145,10 +169,10 @@ def _check_images(images: np.ndarray | ImageSequence, config: TrainConfig) -> tu
     else:
         n, shape = check_sequence(images)
     if n < config.batch_size:
-        raise ValueError(f"train config key 'batch_size': {config.batch_size} is larger than the {n} training images")
+        raise ValueError(f"config key 'train.batch_size': {config.batch_size} is larger than the {n} training images")
     if config.image_size == 0 and shape[0] != shape[1]:
-        raise ValueError(f"images are {shape[0]}x{shape[1]} (not square): set train config key "
-                         "'image_size' to the square training resolution")
+        raise ValueError(f"images are {shape[0]}x{shape[1]} (not square): set config key "
+                         "'train.image_size' to the square training resolution")
     return n, shape
 
 
@@ -242,6 +266,7 @@ class _Run:
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     last_loss: float = float("nan")
+    resumed_path: Path | None = None  # the checkpoint restored by _resume
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -265,8 +290,14 @@ class _Run:
         }
 
     def save(self) -> Path:
-        """Collective under DDP: every rank calls it; rank 0 writes, the others wait at the barrier."""
+        """Collective under DDP: every rank calls it; rank 0 writes, the others wait at the barrier.
+
+        Raises:
+            NonFiniteStateError: a tensor of the state is NaN/inf (on any rank): nothing is written, so every
+                checkpoint on disk stays good.
+        """
         average_bn_buffers_(self.model, self.dist)  # the running statistics of all ranks' groups
+        self.check_finite()
         path = checkpoint_path(self.run_dir, self.step)
         if self.dist.is_main:
             save_checkpoint(path, self.payload())
@@ -275,11 +306,25 @@ class _Run:
         barrier(self.dist)
         return path
 
+    def check_finite(self) -> None:
+        """Raise ``NonFiniteStateError`` naming the step and the first NaN/inf tensor of what a checkpoint holds
+        (the model with its EMA key encoder, queue and batch-norm statistics, and the optimiser state). Only at
+        saves: the per-step guard is the loss; the loss can stay finite while running statistics overflow."""
+        bad = first_nonfinite({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}, "state")
+        if self.dist.active:  # every rank stops alike, or the others would wait at the next collective forever
+            (flagged,) = all_reduce_sum([float(bad is not None)], self.dist, self.device)
+            bad = bad or ("a tensor on another rank" if flagged > 0 else None)
+        if bad is not None:
+            raise NonFiniteStateError(
+                f"training state is not finite at step {self.step} (epoch {self.step // self.steps_per_epoch}): "
+                f"{bad} holds NaN/inf while the loss was finite; no checkpoint written. Last good checkpoint: "
+                f"{last_good_checkpoint(self.run_dir) or 'none yet'}. Lower train.base_lr ({self.config.base_lr}) "
+                "or add warm-up")
+
     def log(self, record: dict[str, Any]) -> None:
         if not self.dist.is_main:
             return
-        with open(self.run_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        append_text(self.run_dir / "train_log.jsonl", json.dumps(record) + "\n")  # a whole line or nothing
         if self.tb is not None and record.get("event") in _TB_EVENTS:
             prefix = _TB_EVENTS[record["event"]]
             for key, value in record.items():
@@ -308,32 +353,75 @@ def _open_tensorboard(run: _Run) -> None:
     run.tb = SummaryWriter(log_dir=str(run.run_dir / "tensorboard"))
 
 
-def _resume(run: _Run) -> int | None:
-    """Restore the newest checkpoint of the run directory, if any. Refuses one made with another config."""
-    path = latest_checkpoint(run.run_dir)
-    if path is None:
+def check_resume(run_dir: Path, config: TrainConfig, *, image_size: int, mean: tuple[float, float, float],
+                 std: tuple[float, float, float]) -> tuple[Path, dict[str, Any]] | None:
+    """What ``train_moco(images, config, run_dir, ...)`` would resume from: ``(checkpoint path, payload)``, or
+    ``None`` for a fresh start; raises where ``train_moco`` would refuse. For callers that must know before
+    training starts (e.g. to write a config file only once the run directory accepts the config).
+
+    Args:
+        image_size: the side of the training images (``H`` of ``uint8 (N, H, W, 3)``).
+        mean, std: the preprocessing that ``train_moco`` gets.
+
+    Raises:
+        InputError: the newest good checkpoint was made with another training config or preprocessing.
+        CheckpointError: there are checkpoints but none can be resumed (see ``newest_good_checkpoint``).
+    """
+    preprocess = {"image_size": config.image_size or int(image_size), "mean": [float(v) for v in mean],
+                  "std": [float(v) for v in std]}
+    return _resume_source(Path(run_dir), config, preprocess)
+
+
+def _resume_source(run_dir: Path, config: TrainConfig, preprocess: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
+    found = newest_good_checkpoint(run_dir)  # a newer unusable file is skipped with a warning, not deleted
+    if found is None:
         return None
-    payload = load_checkpoint(path, map_location="cpu")
+    path, payload = found
     # keys added to TrainConfig after the checkpoint was written count as their defaults
-    saved, now = {**TrainConfig().to_dict(), **payload["config"]}, run.config.to_dict()
+    saved, now = {**TrainConfig().to_dict(), **payload["config"]}, config.to_dict()
     differing = sorted(k for k in set(saved) | set(now) if k not in _RESUME_FREE_KEYS and saved.get(k) != now.get(k))
     if differing:
         changes = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in differing)
-        raise ValueError(f"run directory {run.run_dir} holds a checkpoint ({path.name}) from a different training "
+        raise InputError(f"run directory {run_dir} holds a checkpoint ({path.name}) from a different training "
                          f"config ({changes}); use another run directory or delete {path.parent}")
-    if payload["preprocess"] != run.preprocess:
-        raise ValueError(f"{path}: preprocess {payload['preprocess']} differs from this run's {run.preprocess}")
+    if payload["preprocess"] != preprocess:
+        raise InputError(f"{path}: preprocess {payload['preprocess']} differs from this run's {preprocess}")
+    return path, payload
+
+
+def _resume(run: _Run) -> int | None:
+    """Restore the newest good checkpoint of the run directory, if any. Refuses one made with another config."""
+    found = _resume_source(run.run_dir, run.config, run.preprocess)
+    if found is None:
+        return None
+    path, payload = found
     state = payload["state"]
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
+    with _naming_entry(path, "state.model"):
+        run.model.load_state_dict(state["model"])
+    with _naming_entry(path, "state.optimizer"):
+        run.optimizer.load_state_dict(state["optimizer"])
     if state.get("scaler"):
-        run.scaler.load_state_dict(state["scaler"])  # a no-op for a disabled scaler
+        with _naming_entry(path, "state.scaler"):
+            run.scaler.load_state_dict(state["scaler"])  # a no-op for a disabled scaler
     elif run.scaler.is_enabled():  # a checkpoint from a bf16/fp32 machine (or an older one): a fresh loss scale
         logger.info("%s holds no GradScaler state; fp16 loss scaling starts afresh", path.name)
-    _set_rng_state(state["rng"], run.aug_gen)
+    with _naming_entry(path, "state.rng"):
+        _set_rng_state(state["rng"], run.aug_gen)
     run.step, run.history, run.last_loss = int(state["step"]), list(payload.get("history", [])), state["last_loss"]
+    run.resumed_path = path
     logger.info("resumed from %s at step %d", path, run.step)
     return run.step
+
+
+@contextlib.contextmanager
+def _naming_entry(path: Path, entry: str) -> Iterator[None]:
+    """Restoring entry ``entry`` of checkpoint ``path``: torch's errors for a malformed entry become one
+    ``CheckpointError`` naming the file and the entry (the file passed ``check_training_state``, so what fails
+    here is its content, e.g. tensors of other shapes)."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise CheckpointError(f"{path}: entry '{entry}' cannot be restored: {exc}") from exc
 
 
 def _call_monitor(run: _Run, monitor: Callable[[nn.Module], dict[str, float]], epoch: int) -> None:
@@ -423,7 +511,7 @@ def _build_run(images: np.ndarray | ImageSequence, config: TrainConfig, run_dir:
                mean: tuple[float, float, float], std: tuple[float, float, float],
                ctx: DistContext | None = None) -> _Run:
     ctx = ctx or DistContext()
-    n, item_shape = _check_images(images, config)
+    n, item_shape = check_train_images(images, config)
     size = config.image_size or item_shape[0]
     groups, ddp_bn = _bn_layout(config, ctx)
     backbone_config = BackboneConfig(arch=config.arch, width=config.width, stem=config.stem)
@@ -496,9 +584,15 @@ def train_moco(
         ValueError: bad images (for a sequence: its first item; a later bad item stops training naming it),
             a global batch the processes do not divide, or a run directory holding a checkpoint of another config.
         TypeError: ``images`` is neither an ndarray nor indexable, or its items are not ndarrays.
-        NonFiniteLossError: the loss became NaN/inf (the message names the step).
+        CheckpointError: checkpoints exist in ``run_dir`` but none can be resumed, or one cannot be restored
+            (naming the file and the entry). A newest checkpoint that is truncated, lacks its state or holds
+            NaN/inf is skipped with a warning (and kept) and the next older good one is resumed.
+        NonFiniteLossError: the loss became NaN/inf (the message names the step and the last good checkpoint).
+        NonFiniteStateError: a tensor of the state became NaN/inf, found at a save (the message names the step,
+            the tensor and the last good checkpoint); nothing non-finite is ever written.
+        OSError: a checkpoint or the log cannot be written (a full disk...), naming the file.
     """
-    n, _ = _check_images(images, config)
+    n, _ = check_train_images(images, config)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if config.num_threads:
@@ -541,7 +635,7 @@ def _loop(run: _Run, images: np.ndarray | ImageSequence, resumed_from: int | Non
     run.log({"event": "start", "step": run.step, "total_steps": run.total_steps, "resumed": resumed_from is not None,
              **run.runtime})
 
-    final_path: Path | None = latest_checkpoint(run_dir) if run.step >= stop else None
+    final_path: Path | None = run.resumed_path if run.step >= stop else None
     meter, window = _Meter(), []
     bar = _progress_bar(progress and ctx.is_main, run)
     shard = (ctx.rank, ctx.world)
@@ -568,7 +662,7 @@ def _loop(run: _Run, images: np.ndarray | ImageSequence, resumed_from: int | Non
             if not math.isfinite(loss_value):
                 raise NonFiniteLossError(
                     f"loss is {loss_value} at step {step} (epoch {step // run.steps_per_epoch}); stopped before the "
-                    f"optimiser step. Last good checkpoint: {latest_checkpoint(run_dir)}")
+                    f"optimiser step. Last good checkpoint: {last_good_checkpoint(run_dir) or 'none yet'}")
             run.optimizer.zero_grad(set_to_none=True)
             run.scaler.scale(loss).backward()
             run.scaler.step(run.optimizer)  # skipped (and the scale lowered) when fp16 gradients overflowed

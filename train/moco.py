@@ -28,12 +28,30 @@ def infonce_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperat
     Returns:
         Scalar fp32 loss, the mean over the N queries of a (K+1)-way cross-entropy.
     """
-    q, k, queue = q.float(), k.float(), queue.float()
-    l_pos = torch.einsum("nc,nc->n", q, k).unsqueeze(-1)  # N x 1
-    l_neg = q @ queue.T  # N x K
-    logits = torch.cat([l_pos, l_neg], dim=1) / temperature  # N x (1+K)
-    labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)  # positives at index 0
-    return F.cross_entropy(logits, labels)
+    with fp32_region(q):
+        logits = infonce_logits(q, k, queue, temperature)  # N x (1+K), fp32
+        labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)  # positives at index 0
+        return F.cross_entropy(logits, labels)
+
+
+def fp32_region(like: torch.Tensor) -> torch.autocast:
+    """A region where autocast is off on ``like``'s device, so ops on fp32 inputs run in fp32.
+
+    Under bf16/fp16 autocast, ``matmul``/``einsum`` are on the low-precision cast list: ``q.float() @ queue.T``
+    would be cast back to bf16 (8 bits of mantissa for logits of up to ``1 / temperature`` = 14 at tau 0.07).
+    "autocast(enabled=False) subregions can be nested in autocast-enabled regions ... inputs from the surrounding
+    region should be cast to dtype before use" (torch.autocast docstring, https://pytorch.org/docs/stable/amp.html).
+    """
+    return torch.autocast(device_type=like.device.type, enabled=False)
+
+
+def infonce_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+    """fp32 ``(N, 1+K)`` logits ``[q.k+, q.n_1 .. q.n_K] / temperature`` (positive first), whatever autocast is on."""
+    with fp32_region(q):
+        q, k, queue = q.float(), k.float(), queue.float()
+        l_pos = torch.einsum("nc,nc->n", q, k).unsqueeze(-1)  # N x 1
+        l_neg = q @ queue.T  # N x K
+        return torch.cat([l_pos, l_neg], dim=1) / temperature  # N x (1+K)
 
 
 def in_batch_contrastive_loss(q: torch.Tensor, k: torch.Tensor, temperature: float,
@@ -42,13 +60,14 @@ def in_batch_contrastive_loss(q: torch.Tensor, k: torch.Tensor, temperature: flo
 
     ``q``: ``(N, C)``, ``k``: ``(M, C)``, L2-normalised. Without ``labels`` (``M = N``) row i of ``k`` is the
     positive of row i of ``q``; under DDP ``k`` is the global key batch and ``labels (N,)`` give each local
-    query's positive. Returns fp32 scalar.
+    query's positive. Returns fp32 scalar (logits and loss in fp32 under autocast, see :func:`fp32_region`).
     """
-    q, k = q.float(), k.float()
-    logits = q @ k.T / temperature  # N x M, positives on the diagonal (or at ``labels``)
-    if labels is None:
-        labels = torch.arange(logits.shape[0], device=logits.device)
-    return F.cross_entropy(logits, labels) * (2.0 * temperature)
+    with fp32_region(q):
+        q, k = q.float(), k.float()
+        logits = q @ k.T / temperature  # N x M, positives on the diagonal (or at ``labels``)
+        if labels is None:
+            labels = torch.arange(logits.shape[0], device=logits.device)
+        return F.cross_entropy(logits, labels) * (2.0 * temperature)
 
 
 class SplitBatchNorm2d(nn.BatchNorm2d):
@@ -108,13 +127,20 @@ def mlp(dims: list[int], last_bn: bool = False, hidden_bn: bool = False) -> nn.S
 
 
 def build_heads(method: str, in_dim: int, hidden_dim: int, out_dim: int, pred_hidden_dim: int) -> tuple[nn.Module, nn.Module | None]:
-    """Projection head (and predictor for v3): v1 linear, v2 2-layer MLP, v3 3-layer BN MLP + 2-layer predictor."""
+    """Projection head (and predictor for v3), as the reference code builds them for a ResNet:
+
+    - v1: one linear layer (``fc`` to ``dim``, facebookresearch/moco ``moco/builder.py``);
+    - v2: Linear-ReLU-Linear with biases (``mlp=True`` there);
+    - v3: a 2-layer projector Linear-BN-ReLU-Linear-BN(affine=False) and a 2-layer predictor Linear-BN-ReLU-Linear,
+      no biases (facebookresearch/moco-v3 ``moco/builder.py``: ``MoCo_ResNet`` builds ``_build_mlp(2, ...)`` for
+      both; the 3-layer projector is ``MoCo_ViT``'s, and every backbone here is a ResNet).
+    """
     if method == "moco_v1":
         return nn.Linear(in_dim, out_dim), None
     if method == "moco_v2":
         return mlp([in_dim, hidden_dim, out_dim]), None
     if method == "moco_v3":
-        projector = mlp([in_dim, hidden_dim, hidden_dim, out_dim], hidden_bn=True, last_bn=True)
+        projector = mlp([in_dim, hidden_dim, out_dim], hidden_bn=True, last_bn=True)
         predictor = mlp([out_dim, pred_hidden_dim, out_dim], hidden_bn=True)
         return projector, predictor
     raise ValueError(f"MoCo method {method!r} is unknown")
@@ -295,7 +321,9 @@ class MoCo(nn.Module):
         if self.symmetric:
             q2 = qs[1]
             k1, k1_all = self._keys(im_q)
-            loss = 0.5 * (infonce_loss(q1, k2, queue, self.temperature) + infonce_loss(q2, k1, queue, self.temperature))
+            # The sum of both directions (not their mean), as the MoCo CIFAR demo computes it
+            # (facebookresearch/moco colab/moco_cifar10_demo.ipynb: loss = loss_12 + loss_21), and moco-v3 too.
+            loss = infonce_loss(q1, k2, queue, self.temperature) + infonce_loss(q2, k1, queue, self.temperature)
             self.enqueue(torch.cat([k1_all, k2_all]))  # each key once, the global batch on every rank
         else:
             loss = infonce_loss(q1, k2, queue, self.temperature)

@@ -1,17 +1,16 @@
-"""Worker for test_extract_distributed*: run by torchrun with 2 CPU ranks (gloo). A third argument ``source`` embeds
-the images as an image source (a ListSource) instead of an array."""
+"""Worker for test_extract_distributed*: run by torchrun with 2 CPU ranks (gloo) as a module
+(``torchrun -m tests.evaluate.dist_extract_worker`` from the project root, so ``tests`` imports like under pytest;
+``edge_encoder`` is the installed package). A third argument ``source`` embeds the images as an image source (a
+ListSource) instead of an array."""
 
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch.distributed as dist
+from edge_encoder.evaluate.extract import extract
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from edge_encoder.evaluate.extract import extract  # noqa: E402
-
-from tests.evaluate.conftest import ListSource, ProjectionEngine, make_images  # noqa: E402
+from tests.evaluate.conftest import ListSource, ProjectionEngine, make_images
 
 dist.init_process_group("gloo")
 model, out = Path(sys.argv[1]), Path(sys.argv[2])

@@ -108,10 +108,9 @@ def test_extract_distributed_matches_single_process(tmp_path):
     from tests.evaluate.conftest import make_images
 
     model = make_projection_model(tmp_path / "m.npy")
-    worker = Path(__file__).with_name("dist_extract_worker.py")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(worker), str(model), str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+           "-m", "tests.evaluate.dist_extract_worker", str(model), str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 0, proc.stderr[-2000:]
     x, _ = make_images(13, 3, seed=4)
     want = ProjectionEngine(model).embed(x)
@@ -184,10 +183,9 @@ def test_extract_distributed_of_a_source_decodes_only_each_ranks_shard(tmp_path)
     from tests.evaluate.conftest import make_images
 
     model = make_projection_model(tmp_path / "m.npy")
-    worker = Path(__file__).with_name("dist_extract_worker.py")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(worker), str(model), str(tmp_path), "source"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+           "-m", "tests.evaluate.dist_extract_worker", str(model), str(tmp_path), "source"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 0, proc.stderr[-2000:]
     x, _ = make_images(13, 3, seed=4)
     want = ProjectionEngine(model).embed(x)

@@ -29,13 +29,13 @@ def test_separable_data_is_learned():
 
 
 def test_matches_sklearn_at_the_selected_penalty():
-    from edge_encoder.evaluate.linear_probe import _standardize
+    from edge_encoder.evaluate.linear_probe import standardize
     from sklearn.linear_model import LogisticRegression
 
     x, y = _blobs(60, 4, 10, seed=0, spread=2.5)
     xt, yt = _blobs(30, 4, 10, seed=1, spread=2.5)
     res = linear_probe(x, y, xt, yt, device="cpu", l2_grid=(1.0, 0.1, 0.01))
-    xs, xts = _standardize(x, xt)
+    xs, xts = standardize(x, xt)
     sk = LogisticRegression(C=1.0 / (res.l2_penalty * len(x)), tol=1e-8, max_iter=5000).fit(xs, y)
     agree = (sk.predict(xts) == res.predictions).mean()
     assert agree >= 0.98, agree

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edge_encoder.export.bundle import ParityGateError, export_bundle, load_manifest
-from edge_encoder.export.engines import OnnxRuntimeEngine, TorchEngine, open_engine
+from edge_encoder.export.bundle import BundleImages, ParityGateError, export_bundle, load_manifest
+from edge_encoder.export.bundle_files import open_engine
+from edge_encoder.export.config import ExportConfig
+from edge_encoder.export.engines import OnnxRuntimeEngine, TorchEngine
 from edge_encoder.export.onnx_export import build_fp32_encoder, save_model
 from edge_encoder.export.parity import (
     DEFAULT_THRESHOLDS,
@@ -40,9 +42,9 @@ RELAXED = {v: dataclasses.replace(DEFAULT_THRESHOLDS[v], min_top1_agreement=0.4,
 def bundle(backbone, real_images, tmp_path_factory):
     calib, parity, labels = real_images
     out = tmp_path_factory.mktemp("run") / "deploy"
-    result = export_bundle((backbone, PREPROCESS, BACKBONE_CONFIG), out, calibration_images=calib,
-                           parity_images=parity, parity_labels=labels, exporter="torchscript",
-                           calibration_indices=select_calibration_indices(10000, len(calib)), thresholds=RELAXED)
+    images = BundleImages(calib, parity, labels, calibration_indices=select_calibration_indices(10000, len(calib)))
+    result = export_bundle((backbone, PREPROCESS, BACKBONE_CONFIG), out, images,
+                           ExportConfig(exporter="torchscript", thresholds=RELAXED))
     return out, result
 
 
@@ -105,14 +107,14 @@ def test_failed_gate_writes_bundle_then_raises(backbone, real_images, tmp_path) 
     out = tmp_path / "deploy"
     impossible = {"fp32": ParityThresholds(max_abs_diff=0.0, min_cosine=1.0 + 1e-9)}
     with pytest.raises(ParityGateError) as err:
-        export_bundle((backbone, PREPROCESS, BACKBONE_CONFIG), out, calibration_images=calib, parity_images=parity,
-                      variants=("fp32",), exporter="torchscript", thresholds=impossible)
+        export_bundle((backbone, PREPROCESS, BACKBONE_CONFIG), out, BundleImages(calib, parity),
+                      ExportConfig(variants=("fp32",), exporter="torchscript", thresholds=impossible))
     assert list(err.value.failed) == ["fp32"]
     manifest = load_manifest(out)  # written before raising; files kept, marked failed
     assert manifest["variants"]["fp32"]["passed"] is False and (out / "encoder_fp32.onnx").is_file()
-    result = export_bundle((backbone, PREPROCESS, BACKBONE_CONFIG), out, calibration_images=calib,
-                           parity_images=parity, variants=("fp32",), exporter="torchscript", thresholds=impossible,
-                           allow_failed=True)
+    result = export_bundle((backbone, PREPROCESS, BACKBONE_CONFIG), out, BundleImages(calib, parity),
+                           ExportConfig(variants=("fp32",), exporter="torchscript", thresholds=impossible,
+                                        allow_failed=True))
     assert result.variants["fp32"].passed is False
 
 
@@ -120,10 +122,11 @@ INTERRUPTED_SCRIPT = """
 import sys, numpy as np
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
 from tests.export.conftest import make_backbone, PREPROCESS, BACKBONE_CONFIG
-from edge_encoder.export.bundle import export_bundle
+from edge_encoder.export.bundle import BundleImages, export_bundle
+from edge_encoder.export.config import ExportConfig
 d = np.load(sys.argv[4])
-export_bundle((make_backbone(1), PREPROCESS, BACKBONE_CONFIG), sys.argv[3], calibration_images=d["c"],
-              parity_images=d["p"], exporter="torchscript", allow_failed=True)
+export_bundle((make_backbone(1), PREPROCESS, BACKBONE_CONFIG), sys.argv[3], BundleImages(d["c"], d["p"]),
+              ExportConfig(exporter="torchscript", allow_failed=True))
 """
 
 
@@ -153,10 +156,14 @@ def test_killed_export_leaves_previous_bundle_intact(bundle, real_images, tmp_pa
 def test_bad_source_and_variants(tmp_path, real_images) -> None:
     calib, parity, _ = real_images
     with pytest.raises(ValueError, match="checkpoint not found"):
-        export_bundle(tmp_path / "nope.pt", tmp_path / "d", calibration_images=calib, parity_images=parity)
-    with pytest.raises(ValueError, match="variants"):
-        export_bundle((make_backbone(), PREPROCESS, BACKBONE_CONFIG), tmp_path / "d", calibration_images=calib,
-                      parity_images=parity, variants=("fp8",))
+        export_bundle(tmp_path / "nope.pt", tmp_path / "d", BundleImages(calib, parity))
+    with pytest.raises(ValueError, match=r"\['fp8'\] not allowed"):
+        ExportConfig(variants=("fp8",))
+    with pytest.raises(ValueError, match="must include 'fp32'"):
+        ExportConfig(variants=("fp16", "int8_cpu"))
+    with pytest.raises(ValueError, match=r"parity_images must be a non-empty uint8 \(N, 16, 16, 3\)"):
+        export_bundle((make_backbone(), PREPROCESS, BACKBONE_CONFIG), tmp_path / "d", BundleImages(calib, parity[:, :8]))
+    assert not (tmp_path / "d").exists()
 
 
 def test_export_from_checkpoint_records_its_sha256(backbone, real_images, tmp_path) -> None:
@@ -170,8 +177,8 @@ def test_export_from_checkpoint_records_its_sha256(backbone, real_images, tmp_pa
                                                   "backbone_config": BACKBONE_CONFIG, "preprocess": PREPROCESS,
                                                   "config": {}})
     calib, parity, _ = real_images
-    result = export_bundle(ckpt, tmp_path / "deploy", calibration_images=calib, parity_images=parity,
-                           variants=("fp32",), exporter="torchscript")
+    result = export_bundle(ckpt, tmp_path / "deploy", BundleImages(calib, parity),
+                           ExportConfig(variants=("fp32",), exporter="torchscript"))
     manifest = load_manifest(tmp_path / "deploy")
     assert manifest["provenance"]["checkpoint_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     assert manifest["backbone_config"] == BACKBONE_CONFIG and result.variants["fp32"].passed
@@ -181,9 +188,9 @@ def test_float_nchw_bundle(backbone, real_images, bundle, tmp_path) -> None:
     """One layout per bundle: manifest, Triton configs, trtexec lines and README follow float NCHW."""
     calib, parity, labels = real_images
     out = tmp_path / "deploy"
-    result = export_bundle((backbone, PREPROCESS, BACKBONE_CONFIG), out, calibration_images=calib,
-                           parity_images=parity, parity_labels=labels, variants=("fp32", "int8_trt"),
-                           exporter="torchscript", thresholds=RELAXED, input_layout="float_nchw")
+    result = export_bundle((backbone, PREPROCESS, BACKBONE_CONFIG), out, BundleImages(calib, parity, labels),
+                           ExportConfig(variants=("fp32", "int8_trt"), exporter="torchscript", thresholds=RELAXED,
+                                        input_layout="float_nchw"))
     manifest = load_manifest(out)
     assert manifest["input_layout"] == "float_nchw" and load_manifest(bundle[0])["input_layout"] == "uint8_nhwc"
     assert manifest["input"] == {"name": "images", "shape": ["batch", 3, IMAGE_SIZE, IMAGE_SIZE], "layout": "NCHW",

@@ -18,6 +18,7 @@ from edge_encoder.export.precision import (
     select_calibration_indices,
     zero_points,
 )
+from onnx import numpy_helper
 
 from tests.export.conftest import PREPROCESS
 
@@ -75,10 +76,44 @@ def test_int8_trt_has_only_zero_zero_points_and_int8(fp32_model, real_images, me
     zps = zero_points(model)
     assert zps, "expected QDQ nodes"
     for name, zp in zps.items():
-        assert zp.dtype in (np.int8, np.int32), (name, zp.dtype)
+        assert zp.dtype == np.int8, (name, zp.dtype)  # INT32 (bias) zero-points: TensorRT refuses them
         assert not np.any(zp), f"non-zero zero-point in {name}"
     qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     assert not [n for n in qdq if n.name.startswith(("preprocess/", "tail/"))]
+
+
+def _downstream(model: onnx.ModelProto, op_types: set[str]) -> set[str]:
+    """Names of the nodes of ``op_types`` and of every node after them."""
+    producer = {out: n for n in model.graph.node for out in n.output}
+    after: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type in op_types or any(i in producer and producer[i].name in after for i in node.input):
+            after.add(node.name)
+    return after
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_int8_trt_is_what_tensorrt_parses(backbone, real_images, exporter) -> None:
+    """Issue 9: INT8-only DequantizeLinear inputs, zero-points 0, FP32 biases, no Q/DQ from the pooling on."""
+    fp32 = build_fp32_encoder(backbone, PREPROCESS, exporter=exporter, opset=18 if exporter == "dynamo" else 17)[0]
+    model = make_variant(fp32, "int8_trt", real_images[0])
+    inits = {t.name: t for t in model.graph.initializer}
+    producer = {out: n for n in model.graph.node for out in n.output}
+    types = {t.name: t.data_type for t in model.graph.initializer}
+    types.update({p.output[0]: onnx.TensorProto.INT8 for p in model.graph.node if p.op_type == "QuantizeLinear"})
+    dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert dq and all(types[n.input[0]] == onnx.TensorProto.INT8 for n in dq)
+    assert all(not np.any(numpy_helper.to_array(inits[n.input[2]])) for n in model.graph.node
+               if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert all(inits[c.input[2]].data_type == onnx.TensorProto.FLOAT for c in convs)  # biases stay FP32
+    assert all(producer[c.input[0]].op_type == producer[c.input[1]].op_type == "DequantizeLinear" for c in convs)
+    tail = _downstream(model, {"GlobalAveragePool", "ReduceMean"}) | {n.name for n in model.graph.node
+                                                                      if n.name.startswith("tail/")}
+    assert tail and not [n.name for n in model.graph.node if n.name in tail and n.op_type.endswith("QuantizeLinear")]
+    for add in (n for n in model.graph.node if n.op_type == "Add" and not n.name.startswith("preprocess/")):
+        # residual Add: the Conv branch feeds it directly (Conv + Add fuse), the skip branch through a Q/DQ
+        assert sorted(producer[i].op_type for i in add.input) == ["Conv", "DequantizeLinear"], add.name
 
 
 def test_int8_cpu_is_u8s8(fp32_model, real_images) -> None:

@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 import pytest
 from edge_encoder import pipeline
+from edge_encoder.imagedata.stats import knn_monitor_rows
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TINY = Path(__file__).with_name("tiny.toml")
@@ -49,23 +50,32 @@ def test_overrides_are_typed_and_applied() -> None:
         (["--dataset", "npz:/no/such/file.npz"], "/no/such/file.npz does not exist"),
         (["--dataset", "folder:/no/such/dir"], "/no/such/dir does not exist"),
         (["--set", "train.epochz=3"], "epochz"),
-        (["--set", "train.epochs=three"], "'epochs'"),
-        (["--set", "data.image_size=1.5"], "data.image_size"),
-        (["--set", "export.variants=['fp64']"], "export.variants"),
-        (["--set", "export.calibration_method='max'"], "export.calibration_method"),
+        (["--set", "train.epochs=three"], "config key 'train.epochs': expected int, got str"),
+        (["--set", "data.image_size=1.5"], "config key 'data.image_size': expected int, got float"),
+        (["--set", "export.variants=['fp64']"], "config key 'export.variants': ['fp64'] not allowed"),
+        (["--set", "export.variants=['fp16']"], "config key 'export.variants': must include 'fp32'"),
+        (["--set", "export.calibration_images=0"], "config key 'export.calibration_images': must be >= 1"),
+        (["--set", "export.parity_images=1"], "config key 'export.parity_images': must be >= 2"),
+        (["--set", "data.seed=-1"], "config key 'data.seed': must be >= 0"),
+        (["--set", "data.image_size=2"], "config key 'data.image_size': must be 0 (the images' own size) or >= 8"),
+        (["--set", "data.max_test=1"], "config key 'data.max_test': must be 0 (all) or >= 2"),
+        (["--set", "data.test_fraction=1.0"], "config key 'data.test_fraction': must lie in (0, 1)"),
+        (["--set", "evaluate.seed=-3"], "config key 'evaluate.seed': must be >= 0"),
+        (["--set", "export.calibration_method='max'"], "config key 'export.calibration_method'"),
         (["--set", "nonsense"], "SECTION.KEY=VALUE"),
-        (["--set", "evaluate.knn_kk=3"], "knn_kk"),
+        (["--set", "evaluate.knn_kk=3"], "config key 'evaluate.knn_kk': unknown key; did you mean 'knn_k'"),
         (["--config", "/no/such.toml"], "/no/such.toml does not exist"),
         (["--name", "../escape"], "run name"),
-        (["--set", "train.batch_size=4096"], "'batch_size'"),
-        (["--set", "train.queue_size=0"], "'queue_size'"),
-        (["--set", "train.key_momentum=1.5"], "'key_momentum'"),
+        (["--set", "train.batch_size=4096"], "config key 'train.batch_size'"),
+        (["--set", "train.queue_size=0"], "config key 'train.queue_size'"),
+        (["--set", "train.key_momentum=1.5"], "config key 'train.key_momentum'"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(capsys, tmp_path: Path, argv: list[str], message: str) -> None:
     code, output = run_main(capsys, "--config", str(TINY), "--runs-dir", str(tmp_path), *argv)
     assert code == 2
     assert message in output and "Traceback" not in output
+    assert not list(tmp_path.iterdir()), "a refused run must leave no run folder behind"
 
 
 def test_bad_npz_keys_exit_2(capsys, tmp_path: Path) -> None:
@@ -188,8 +198,8 @@ def test_streamed_folder_run_equals_in_memory_run(tmp_path: Path, write_png_tree
 def test_knn_monitor_samples_every_part_of_a_class_sorted_split() -> None:
     """Folder datasets come sorted by class: the monitor must not take the first rows (a few classes only)."""
     labels = np.repeat(np.arange(10), 500)  # 5,000 images, class-sorted
-    bank, queries = pipeline.knn_monitor_rows(len(labels), 1200, limit=2000, seed=0)
+    bank, queries = knn_monitor_rows(len(labels), 1200, limit=2000, seed=0)
     assert len(bank) == 2000 and len(queries) == 1200 and len(np.unique(bank)) == 2000
     assert np.all(np.diff(bank) > 0) and np.all(np.diff(queries) > 0)  # file order: a streamed folder reads forward
     assert np.bincount(labels[bank], minlength=10).min() > 150  # every class, about 200 each
-    np.testing.assert_array_equal(bank, pipeline.knn_monitor_rows(len(labels), 1200, limit=2000, seed=0)[0])
+    np.testing.assert_array_equal(bank, knn_monitor_rows(len(labels), 1200, limit=2000, seed=0)[0])

@@ -17,13 +17,10 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root, when run as a script
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from edge_encoder.train.config import train_config_from_dict  # noqa: E402
-
-import train.loop as loop  # noqa: E402
+import numpy as np
+import torch
+from edge_encoder.train import loop
+from edge_encoder.train.config import train_config_from_dict
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

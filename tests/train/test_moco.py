@@ -9,6 +9,7 @@ from edge_encoder.train.moco import (
     SplitBatchNorm2d,
     build_moco,
     in_batch_contrastive_loss,
+    infonce_logits,
     infonce_loss,
 )
 from torch import nn
@@ -41,6 +42,28 @@ def test_infonce_is_fp32_for_bf16_inputs_and_averages_queries() -> None:
     assert loss.dtype == torch.float32
     per_query = [infonce_loss(q[i:i + 1], k[i:i + 1], queue, 0.2) for i in range(4)]
     assert infonce_loss(q, k, queue, 0.2).item() == pytest.approx(torch.stack(per_query).mean().item(), rel=1e-6)
+
+
+def test_logits_and_losses_are_fp32_under_bf16_autocast() -> None:
+    """Under bf16 autocast a matmul runs in bf16 even on fp32 inputs; the InfoNCE logits and both losses must not:
+    they equal a float64 reference to fp32 accuracy (bf16 logits at tau 0.07 are off by ~1e-2)."""
+    torch.manual_seed(0)
+    q, k = F.normalize(torch.randn(16, 64), dim=1), F.normalize(torch.randn(16, 64), dim=1)
+    queue = F.normalize(torch.randn(512, 64), dim=1)
+    t = 0.07
+    q64, k64, queue64 = q.double(), k.double(), queue.double()
+    ref_logits = torch.cat([(q64 * k64).sum(1, keepdim=True), q64 @ queue64.T], dim=1) / t
+    ref_loss = F.cross_entropy(ref_logits, torch.zeros(16, dtype=torch.long))
+    ref_v3 = F.cross_entropy(q64 @ k64.T / 0.2, torch.arange(16)) * 0.4
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        naive = q @ queue.T / t  # what the logits were before: cast to bf16 by autocast
+        logits, loss = infonce_logits(q, k, queue, t), infonce_loss(q, k, queue, t)
+        v3 = in_batch_contrastive_loss(q, k, 0.2)
+    assert naive.dtype == torch.bfloat16 and (naive.double() - ref_logits[:, 1:]).abs().max() > 1e-3
+    assert logits.dtype == loss.dtype == v3.dtype == torch.float32
+    torch.testing.assert_close(logits.double(), ref_logits, rtol=0, atol=1e-5)
+    assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-6)
+    assert v3.item() == pytest.approx(ref_v3.item(), rel=1e-6)
 
 
 def test_v3_loss_hand_computed() -> None:
@@ -95,6 +118,33 @@ def test_forward_enqueues_keys_symmetric_enqueues_each_once() -> None:
     model = _moco(queue_size=20, symmetric=True)
     model(torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16), 0.99)
     assert int(model.queue_ptr) == 8  # two key batches of 4, each once
+
+
+def test_symmetric_queue_loss_is_the_sum_of_both_directions() -> None:
+    """As the MoCo CIFAR demo: loss = loss_12 + loss_21 (a sum, not a mean), against the queue before the step."""
+    import copy
+
+    torch.manual_seed(1)
+    model = _moco(queue_size=20, symmetric=True)
+    im_q, im_k = torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)
+    twin = copy.deepcopy(model)  # the same weights, queue and BN state; m = 1 leaves the key encoder as it is
+    loss = model(im_q, im_k, 1.0)
+    with torch.no_grad():
+        q1, q2, k1, k2 = twin.encode_query(im_q), twin.encode_query(im_k), twin.encode_key(im_q), twin.encode_key(im_k)
+        expected = infonce_loss(q1, k2, twin.queue, 0.2) + infonce_loss(q2, k1, twin.queue, 0.2)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_v3_heads_are_the_reference_resnet_ones() -> None:
+    """moco-v3 MoCo_ResNet: projector _build_mlp(2, ...) with a last BN without affine, predictor _build_mlp(2, ...,
+    last_bn=False); no biases."""
+    model = _moco(method="moco_v3", proj_hidden_dim=16, proj_dim=8, pred_hidden_dim=12)
+    kinds = lambda m: [type(x).__name__ for x in m]  # noqa: E731
+    assert kinds(model.projector_q) == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"]
+    assert kinds(model.predictor) == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert [(m.in_features, m.out_features) for m in model.predictor if isinstance(m, nn.Linear)] == [(8, 12), (12, 8)]
+    assert all(m.bias is None for m in (*model.projector_q, *model.predictor) if isinstance(m, nn.Linear))
+    assert not model.projector_q[-1].affine
 
 
 def test_v3_has_predictor_and_no_queue() -> None:

@@ -72,7 +72,7 @@ def test_ddp_two_gloo_processes_match_one_process(tiny_images: np.ndarray, tmp_p
     streamed = {"name": "shuffle_streamed", "config": dict(CASES["shuffle"], data_workers=1), "stream": True}
     (tmp_path / "cases.json").write_text(json.dumps([{"name": n, "config": c} for n, c in CASES.items()] + [streamed]))
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(PROJECT_ROOT))
+    env.update(OMP_NUM_THREADS="1")  # the worker imports the installed edge_encoder, nothing from the checkout
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER),
            str(tmp_path / "images.npy"), str(tmp_path / "ddp"), str(tmp_path / "cases.json")]
     # own session, so a hang kills the launcher and both workers (a timeout fails the test, never blocks CI)
@@ -121,7 +121,7 @@ def test_ddp_two_gloo_processes_match_one_process(tiny_images: np.ndarray, tmp_p
 
     for rank in (0, 1):  # the global batch must split evenly over the processes
         message = (tmp_path / "ddp" / f"odd_rank{rank}.txt").read_text()
-        assert "'batch_size': 15 (the global batch) must be divisible by the 2 processes" in message
+        assert "'train.batch_size': 15 (the global batch) must be divisible by the 2 processes" in message
 
     # The gathered queue after step 1: the keys of the whole global batch, in global order, at rows 0..15; the
     # rest still the initial random keys.
@@ -136,7 +136,7 @@ def test_ddp_two_gloo_processes_match_one_process(tiny_images: np.ndarray, tmp_p
 def test_ddp_refuses_a_global_batch_the_processes_do_not_divide() -> None:
     from edge_encoder.train.distributed import DistContext, per_rank_batch
 
-    with pytest.raises(ValueError, match="'batch_size': 18 .* divisible by the 4 processes"):
+    with pytest.raises(ValueError, match="'train.batch_size': 18 .* divisible by the 4 processes"):
         per_rank_batch(18, DistContext(rank=0, world=4))
     assert per_rank_batch(16, DistContext(rank=1, world=4)) == 4
     assert per_rank_batch(16, DistContext()) == 16
@@ -144,5 +144,5 @@ def test_ddp_refuses_a_global_batch_the_processes_do_not_divide() -> None:
 
 def test_ddp_bn_mode_is_validated() -> None:
     assert TrainConfig().ddp_bn == "shuffle"
-    with pytest.raises(ValueError, match="'ddp_bn': must be one of"):
+    with pytest.raises(ValueError, match="config key 'train.ddp_bn': must be one of"):
         TrainConfig(ddp_bn="split")

@@ -95,7 +95,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tiny_ima
 
 
 def test_bad_inputs_are_refused_before_training(tiny_images: np.ndarray, tmp_path: Path, tiny_config: Callable[..., TrainConfig]) -> None:
-    with pytest.raises(ValueError, match="'batch_size': 128 is larger than the 64 training images"):
+    with pytest.raises(ValueError, match="'train.batch_size': 128 is larger than the 64 training images"):
         _train(tiny_images, tmp_path, tiny_config(batch_size=128))
     with pytest.raises(ValueError, match=r"uint8 \(N, H, W, 3\)"):
         _train(tiny_images.astype(np.float32), tmp_path, tiny_config())

@@ -113,7 +113,7 @@ def test_fp16_scaler_state_round_trips_through_a_resume(
 
 def test_tensorboard_key_is_validated_and_resume_free() -> None:
     assert TrainConfig().tensorboard is True
-    with pytest.raises(ValueError, match=r"'tensorboard': expected bool, got int"):
+    with pytest.raises(ValueError, match=r"'train.tensorboard': expected bool, got int"):
         train_config_from_dict({"tensorboard": 1})
     assert "tensorboard" in loop._RESUME_FREE_KEYS
 

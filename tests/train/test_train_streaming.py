@@ -139,7 +139,7 @@ def test_bad_sequences_are_refused_before_training(tiny_images: np.ndarray, tmp_
         _train(iter(tiny_images), tmp_path, tiny_config())
     with pytest.raises(ValueError, match="is empty"):
         _train(ArraySequence(tiny_images[:0]), tmp_path, tiny_config())
-    with pytest.raises(ValueError, match="'batch_size': 16 is larger than the 10 training images"):
+    with pytest.raises(ValueError, match="'train.batch_size': 16 is larger than the 10 training images"):
         _train(ArraySequence(tiny_images[:10]), tmp_path, tiny_config())
     assert not list_checkpoints(tmp_path)
 

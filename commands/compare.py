@@ -1,0 +1,28 @@
+"""``edge-encoder compare RUN_A RUN_B``: two runs' reports side by side (``evaluate.compare``).
+
+RUN_A / RUN_B are run folders holding ``report.json`` (from ``run`` or ``evaluate``) or report files. A report
+that is not readable JSON or not of the report schema is one line naming the file, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from edge_encoder.commands.errors import add_output_arguments, usage_errors
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_a", metavar="RUN_A", help="run folder or report.json of run A")
+    parser.add_argument("run_b", metavar="RUN_B", help="run folder or report.json of run B")
+    add_output_arguments(parser)
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    """Print the comparison table; returns the exit code."""
+    from edge_encoder.evaluate.compare import render_comparison
+    from edge_encoder.evaluate.report import load_report
+
+    with usage_errors():
+        a, b = load_report(args.run_a), load_report(args.run_b)
+    print(render_comparison(a, b))
+    return 0

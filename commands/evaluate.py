@@ -1,0 +1,165 @@
+"""``edge-encoder evaluate ENGINE --dataset SPEC``: the run report for an engine this project may not have trained.
+
+ENGINE is a deploy bundle (every variant, or ``--variant``) or any ONNX encoder file with a declared input contract
+(the "input contract" options). The dataset is fitted to the engine's input size; its train split is the kNN bank and
+its test split the queries. The report (``RUNS_DIR/NAME/report.json``, ``report.md``; schema
+``docs/report_schema.md``) has the same metrics as a run's, plus the raw-pixel baseline and an ``engines`` section
+saying where each engine came from and who L2-normalised its output. Embeddings are cached under
+``RUNS_DIR/NAME/cache/embeddings``, so a rerun costs only the metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edge_encoder import pipeline
+from edge_encoder.commands.dataset_args import (
+    DATASET_HELP,
+    add_dataset_options,
+    resolve_settings,
+    run_name,
+)
+from edge_encoder.commands.engine_args import (
+    EngineTarget,
+    add_engine_arguments,
+    contract_from_args,
+    describe_engine,
+    open_target,
+    resolve_target,
+    square_size,
+)
+from edge_encoder.commands.errors import UsageError, add_output_arguments, usage_errors
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_engine_arguments(parser, variant_help="bundle variant to evaluate (repeatable; default: every variant)",
+                         many_variants=True)
+    parser.add_argument("--dataset", required=True, metavar="SPEC", help=DATASET_HELP)
+    add_dataset_options(parser, sections=("data", "evaluate"))
+    parser.add_argument("--name", metavar="NAME", help="report directory RUNS_DIR/NAME/ (default: evaluate-<engine>)")
+    parser.add_argument("--runs-dir", metavar="DIR", default="runs", help="where report directories go (default: runs)")
+    parser.add_argument("--no-baselines", action="store_true", help="leave out the raw-pixel baseline")
+    add_output_arguments(parser)
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    """Evaluate ENGINE on the dataset and write the report; returns the exit code."""
+    started = time.perf_counter()
+    target = resolve_target(args.engine, args.variant, contract_from_args(args), default_variants="all")
+    keys: list[str | None] = list(target.variants) or [None]
+    with open_target(target, keys[0]) as engine:  # the input size fixes the dataset's image size
+        size = square_size(engine)
+    settings = resolve_settings(args, args.dataset, size, args.name or run_name(target.label, "evaluate"))
+    progress = not args.no_progress and sys.stderr.isatty()
+    run_dir = Path(args.runs_dir) / settings.name
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    data = pipeline.load_data(settings.data)
+    timings["data"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    metrics, engines, indexed = evaluate_engines(target, keys, settings, data, run_dir, progress,
+                                                 baselines=not args.no_baselines)
+    timings["evaluate"] = time.perf_counter() - t0
+    index_section = None
+    if settings.evaluate.index_benchmark:
+        t0 = time.perf_counter()
+        index_section = pipeline.run_index_benchmark(settings, indexed)
+        timings["index_benchmark"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - started
+
+    from edge_encoder.evaluate.report import render_summary_table, write_report
+
+    report = build_report(settings, target, data, timings, metrics, engines)
+    if index_section is not None:
+        report["index_benchmark"] = index_section
+    json_path, md_path = write_report(run_dir, report)
+    print(render_summary_table(report))
+    print(f"\nreport: {json_path}\n        {md_path}")
+    return 0
+
+
+def evaluate_engines(target: EngineTarget, keys: list[str | None], settings: Any, data: Any, run_dir: Path,
+                     progress: bool, *, baselines: bool) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """Evaluate each engine of ``target`` (and the raw-pixel baseline) on ``data``.
+
+    Returns ``(metrics table, engines section, the evaluation the index benchmark uses: the first engine's)``.
+    A bundle's other variants are compared with its first (fp32 when evaluated: ``resolve_target`` puts it first).
+    """
+    from edge_encoder.evaluate.baselines import RawPixelEngine
+    from edge_encoder.evaluate.suite import compare_engines, evaluate_engine
+
+    def evaluate(engine: Any, reference: Any = None) -> Any:
+        with usage_errors(f"evaluating {engine.name!r}: "):  # a foreign engine's NaN or odd output, a tiny split
+            return evaluate_engine(
+                engine, data.x_train, data.y_train, data.x_test, data.y_test, config=settings.evaluate,
+                dataset_id=data.spec, cache_dir=run_dir / "cache" / "embeddings", reference=reference,
+                progress=progress)
+
+    evaluations: dict[str, Any] = {}
+    kinds: dict[str, str] = {}
+    engines: dict[str, Any] = {}
+    reference = None
+    for key in keys:
+        with open_target(target, key) as engine:
+            if engine.name in evaluations:
+                raise UsageError(f"two engines are named {engine.name!r}; evaluate them one at a time")
+            evaluations[engine.name] = evaluate(engine, reference)
+            kinds[engine.name] = "reference" if reference is None and len(keys) > 1 else "engine"
+            engines[engine.name] = describe_engine(target, engine, key)
+            engines[engine.name]["providers"] = list(getattr(engine, "providers", []))
+        if reference is None and len(keys) > 1:
+            reference = evaluations[engine.name]
+    indexed = next(iter(evaluations.values()))
+    if baselines:
+        # Per-image centring, as the run report's raw_pixels (the stronger of the two raw-pixel variants).
+        with RawPixelEngine(data.x_train, centering="image") as engine:
+            if engine.name in evaluations:
+                raise UsageError(f"an engine is named {engine.name!r} like the baseline; pass --no-baselines")
+            evaluations[engine.name] = evaluate(engine)
+            kinds[engine.name] = "baseline"
+    metrics = compare_engines(evaluations, reference=None if reference is None else reference.name, kinds=kinds)
+    if target.kind == "bundle":
+        assert target.manifest is not None
+        for key in target.variants:
+            entry = target.manifest["variants"][key]
+            name = entry.get("engine_name") or f"onnx_{key}"
+            if name in metrics:
+                metrics[name].update(precision=key, parity_passed=entry.get("passed"))
+    return metrics, engines, indexed
+
+
+def bundle_summary(target: EngineTarget) -> dict[str, Any]:
+    """The report's ``export`` entry for a bundle, from its manifest (as a run report's)."""
+    assert target.manifest is not None
+    provenance = target.manifest.get("provenance", {})
+    return {
+        "bundle": str(target.path),
+        "opset": provenance.get("opset"),
+        "exporter": provenance.get("exporter"),
+        "variants": {name: {"file": v.get("file"), "engine": v.get("engine_name"), "precision": name,
+                            "passed": v.get("passed"), "parity": v.get("parity")}
+                     for name, v in target.manifest["variants"].items()},
+    }
+
+
+def build_report(settings: Any, target: EngineTarget, data: Any, timings: dict[str, float],
+                 metrics: dict[str, Any], engines: dict[str, Any]) -> dict[str, Any]:
+    """The report dict (``docs/report_schema.md``): ``train`` is null (nothing was trained here); ``export`` is the
+    bundle's summary, or null for an ONNX file; ``engines`` describes each evaluated engine."""
+    from edge_encoder.evaluate.report import assemble_report
+
+    providers = sorted({p for e in engines.values() for p in e.get("providers", [])})
+    config = settings.to_dict()
+    report = assemble_report(
+        name=settings.name, device="onnxruntime: " + ", ".join(providers) if providers else "cpu",
+        dataset=data.summary(), timings=timings, train=None,  # type: ignore[arg-type]
+        config={"command": "evaluate", "engine": str(target.path), "variants": list(target.variants),
+                "data": config["data"], "evaluate": config["evaluate"]},
+        export=bundle_summary(target) if target.kind == "bundle" else None,  # type: ignore[arg-type]
+        metrics=metrics)
+    report["engines"] = engines
+    return report

@@ -1,0 +1,125 @@
+"""Opening a deploy bundle's engines, every backend, only after their files are checked: the ONNX file against the
+manifest's SHA-256, a TensorRT plan against the SHA-256 its engine key recorded at build time (and the ONNX file it
+was built from). The checks themselves (typed manifest, containment, hashes) live in ``export.manifest`` and are
+re-exported here, so ``from edge_encoder.export.bundle_files import load_manifest, open_engine`` is the one import a
+reader of bundles needs.
+
+No torch or onnx at module level: a device with onnxruntime and numpy alone can open and verify a bundle.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_encoder.export.engines import OnnxRuntimeEngine
+from edge_encoder.export.manifest import (  # noqa: F401 - re-exported: the bundle-reading API in one place
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    BundleFileError,
+    bundle_path,
+    check_manifest,
+    load_manifest,
+    read_bundle_file,
+    recorded_files,
+    resolve_bundle_file,
+    variant_entry,
+)
+
+if TYPE_CHECKING:
+    from edge_encoder.export.tensorrt import TensorRTEngine
+
+logger = logging.getLogger(__name__)
+
+
+def open_engine(bundle_dir: Path | str, variant: str, *, backend: str = "onnxruntime",
+                providers: Sequence[str] | None = None, intra_op_threads: int | None = None,
+                dla_core: int | None = None) -> OnnxRuntimeEngine | TensorRTEngine:
+    """Open one variant of a deploy bundle after checking its file against the manifest.
+
+    ``backend="onnxruntime"`` runs the ONNX file (its SHA-256 must equal the manifest's); ``"tensorrt"`` the plan
+    built on this device, ``tensorrt/encoder_<variant>.plan`` (or, with ``dla_core``, the variant's static-batch
+    DLA plan): its SHA-256 must equal the one its engine key recorded at build time, and the ONNX file it was built
+    from must be the manifest's (each checked when the key records it).
+
+    Raises:
+        ValueError: an unknown variant or backend, a malformed manifest, a file outside the bundle, missing or
+            changed (:class:`BundleFileError`), or TensorRT not installed.
+    """
+    bundle = Path(bundle_dir)
+    manifest = load_manifest(bundle)
+    entry = variant_entry(manifest, variant, bundle)
+    pre = manifest["preprocessing"]
+    preprocess = None if pre["in_graph"] else pre  # float-NCHW graphs: the engine normalises uint8 input itself
+    if backend == "onnxruntime":
+        path = resolve_bundle_file(bundle, entry["file"], entry["sha256"], key=f"variants.{variant}.file")
+        return OnnxRuntimeEngine(path, name=entry.get("engine_name"), providers=providers,
+                                 intra_op_threads=intra_op_threads, preprocess=preprocess)
+    if backend == "tensorrt":
+        plan = check_tensorrt_plan(bundle, tensorrt_plan_name(bundle, manifest, variant, dla_core), entry)
+        if importlib.util.find_spec("tensorrt") is None:
+            raise ValueError("tensorrt is not installed: pip install -e '.[tensorrt]' (on a Jetson: JetPack's "
+                             "python3-libnvinfer)")
+        from edge_encoder.export.tensorrt import TensorRTEngine
+
+        return TensorRTEngine(plan, name=f"trt_{variant}" + ("" if dla_core is None else f"_dla{dla_core}"),
+                              preprocess=preprocess, dla_core=dla_core)
+    raise ValueError(f"backend must be 'onnxruntime' or 'tensorrt', got {backend!r}")
+
+
+def tensorrt_plan_name(bundle_dir: Path, manifest: dict[str, Any], variant: str, dla_core: int | None) -> str:
+    """The plan of ``variant`` relative to the bundle: the GPU plan, or the DLA plan of core ``dla_core`` at the
+    manifest's ``dla_batch`` (else the one DLA plan of that core in ``tensorrt/``)."""
+    from edge_encoder.export.trt_plans import (
+        plan_relpath,  # the builder's naming (standard library only)
+    )
+
+    if dla_core is None:
+        return plan_relpath(variant)
+    batch = manifest.get("dla_batch")
+    if isinstance(batch, int) and not isinstance(batch, bool) and batch > 0:
+        return plan_relpath(variant, dla_core, batch)
+    found = sorted((Path(bundle_dir) / "tensorrt").glob(f"encoder_{variant}.dla{int(dla_core)}.b*.plan"))
+    if len(found) != 1:
+        raise BundleFileError(f"{len(found)} DLA plans of {variant!r} for DLA core {dla_core} in tensorrt/ and no "
+                              f"dla_batch in the manifest; build one: python -m edge_encoder.export.tensorrt "
+                              f"{bundle_dir} --variant {variant} --dla-core {dla_core} --dla-batch N")
+    return f"tensorrt/{found[0].name}"
+
+
+def check_tensorrt_plan(bundle_dir: Path | str, relative: str, entry: dict[str, Any]) -> Path:
+    """The real path of the plan ``relative`` (inside the bundle) after checking it against its engine key.
+
+    The key (``<plan>.key.json``, written by ``export.tensorrt``) records the plan's own SHA-256 and the SHA-256 of
+    the ONNX file it was built from; each is checked when present. A plan without a key (built by trtexec) is
+    loaded unchecked, with a warning: TensorRT itself still refuses a plan of another version or GPU.
+    """
+    from edge_encoder.export.tensorrt import (
+        read_engine_key,  # the module imports tensorrt lazily, not here
+    )
+    from edge_encoder.export.trt_plans import key_path, rebuild_command
+
+    plan = bundle_path(bundle_dir, relative, key=relative)
+    if not plan.is_file():
+        raise BundleFileError(f"no TensorRT plan at {relative}; build it on this device: "
+                              f"{rebuild_command(Path(bundle_dir) / relative)}")
+    if not key_path(plan).resolve().is_relative_to(Path(bundle_dir).resolve()):
+        raise BundleFileError(f"engine key of {relative} resolves to {key_path(plan).resolve()}, outside the "
+                              "bundle; refusing to read it")
+    key = read_engine_key(plan)  # the file TensorRTEngine reads too: beside the plan's real path
+    if key is None:
+        logger.warning("%s has no engine key (built by trtexec?): its bytes are not hash-checked", relative)
+        return plan
+    onnx_sha = key.get("onnx_sha256")
+    if isinstance(onnx_sha, str) and onnx_sha != entry["sha256"]:
+        raise BundleFileError(f"TensorRT plan {relative} was built from another {entry['file']} (sha256 "
+                              f"{onnx_sha[:12]}...) than the manifest's ({entry['sha256'][:12]}...); rebuild it: "
+                              f"{rebuild_command(Path(bundle_dir) / relative)}")
+    if isinstance(key.get("sha256"), str):
+        return resolve_bundle_file(bundle_dir, relative, key["sha256"], key="sha256",
+                                   recorded_in=f"its engine key {key_path(plan).name}")
+    logger.warning("%s: its engine key records no sha256 (an older key): the plan is not hash-checked", relative)
+    return plan

@@ -1,0 +1,134 @@
+"""Export configuration: the ``[export]`` config section (:class:`ExportSettings`, user input) and what
+``export.bundle.export_bundle`` takes (:class:`ExportConfig`, which may also hold per-variant objects).
+
+Both are frozen dataclasses checked on construction, so a bundle request that cannot succeed (an unknown
+variant, no ``fp32`` reference, too few parity images) is refused before a model is trained or exported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Mapping
+
+from edge_encoder.core.config import check_types, config_from_dict, require
+from edge_encoder.export.onnx_export import EXPORTERS, INPUT_LAYOUTS, MAX_OPSET, MIN_OPSET
+from edge_encoder.export.parity import ParityThresholds
+from edge_encoder.export.precision import INT8_FLAVOURS, VARIANTS, QuantConfig
+from edge_encoder.export.trt_plans import DLA_MAX_BATCH, check_dla_batch
+
+SECTION = "export"
+CALIBRATION_METHODS = ("percentile", "minmax", "entropy")  # QuantConfig.calibrate_method
+MIN_PARITY_IMAGES = 2  # export.parity.compare_embeddings compares at least 2 rows (top-1 neighbours)
+
+
+def _variant_errors(variants: tuple[str, ...]) -> str | None:
+    """Why ``variants`` cannot make a bundle, or None. ``fp32`` is every bundle's reference engine."""
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        return f"{unknown or 'an empty list'} not allowed; choose from {list(VARIANTS)}"
+    if "fp32" not in variants:
+        return "must include 'fp32' (the bundle's reference engine, and what parity is measured against)"
+    if len(set(variants)) != len(variants):
+        return "lists a variant twice"
+    return None
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """The ``[export]`` section.
+
+    Attributes:
+        variants: the ONNX variants to export (from ``export.precision.VARIANTS``; ``fp32`` required).
+        opset: ONNX opset (18: the dynamo exporter's native opset; TensorRT 10/11 parse it).
+        exporter: ``"auto"``, ``"dynamo"`` or ``"torchscript"`` (``export.onnx_export``).
+        calibration_images: training images that calibrate the INT8 variants (a seeded sample, >= 1).
+        calibration_method: ``"percentile"``, ``"minmax"`` or ``"entropy"`` (``export.precision.QuantConfig``).
+        parity_images: test images every variant is compared on against the PyTorch reference (>= 2).
+        allow_failed: exit 0 even when a variant fails its parity gate (the files are kept either way).
+        dla_batch: static batch of the Jetson DLA plans (fp16 / int8_trt); 0 = none (see ``export.trt_plans``).
+    """
+
+    variants: tuple[str, ...] = VARIANTS
+    opset: int = 18
+    exporter: str = "auto"
+    calibration_images: int = 256
+    calibration_method: str = "percentile"
+    parity_images: int = 500
+    allow_failed: bool = False
+    dla_batch: int = 0
+
+    def __post_init__(self) -> None:
+        check_types(SECTION, self)
+        problem = _variant_errors(self.variants)
+        require(problem is None, SECTION, "variants", problem or "", list(self.variants))
+        require(MIN_OPSET <= self.opset <= MAX_OPSET, SECTION, "opset", f"must lie in [{MIN_OPSET}, {MAX_OPSET}]",
+                self.opset)
+        require(self.exporter in EXPORTERS, SECTION, "exporter", f"must be one of {list(EXPORTERS)}", self.exporter)
+        require(self.calibration_images >= 1, SECTION, "calibration_images", "must be >= 1", self.calibration_images)
+        require(self.calibration_method in CALIBRATION_METHODS, SECTION, "calibration_method",
+                f"not allowed; choose from {list(CALIBRATION_METHODS)}", self.calibration_method)
+        require(self.parity_images >= MIN_PARITY_IMAGES, SECTION, "parity_images", f"must be >= {MIN_PARITY_IMAGES}",
+                self.parity_images)
+        # "The maximum supported batch size is 4096" (TensorRT's DLA restrictions; export.trt_plans.DLA_MAX_BATCH)
+        require(self.dla_batch == 0 or 1 <= self.dla_batch <= DLA_MAX_BATCH, SECTION, "dla_batch",
+                f"must be 0 (no DLA plans) or in [1, {DLA_MAX_BATCH}] (DLA's maximum batch)", self.dla_batch)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "variants": list(self.variants)}
+
+    def bundle_config(self) -> ExportConfig:
+        """What ``export_bundle`` takes for this section: every INT8 flavour calibrated with
+        ``calibration_method``; ``allow_failed=True``, so every variant is written and evaluated and the caller
+        applies the gate (the exit code)."""
+        quant = {flavour: replace(config, calibrate_method=self.calibration_method)
+                 for flavour, config in INT8_FLAVOURS.items()}
+        return ExportConfig(variants=self.variants, opset=self.opset, exporter=self.exporter, quant_configs=quant,
+                            allow_failed=True, dla_batch=self.dla_batch)
+
+
+def export_settings_from_dict(values: Mapping[str, Any]) -> ExportSettings:
+    """The validated ``[export]`` section; ``ValueError`` naming ``export.KEY`` otherwise."""
+    return config_from_dict(SECTION, ExportSettings, values)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """How ``export_bundle`` builds a bundle.
+
+    Attributes:
+        variants: variants to build, ``fp32`` first in the manifest order given.
+        opset / exporter: as in ``export.onnx_export.build_fp32_encoder``.
+        input_layout: ``"uint8_nhwc"`` (preprocessing in every graph) or ``"float_nchw"`` (normalised upstream).
+        thresholds: per-variant overrides of ``export.parity.DEFAULT_THRESHOLDS``.
+        quant_configs: per-flavour overrides of ``export.precision.INT8_FLAVOURS``.
+        allow_failed: write the bundle and return when a variant fails its gate, instead of raising
+            ``ParityGateError`` (after the bundle is written).
+        dla_batch: static batch of the Jetson DLA plans (fp16 / int8_trt), recorded in the manifest, written into
+            ``trtexec.txt`` and the ``encoder_trt_<v>_dla`` Triton models; 0 = no DLA plans (``export.trt_plans``).
+    """
+
+    variants: tuple[str, ...] = VARIANTS
+    opset: int = 17
+    exporter: str = "auto"
+    input_layout: str = "uint8_nhwc"
+    thresholds: Mapping[str, ParityThresholds] = field(default_factory=dict)
+    quant_configs: Mapping[str, QuantConfig] = field(default_factory=dict)
+    allow_failed: bool = False
+    dla_batch: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "variants", tuple(self.variants))
+        problem = _variant_errors(self.variants)
+        if problem is not None:
+            raise ValueError(f"export variants {list(self.variants)}: {problem}")
+        if self.input_layout not in INPUT_LAYOUTS:
+            raise ValueError(f"input_layout must be one of {INPUT_LAYOUTS}, got {self.input_layout!r}")
+        if self.exporter not in EXPORTERS:
+            raise ValueError(f"exporter must be one of {EXPORTERS}, got {self.exporter!r}")
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise ValueError(f"opset must be in [{MIN_OPSET}, {MAX_OPSET}], got {self.opset}")
+        unknown = sorted(set(self.thresholds) - set(VARIANTS)) + sorted(set(self.quant_configs) - set(INT8_FLAVOURS))
+        if unknown:
+            raise ValueError(f"thresholds / quant_configs name unknown variants {unknown}")
+        if self.dla_batch != 0:
+            check_dla_batch(self.dla_batch, "dla_batch")

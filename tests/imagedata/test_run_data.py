@@ -1,0 +1,177 @@
+"""open_run_data: training images without labels (folders at any depth, image lists, npz x_train, any dataset) and
+a separate labelled evaluation set, or none (a seeded held-out slice for the label-free metrics)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from edge_encoder.imagedata import (
+    DatasetError,
+    FolderImages,
+    load_dataset,
+    open_run_data,
+)
+from edge_encoder.imagedata.config import DataSettings
+from edge_encoder.imagedata.run_data import NO_EVAL_SET, RunData, run_specs
+from edge_encoder.imagedata.unlabelled import read_image_list
+
+from tests.imagedata.test_layouts import write_images, write_split_tree
+
+
+def _stack(images) -> np.ndarray:
+    return images if isinstance(images, np.ndarray) else np.stack([images[i] for i in range(len(images))])
+
+
+@pytest.fixture
+def flat(tmp_path: Path) -> Path:
+    """40 unlabelled images: 20 directly in the folder, 20 nested two levels deep (no class structure)."""
+    write_images(tmp_path / "flat", 20, ".png", seed=1)
+    write_images(tmp_path / "flat" / "2019" / "trip", 20, ".JPG", seed=2)
+    return tmp_path / "flat"
+
+
+@pytest.fixture
+def labelled(tmp_path: Path) -> Path:
+    return write_split_tree(tmp_path / "labelled", "val", {"a": (6, 3), "b": (6, 3)})
+
+
+def test_specs_follow_the_documented_rule() -> None:
+    assert run_specs(DataSettings(dataset="digits")) == ("digits", "digits")
+    assert run_specs(DataSettings(dataset="digits", train_data="images:/x")) == ("images:/x", None)
+    assert run_specs(DataSettings(dataset="digits", train_data="images:/x", eval_data="folder:/y")) == ("images:/x", "folder:/y")
+    assert run_specs(DataSettings(dataset="digits", eval_data="folder:/y")) == ("digits", "folder:/y")
+
+
+def test_training_on_a_flat_folder_alone_holds_a_seeded_slice_out(flat: Path) -> None:
+    settings = DataSettings(train_data=f"folder:{flat}", image_size=8, test_fraction=0.25)
+    data = open_run_data(settings)
+    assert data.evaluation is None and data.accuracy_note == NO_EVAL_SET
+    assert (len(data.train_images), len(data.heldout)) == (30, 10)  # 25 % of 40, every depth counted
+    assert data.train_images.shape[1:] == (8, 8, 3) and data.heldout.dtype == np.uint8
+    # the held-out images are never trained on: no row of one equals a row of the other
+    train_rows = {row.tobytes() for row in data.train_images}
+    assert not any(row.tobytes() in train_rows for row in data.heldout)
+    again = open_run_data(settings)
+    np.testing.assert_array_equal(again.heldout, data.heldout)  # seeded
+    summary = data.summary()
+    assert summary["labelled"] is False and summary["num_train"] == 30 and summary["num_test"] == 10
+    assert "held out of the training images, never trained on" in summary["held_out_images"]
+    assert data.train_summary()["labels_used"] is False and data.train_summary()["held_out"] == 10
+
+
+def test_the_held_out_slice_is_capped_by_max_test(flat: Path) -> None:
+    data = open_run_data(DataSettings(train_data=f"images:{flat}", image_size=8, max_test=4, max_train=11))
+    assert (len(data.train_images), len(data.heldout)) == (11, 4)
+
+
+def test_train_data_beside_a_labelled_eval_set(flat: Path, labelled: Path) -> None:
+    data = open_run_data(DataSettings(train_data=f"folder:{flat}", eval_data=f"folder:{labelled}", image_size=8))
+    assert len(data.train_images) == 40 and data.accuracy_note is None
+    evaluation = data.evaluation
+    assert evaluation is not None and evaluation.class_names == ("a", "b")
+    assert (len(evaluation.x_train), len(evaluation.x_test)) == (12, 6)
+    assert data.heldout is evaluation.x_test
+    assert data.summary()["labelled"] is True and data.summary()["layout"].startswith("train/ + val/")
+
+
+def test_evaluation_queries_are_never_trained_on(tmp_path: Path) -> None:
+    for c in ("a", "b"):
+        write_images(tmp_path / "tree" / c, 10, seed=ord(c))
+    tree = tmp_path / "tree"
+    data = open_run_data(DataSettings(train_data=f"images:{tree}", eval_data=f"folder:{tree}", image_size=8))
+    same = open_run_data(DataSettings(dataset=f"folder:{tree}", image_size=8))
+    assert data.evaluation is not None
+    assert len(data.train_images) == len(same.train_images) == 16 and data.train_summary()["excluded_eval_images"] == 4
+    queries = {row.tobytes() for row in data.evaluation.x_test}
+    assert not any(row.tobytes() in queries for row in data.train_images)
+
+
+def test_one_dataset_for_both_roles_is_what_it_always_was(tmp_path: Path) -> None:
+    root = write_split_tree(tmp_path / "tree", "test", {"a": (5, 2), "b": (5, 2)})
+    data = open_run_data(DataSettings(dataset=f"folder:{root}", image_size=8, max_train=6))
+    expected = load_dataset(f"folder:{root}", image_size=8, max_train=6)
+    np.testing.assert_array_equal(data.train_images, expected.x_train)
+    assert data.evaluation is not None and data.evaluation.summary() == expected.summary()
+    assert RunData.from_splits(expected).train_summary()["source"] == "the train split of the evaluation set"
+
+
+def test_an_image_list_names_paths_relative_to_itself_or_absolute(tmp_path: Path, flat: Path) -> None:
+    files = sorted(flat.glob("*.png"))
+    listing = tmp_path / "lists" / "train.txt"
+    listing.parent.mkdir()
+    lines = ["# my images", "", *(os.path.relpath(f, listing.parent) for f in files[:5]), str(files[5]), "  "]
+    listing.write_text("\n".join(lines) + "\n")
+    paths, missing = read_image_list(listing)
+    assert paths == [listing.parent / os.path.relpath(f, listing.parent) for f in files[:5]] + [files[5]]
+    assert missing == []
+    data = open_run_data(DataSettings(train_data=f"list:{listing}", image_size=8))
+    assert len(data.train_images) + len(data.heldout) == 6
+    listing.write_text(f"{files[0]}\nnope/missing.png\n")
+    with pytest.raises(DatasetError, match=r"train.txt, line 2: .*nope/missing.png does not exist"):
+        open_run_data(DataSettings(train_data=f"list:{listing}", image_size=8))
+    write_images(tmp_path / "others", 3)
+    kept = open_run_data(DataSettings(train_data=f"list:{listing}", image_size=8, skip_corrupt=True,
+                                      eval_data=f"images:{tmp_path / 'others'}"))
+    assert len(kept.train_images) == 1
+    assert kept.train_summary()["skipped_files"] == [str(listing.parent / "nope" / "missing.png")]
+    with pytest.raises(DatasetError, match="image list .*absent.txt does not exist"):
+        open_run_data(DataSettings(train_data=f"list:{tmp_path / 'absent.txt'}", image_size=8))
+
+
+def test_an_npz_with_only_x_train_trains_and_fits_the_eval_set_to_its_size(tmp_path: Path, labelled: Path) -> None:
+    images = np.random.default_rng(0).integers(0, 256, (30, 10, 10), dtype=np.uint8)  # grey: replicated to RGB
+    np.savez(tmp_path / "unlabelled.npz", x_train=images)
+    data = open_run_data(DataSettings(train_data=f"npz:{tmp_path / 'unlabelled.npz'}", eval_data=f"folder:{labelled}"))
+    assert data.train_images.shape == (30, 10, 10, 3) and data.evaluation is not None
+    assert data.evaluation.image_shape == (10, 10, 3)  # fitted to the training images' own size
+    np.savez(tmp_path / "other.npz", images=images)
+    with pytest.raises(DatasetError, match=r"lacks the keys \['x_train'\]"):
+        open_run_data(DataSettings(train_data=f"npz:{tmp_path / 'other.npz'}"))
+
+
+def test_a_named_dataset_gives_its_train_split_without_labels(labelled: Path) -> None:
+    data = open_run_data(DataSettings(train_data="digits", eval_data=f"folder:{labelled}", image_size=8))
+    assert len(data.train_images) == 1437 and data.evaluation is not None  # digits' 80 % train split
+
+
+def test_an_eval_set_given_without_labels_feeds_the_label_free_metrics(flat: Path, tmp_path: Path) -> None:
+    write_images(tmp_path / "other", 7)
+    data = open_run_data(DataSettings(train_data=f"folder:{flat}", eval_data=f"images:{tmp_path / 'other'}", image_size=8))
+    assert data.evaluation is None and len(data.heldout) == 7 and len(data.train_images) == 40
+    assert data.accuracy_note == f"the evaluation set images:{tmp_path / 'other'} has no labels"
+
+
+def test_streamed_training_images_equal_the_decoded_ones(flat: Path) -> None:
+    common = dict(train_data=f"folder:{flat}", image_size=8, max_train=25)
+    decoded = open_run_data(DataSettings(**common))
+    streamed = open_run_data(DataSettings(**common, stream=True))
+    assert isinstance(streamed.train_images, FolderImages) and isinstance(streamed.heldout, FolderImages)
+    np.testing.assert_array_equal(_stack(streamed.train_images), decoded.train_images)
+    np.testing.assert_array_equal(_stack(streamed.heldout), decoded.heldout)
+    assert streamed.train_images.fingerprint() != streamed.heldout.fingerprint()
+
+
+def test_bad_training_specs_are_named(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="does not exist"):
+        open_run_data(DataSettings(train_data=f"images:{tmp_path / 'nope'}", image_size=8))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no images found"):
+        open_run_data(DataSettings(train_data=f"images:{tmp_path / 'empty'}", image_size=8))
+    write_images(tmp_path / "one", 1)
+    with pytest.raises(DatasetError, match="at least 2 are needed"):
+        open_run_data(DataSettings(train_data=f"images:{tmp_path / 'one'}", image_size=8))
+    write_images(tmp_path / "photos", 3)
+    with pytest.raises(DatasetError, match="set data.image_size"):
+        open_run_data(DataSettings(train_data=f"images:{tmp_path / 'photos'}"))
+    with pytest.raises(ValueError, match="'data.stream'"):
+        DataSettings(train_data="digits", stream=True)
+
+
+def test_an_unlabelled_dataset_for_both_roles_trains_and_measures_no_accuracy(flat: Path) -> None:
+    data = open_run_data(DataSettings(dataset=f"folder:{flat}", image_size=8))
+    assert data.evaluation is None and (len(data.train_images), len(data.heldout)) == (32, 8)
+    assert data.accuracy_note == f"the dataset folder:{flat} has no labels"
+    assert data.summary()["layout"] == "unlabelled images"

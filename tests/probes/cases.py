@@ -1,0 +1,837 @@
+"""Every case of issue 12, as a probe (see ``harness`` for the sandbox and the verdicts).
+
+Each function sets up its bad input or fault in a fresh sandbox, runs the real command line (or the library, where
+the issue names a library call) and judges the outcome. ``CASES`` lists them with the verdict the fixed code must
+give; ``tests/probes/test_probes.py`` asserts it per case and ``python -m tests.probes`` prints the table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tests.probes.harness import (
+    RUN_NAME,
+    Case,
+    Outcome,
+    Probe,
+    Result,
+    cli_verdict,
+    library_verdict,
+    sentinel,
+    wait_for,
+    was_read,
+    watched,
+    worst,
+)
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def _npz(probe: Probe, name: str = "data.npz", **overrides: Any) -> Path:
+    """A small learnable npz (4 classes, 16 px, 128 train / 48 test) with some arrays replaced."""
+    rng = np.random.default_rng(0)
+
+    def make(count: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.arange(count) % 4
+        images = rng.integers(0, 60, size=(count, 16, 16, 3)).astype(np.uint8)
+        for image, label in zip(images, labels):
+            image[4:12, 4:12, label % 3] = 230
+        return images, labels.astype(np.int64)
+
+    (x_train, y_train), (x_test, y_test) = make(128), make(48)
+    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    arrays.update(overrides)
+    path = probe.root / name
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+def _png_tree(root: Path, classes: int = 2, per_class: int = 6, size: int = 12) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"class_{c}").mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / f"class_{c}" / f"{i}.png")
+    return root
+
+
+def _bomb_png(path: Path, width: int = 12000, height: int = 12000) -> Path:
+    """A valid 1-bit PNG of ``width x height`` black pixels: ~17 KB on disk, 0.4 GB as 8-bit RGB."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    rows = bytes(height * (1 + (width + 7) // 8))  # filter byte 0 and zero bits, row after row
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 9))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def _bad_input(probe: Probe, *args: str, mentions: tuple[str, ...] = (), keep: tuple[str, ...] = (),
+               no_run_dir: bool = False) -> Outcome:
+    """A command that must stop in one line before it does anything: nothing kept is touched, nothing outside."""
+    existed = probe.run_dir.exists()
+    with watched(probe, keep=keep) as box:
+        result = probe.cli("run", *args)
+    outcome = cli_verdict(result, mentions=mentions)
+    if outcome.verdict == "clear error" and no_run_dir and not existed and probe.run_dir.exists():
+        outcome = Outcome("silent wrong", f"left a run directory behind: {sorted(os.listdir(probe.run_dir))}")
+    return worst(outcome, box)
+
+
+# ------------------------------------------------------------------------------------------------ config (10, 9)
+
+
+def seed_negative(probe: Probe) -> Outcome:
+    return _bad_input(probe, "--set", "data.seed=-1", mentions=("data.seed",), no_run_dir=True)
+
+
+def image_size_two(probe: Probe) -> Outcome:
+    return _bad_input(probe, "--set", "data.image_size=2", mentions=("data.image_size",), no_run_dir=True)
+
+
+def max_test_one(probe: Probe) -> Outcome:
+    return _bad_input(probe, "--set", "data.max_test=1", mentions=("data.max_test",), no_run_dir=True)
+
+
+def variants_without_fp32(probe: Probe) -> Outcome:
+    """Refused up front, or exported and evaluated without fp32: either, but never a crash after training."""
+    with watched(probe) as box:
+        result = probe.cli("run", "--set", "export.variants=['fp16']")
+    if result.rc == 0:
+        report = json.loads((probe.run_dir / "report.json").read_text())
+        ok = "onnx_fp16" in report.get("metrics", {})
+        return worst(Outcome("correct" if ok else "silent wrong", "exported and evaluated fp16 without fp32"), box)
+    return worst(cli_verdict(result, mentions=("export.variants",)), box)
+
+
+def unknown_dataset(probe: Probe) -> Outcome:
+    return _bad_input(probe, "--dataset", "imagenet-99", mentions=("imagenet-99",), no_run_dir=True)
+
+
+def runs_dir_is_a_file(probe: Probe) -> Outcome:
+    blocker = probe.root / "runs"
+    blocker.write_text("a file where the runs directory should be\n")
+    with watched(probe) as box:
+        result = probe.cli("run")
+    outcome = cli_verdict(result, mentions=(str(blocker),))
+    return worst(outcome, box)
+
+
+def runs_dir_read_only(probe: Probe) -> Outcome:
+    probe.tmpfs(probe.runs, size="64k", read_only=True)
+    with watched(probe) as box:
+        result = probe.cli("run")
+    return worst(cli_verdict(result, mentions=(str(probe.runs),)), box)
+
+
+# ------------------------------------------------------------------------------------------------ npz (6, 10)
+
+
+def npz_object_array(probe: Probe) -> Outcome:
+    path = _npz(probe, y_test=np.array([{"label": 1}] * 48, dtype=object))
+    return _bad_input(probe, "--dataset", f"npz:{path}", mentions=(str(path), "y_test"), no_run_dir=True)
+
+
+def npz_label_outside_class_names(probe: Probe) -> Outcome:
+    y_train = np.arange(128) % 4
+    y_train[5] = 9
+    path = _npz(probe, y_train=y_train, class_names=np.array(["a", "b", "c", "d"]))
+    return _bad_input(probe, "--dataset", f"npz:{path}", mentions=(str(path), "9"), no_run_dir=True)
+
+
+def npz_negative_label(probe: Probe) -> Outcome:
+    y_train = np.arange(128) % 4
+    y_train[3] = -1
+    path = _npz(probe, y_train=y_train)
+    return _bad_input(probe, "--dataset", f"npz:{path}", mentions=(str(path), "y_train"), no_run_dir=True)
+
+
+def npz_float_labels(probe: Probe) -> Outcome:
+    path = _npz(probe, y_train=(np.arange(128) % 4).astype(np.float32))
+    return _bad_input(probe, "--dataset", f"npz:{path}", mentions=(str(path), "y_train"), no_run_dir=True)
+
+
+def npz_labels_length_mismatch(probe: Probe) -> Outcome:
+    path = _npz(probe, y_train=np.arange(100) % 4)
+    return _bad_input(probe, "--dataset", f"npz:{path}", mentions=(str(path), "y_train"), no_run_dir=True)
+
+
+def npz_sparse_label_without_names(probe: Probe) -> Outcome:
+    """One label of 65535 and no class_names: 2 classes (remapped, with a warning), not 65,536."""
+    from edge_encoder.imagedata import load_dataset
+
+    y_train = np.zeros(128, np.int64)
+    y_train[::2] = 65535
+    path = _npz(probe, y_train=y_train, y_test=np.array([0, 65535] * 24))
+
+    def check(splits: Any) -> Outcome:
+        if splits.num_classes == 2 and set(np.unique(splits.y_train).tolist()) == {0, 1}:
+            return Outcome("correct", f"2 classes {list(splits.class_names)}, labels remapped to 0..1")
+        return Outcome("silent wrong", f"{splits.num_classes} classes from labels {{0, 65535}}")
+
+    return library_verdict(lambda: load_dataset(f"npz:{path}"), check=check)
+
+
+# ------------------------------------------------------------------------------------------------ images (5, 7, 11)
+
+
+def _decoded_pixel(path: Path, size: int = 4) -> np.ndarray:
+    from edge_encoder.imagedata.folder import read_image
+
+    return read_image(path, size)
+
+
+def png_16_bit_grey(probe: Probe) -> Outcome:
+    from PIL import Image
+
+    path = probe.root / "grey16.png"
+    Image.fromarray(np.full((8, 8), 0x4000, np.uint16)).save(path)  # a mid-dark grey, 16 bit
+
+    def check(image: np.ndarray) -> Outcome:
+        if np.abs(image.astype(int) - 0x40).max() <= 1:
+            return Outcome("correct", "decoded to grey 64")
+        return Outcome("silent wrong", f"decoded to {int(image.mean())} (expected 64)")
+
+    return library_verdict(lambda: _decoded_pixel(path), check=check)
+
+
+def png_16_bit_grey_alpha(probe: Probe) -> Outcome:
+    """16-bit grey + alpha, half of it transparent: grey where opaque, the white background where not."""
+    import struct
+    import zlib
+
+    pixels = np.zeros((4, 4, 2), np.uint16)
+    pixels[..., 0] = 0x4000
+    pixels[:, :2, 1] = 0xFFFF
+    rows = b"".join(b"\x00" + pixels[y].astype(">u2").tobytes() for y in range(4))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path = probe.root / "la16.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 16, 4, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+    def check(image: np.ndarray) -> Outcome:
+        left, right = image[:, 0].astype(int), image[:, -1].astype(int)
+        if np.abs(left - 0x40).max() <= 2 and right.min() >= 250:
+            return Outcome("correct", "opaque grey 64, transparent over white")
+        return Outcome("silent wrong", f"opaque side {int(left.mean())}, transparent side {int(right.mean())}")
+
+    return library_verdict(lambda: _decoded_pixel(path), check=check)
+
+
+def palette_with_transparency(probe: Probe) -> Outcome:
+    from PIL import Image
+
+    image = Image.new("P", (4, 4), 0)
+    image.putpalette([0, 0, 0, 200, 100, 50] + [0] * 762)
+    for x in range(2, 4):
+        for y in range(4):
+            image.putpixel((x, y), 1)
+    path = probe.root / "palette.png"
+    image.save(path, transparency=0)  # index 0 (black in the palette) is transparent
+
+    def check(decoded: np.ndarray) -> Outcome:
+        if decoded[:, 0].min() >= 250 and np.abs(decoded[:, -1].astype(int) - [200, 100, 50]).max() <= 3:
+            return Outcome("correct", "transparent index over white, opaque colour kept")
+        return Outcome("silent wrong", f"transparent pixels became {decoded[0, 0].tolist()}")
+
+    return library_verdict(lambda: _decoded_pixel(path), check=check)
+
+
+def cmyk_jpeg(probe: Probe) -> Outcome:
+    from PIL import Image
+
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[...] = (200, 50, 100)
+    path = probe.root / "cmyk.jpg"
+    Image.fromarray(rgb).convert("CMYK").save(path, quality=100)
+
+    def check(decoded: np.ndarray) -> Outcome:
+        error = int(np.abs(decoded.astype(int) - [200, 50, 100]).max())
+        return Outcome("correct" if error <= 4 else "silent wrong", f"max channel error {error}")
+
+    return library_verdict(lambda: _decoded_pixel(path), check=check)
+
+
+def exif_orientation(probe: Probe) -> Outcome:
+    from PIL import Image
+
+    stored = np.zeros((4, 8, 3), np.uint8)
+    stored[:, :4] = 255  # stored sideways (orientation 6): the left half is the top once upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = probe.root / "phone.jpg"
+    Image.fromarray(stored).save(path, exif=exif.tobytes(), quality=100)
+
+    def check(decoded: np.ndarray) -> Outcome:
+        top, bottom = decoded[0].mean(), decoded[-1].mean()
+        if top > 200 and bottom < 50:
+            return Outcome("correct", "rotated upright")
+        return Outcome("silent wrong", f"not rotated (top row {top:.0f}, bottom row {bottom:.0f})")
+
+    return library_verdict(lambda: _decoded_pixel(path), check=check)
+
+
+def pixel_bomb_in_folder(probe: Probe) -> Outcome:
+    root = _png_tree(probe.root / "photos")
+    bomb = _bomb_png(root / "class_0" / "huge.png")
+    # batch 8: the folder is big enough to train on, so only the bomb can stop the run
+    return _bad_input(probe, "--dataset", f"folder:{root}", "--set", "data.image_size=12", "--set",
+                      "train.batch_size=8", mentions=(str(bomb), "Mpx"), no_run_dir=True)
+
+
+def test_only_class(probe: Probe) -> Outcome:
+    """train/ + test/ where class 'c' exists only in test/: its images are kept or listed, never silently lost."""
+    from edge_encoder.imagedata import load_dataset
+
+    root = probe.root / "tree"
+    _png_tree(root / "train", classes=2, per_class=4)
+    _png_tree(root / "test", classes=3, per_class=2)  # class_2 only in test/
+
+    def check(splits: Any) -> Outcome:
+        accounted = len(splits.x_test) + sum("class_2" in f for f in splits.skipped_files)
+        if accounted == 6:
+            return Outcome("correct", f"{len(splits.x_test)} test images kept, {len(splits.skipped_files)} listed")
+        return Outcome("silent wrong", f"{6 - accounted} test images of the test-only class vanished")
+
+    return library_verdict(lambda: load_dataset(f"folder:{root}", image_size=12), check=check)
+
+
+# ------------------------------------------------------------------------------------------------ bundles (1, 2, 10)
+
+
+def _open_engine() -> Callable[..., Any]:
+    try:
+        from edge_encoder.export.bundle_files import open_engine
+    except ImportError:  # before the bundle-files module existed
+        from edge_encoder.export.engines import open_engine
+    return open_engine
+
+
+# What the bundle probes embed: the finished run's engines take uint8 (N, 16, 16, 3) (tiny.toml: image_size 16).
+_IMAGES = np.random.default_rng(0).integers(0, 256, (16, 16, 16, 3), dtype=np.uint8)
+
+
+def _embed(bundle: Path) -> np.ndarray:
+    with _open_engine()(bundle, "fp32") as engine:
+        return engine.embed(_IMAGES)
+
+
+_AUDIT: dict[str, Any] = {"on": False, "opened": []}
+
+
+def _audit(event: str, args: tuple) -> None:
+    if _AUDIT["on"] and event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
+        _AUDIT["opened"].append(os.fsdecode(args[0]))
+
+
+def _opened_during(call: Callable[[], Any]) -> tuple[Callable[[], Any], list[str]]:
+    """``call`` wrapped so that the files Python opens during it are recorded (an audit hook; C++ opens such as
+    ONNX Runtime's are not seen, hence the sentinel files)."""
+    if not _AUDIT.get("installed"):
+        sys.addaudithook(_audit)
+        _AUDIT["installed"] = True
+    opened: list[str] = []
+
+    def wrapped() -> Any:
+        _AUDIT["opened"] = opened
+        _AUDIT["on"] = True
+        try:
+            return call()
+        finally:
+            _AUDIT["on"] = False
+
+    return wrapped, opened
+
+
+def _flip_largest_initializer(path: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    raw = max((t.raw_data for t in model.graph.initializer), key=len)
+    data = bytearray(path.read_bytes())
+    offset = data.find(raw)
+    assert offset >= 0 and len(raw) > 16
+    data[offset + len(raw) // 2] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def flipped_weight_byte(probe: Probe) -> Outcome:
+    bundle = probe.copy_finished_run() / "deploy"
+    before = _embed(bundle)
+    _flip_largest_initializer(bundle / "encoder_fp32.onnx")
+
+    def check(after: np.ndarray) -> Outcome:
+        cosine = float((before * after).sum(axis=1).min())
+        return Outcome("silent wrong" if cosine < 1 - 1e-7 else "correct",
+                       f"loaded the tampered file; min cosine to the original {cosine:.6f}")
+
+    return library_verdict(lambda: _embed(bundle), mentions=("encoder_fp32.onnx",), check=check)
+
+
+def verify_flipped_weight_byte(probe: Probe) -> Outcome:
+    from edge_encoder import cli
+
+    if "verify" not in getattr(cli, "COMMANDS", ()):
+        return Outcome("other", "no `edge-encoder verify` subcommand")
+    bundle = probe.copy_finished_run() / "deploy"
+    _flip_largest_initializer(bundle / "encoder_fp32.onnx")
+    result = probe.cli("verify", str(bundle), run_args=False)
+    return cli_verdict(result, mentions=("encoder_fp32.onnx",))
+
+
+def _rewrite_manifest(bundle: Path, edit: Callable[[dict[str, Any]], Any]) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    edit(manifest)
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def _outside_file(probe: Probe, relative_to_bundle: Callable[[Path, Path], str]) -> Outcome:
+    """A manifest whose fp32 file is a valid ONNX (same bytes, same hash) outside the bundle: only containment
+    stops it. The outside copy is a sentinel, so a read of it shows."""
+    bundle = probe.copy_finished_run() / "deploy"
+    outside = sentinel(probe.root / "elsewhere" / "encoder_fp32.onnx", (bundle / "encoder_fp32.onnx").read_bytes())
+    name = relative_to_bundle(bundle, outside)
+    _rewrite_manifest(bundle, lambda m: m["variants"]["fp32"].update(file=name))
+    call, opened = _opened_during(lambda: _embed(bundle))
+    outcome = library_verdict(call, mentions=(name,), check=lambda _: Outcome("outside", f"loaded {name}"))
+    if was_read(outside) or any(Path(p).resolve() == outside.resolve() for p in opened):
+        return Outcome("outside", f"read {outside} ({outcome.verdict}: {outcome.detail[:120]})")
+    return outcome
+
+
+def manifest_path_escapes(probe: Probe) -> Outcome:
+    return _outside_file(probe, lambda bundle, outside: os.path.relpath(outside, bundle))
+
+
+def manifest_path_absolute(probe: Probe) -> Outcome:
+    return _outside_file(probe, lambda bundle, outside: str(outside))
+
+
+def manifest_path_etc_passwd(probe: Probe) -> Outcome:
+    bundle = probe.copy_finished_run() / "deploy"
+    _rewrite_manifest(bundle, lambda m: m["variants"]["fp32"].update(file="/etc/passwd"))
+    call, opened = _opened_during(lambda: _embed(bundle))
+    outcome = library_verdict(call, mentions=("/etc/passwd",), check=lambda _: Outcome("outside", "loaded"))
+    # ONNX Runtime opens the file in C++ (invisible to the audit hook): its parse error shows it was read.
+    parsed = "protobuf" in outcome.detail.lower() or "invalid_protobuf" in outcome.detail.lower()
+    if "/etc/passwd" in opened or parsed:
+        return Outcome("outside", f"opened /etc/passwd ({outcome.detail[:120]})")
+    return outcome
+
+
+def manifest_broken_json(probe: Probe) -> Outcome:
+    bundle = probe.copy_finished_run() / "deploy"
+    text = (bundle / "manifest.json").read_text()
+    (bundle / "manifest.json").write_text(text[: len(text) // 2])
+    return library_verdict(lambda: _embed(bundle), mentions=("manifest.json",))
+
+
+def manifest_wrong_types(probe: Probe) -> Outcome:
+    bundle = probe.copy_finished_run() / "deploy"
+    _rewrite_manifest(bundle, lambda m: m["variants"]["fp32"].update(file=12345))
+    return library_verdict(lambda: _embed(bundle), mentions=("file",))
+
+
+def verify_broken_manifest(probe: Probe) -> Outcome:
+    from edge_encoder import cli
+
+    if "verify" not in getattr(cli, "COMMANDS", ()):
+        return Outcome("other", "no `edge-encoder verify` subcommand")
+    bundle = probe.copy_finished_run() / "deploy"
+    (bundle / "manifest.json").write_text('{"format": ')
+    return cli_verdict(probe.cli("verify", str(bundle), run_args=False), mentions=("manifest.json",))
+
+
+# ------------------------------------------------------------------------------------------------ reruns (8, 10, 11)
+
+
+def refused_rerun_keeps_config(probe: Probe) -> Outcome:
+    probe.copy_finished_run()
+    return _bad_input(probe, "--set", "train.epochs=3", mentions=("epochs",),
+                      keep=("config.json", "train/checkpoints", "report.json", "deploy"))
+
+
+def checkpoint_without_state(probe: Probe) -> Outcome:
+    import torch
+
+    run_dir = probe.copy_finished_run()
+    checkpoints = sorted((run_dir / "train" / "checkpoints").glob("step_*.pt"))
+    for older in checkpoints[:-1]:
+        older.unlink()
+    payload = torch.load(checkpoints[-1], weights_only=True)
+    del payload["state"]
+    torch.save(payload, checkpoints[-1])
+    return _bad_input(probe, mentions=(checkpoints[-1].name, "state"), keep=("train/checkpoints", "config.json"))
+
+
+def compare_dataset_list(probe: Probe) -> Outcome:
+    run_dir = probe.copy_finished_run()
+    other = probe.runs / "other"
+    shutil.copytree(run_dir, other)
+    report = json.loads((other / "report.json").read_text())
+    report["dataset"] = ["digits", "cifar10"]
+    (other / "report.json").write_text(json.dumps(report))
+    from edge_encoder import cli
+
+    args = ("compare", str(run_dir), str(other)) if "compare" in getattr(cli, "COMMANDS", ()) else None
+    if args is None:
+        code = (f"import sys; sys.argv = ['compare', {str(run_dir)!r}, {str(other)!r}]; import runpy; "
+                "runpy.run_module('edge_encoder.evaluate.compare', run_name='__main__')")
+        result = probe.python(code)
+    else:
+        result = probe.cli(*args, run_args=False)
+    return cli_verdict(result, mentions=("dataset",))
+
+
+def _model_state(checkpoint: Path) -> dict[str, Any]:
+    import torch
+
+    return torch.load(checkpoint, weights_only=True, map_location="cpu")["state"]["model"]
+
+
+def _same_model(a: Path, b: Path) -> bool:
+    import torch
+
+    sa, sb = _model_state(a), _model_state(b)
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _final_checkpoint(run_dir: Path) -> Path:
+    return Path(json.loads((run_dir / "report.json").read_text())["train"]["checkpoint"])
+
+
+def truncated_newest_checkpoint(probe: Probe) -> Outcome:
+    """The newest checkpoint torn in half: the rerun resumes from the older one (naming the skipped file) and ends
+    where the uninterrupted run ended, bit for bit."""
+    run_dir = probe.copy_finished_run()
+    reference = probe.root / "reference.pt"
+    checkpoints = sorted((run_dir / "train" / "checkpoints").glob("step_*.pt"))
+    shutil.copy2(checkpoints[-1], reference)
+    newest = checkpoints[-1]
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    (run_dir / "report.json").unlink()
+    result = probe.cli("run")
+    if result.rc != 0:
+        return cli_verdict(result)
+    if newest.name not in result.err:
+        return Outcome("silent wrong", "finished without naming the skipped checkpoint")
+    if not _same_model(newest, reference):
+        return Outcome("silent wrong", "the resumed run ended elsewhere than the uninterrupted one")
+    return Outcome("correct", f"skipped {newest.name} with a warning, resumed from {checkpoints[-2].name}, same end")
+
+
+# ------------------------------------------------------------------------------------------------ non-finite (4, 10)
+
+
+def _finite_checkpoints(run_dir: Path) -> tuple[list[Path], list[str]]:
+    """The kept checkpoints and, per bad one, its first NaN/inf tensor (an oracle independent of train/)."""
+    import torch
+
+    def walk(tree: Any, name: str) -> str | None:
+        if isinstance(tree, torch.Tensor):
+            return name if tree.is_floating_point() and not bool(torch.isfinite(tree).all()) else None
+        items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+        for key, value in items:
+            bad = walk(value, f"{name}.{key}")
+            if bad:
+                return bad
+        return None
+
+    kept = sorted((run_dir / "train" / "checkpoints").glob("step_*.pt"))
+    bad = []
+    for path in kept:
+        found = walk(torch.load(path, weights_only=True, map_location="cpu"), path.name)
+        if found:
+            bad.append(found)
+    return kept, bad
+
+
+def diverging_run(probe: Probe) -> Outcome:
+    """base_lr=1e5, a checkpoint every step, keep_last=2: a one-line stop naming the step, and every kept checkpoint
+    finite (the one named as the last good one included)."""
+    with watched(probe) as box:
+        result = probe.cli("run", "--set", "train.base_lr=1e5", "--set", "train.checkpoint_every_steps=1",
+                           "--set", "train.keep_last=2", "--set", "train.epochs=10")
+    kept, bad = _finite_checkpoints(probe.run_dir)
+    if bad:
+        return Outcome("silent wrong", f"kept checkpoints hold NaN/inf: {bad[:2]}")
+    if result.rc == 0:
+        return worst(Outcome("correct", f"did not diverge; {len(kept)} kept checkpoints all finite"), box)
+    outcome = cli_verdict(result, mentions=("step",))
+    if outcome.verdict == "clear error" and kept and kept[-1].name not in result.last_line:
+        return Outcome("other", f"the message does not name the last good checkpoint {kept[-1].name}")
+    return worst(outcome, box)
+
+
+def nan_loss(probe: Probe) -> Outcome:
+    with watched(probe) as box:
+        result = probe.cli("run", "--set", "train.base_lr=1e10")
+    _, bad = _finite_checkpoints(probe.run_dir)
+    if bad:
+        return Outcome("silent wrong", f"kept checkpoints hold NaN/inf: {bad[:2]}")
+    return worst(cli_verdict(result, mentions=("step",)), box)
+
+
+# ------------------------------------------------------------------------------------------------ disk full (10)
+
+
+def _no_temp_files(folder: Path) -> list[str]:
+    return [str(p) for p in folder.rglob("*") if p.name.endswith(".tmp") or ".building-" in p.name]
+
+
+def disk_full_in_training(probe: Probe) -> Outcome:
+    probe.run_dir.mkdir(parents=True)
+    probe.tmpfs(probe.run_dir / "train", size="512k")  # a checkpoint of the tiny model is ~1 MB
+    with watched(probe) as box:
+        result = probe.cli("run")
+    outcome = cli_verdict(result, mentions=("No space left on device", str(probe.run_dir / "train")))
+    leftovers = _no_temp_files(probe.run_dir)
+    log = probe.run_dir / "train" / "train_log.jsonl"
+    torn = [line for line in log.read_text().splitlines() if not _is_json(line)] if log.is_file() else []
+    if outcome.verdict == "clear error" and (leftovers or torn):
+        return Outcome("silent wrong", f"half-written files left: {leftovers[:3]} {torn[:1]}")
+    return worst(outcome, box)
+
+
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
+def disk_full_in_embedding_cache(probe: Probe) -> Outcome:
+    run_dir = probe.copy_finished_run()
+    shutil.rmtree(run_dir / "cache")
+    probe.tmpfs(run_dir / "cache", size="8k")  # the first embeddings (256 x 32 float32) do not fit
+    with watched(probe, keep=("report.json", "train/checkpoints")) as box:
+        result = probe.cli("run")
+    outcome = cli_verdict(result, mentions=("No space left on device", str(run_dir / "cache")))
+    cache = run_dir / "cache" / "embeddings"
+    files = {p.name for p in cache.iterdir()} if cache.is_dir() else set()
+    unpaired = sorted(n for n in files if n.endswith(".npy") and n[:-4] + ".json" not in files)
+    leftovers = _no_temp_files(run_dir / "cache")
+    if outcome.verdict == "clear error" and (unpaired or leftovers):
+        return Outcome("silent wrong", f"cache left inconsistent: {unpaired[:2]} {leftovers[:2]}")
+    return worst(outcome, box)
+
+
+# ------------------------------------------------------------------------------------------------ signals (faults)
+
+
+def sigkill_in_training(probe: Probe) -> Outcome:
+    """SIGKILL after the first checkpoint: the rerun resumes and ends bit for bit where an uninterrupted run ends."""
+    reference = _final_checkpoint(probe._finished_run())
+    first = probe.run_dir / "train" / "checkpoints" / "step_000000004.pt"
+    proc = probe.start("run")
+    if not wait_for(first.is_file, proc):
+        proc.kill()
+        proc.wait()
+        return Outcome("other", "no checkpoint appeared before the run ended")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with watched(probe, keep=("train/checkpoints/step_000000004.pt",)) as box:
+        result = probe.cli("run")
+    if result.rc != 0:
+        return worst(cli_verdict(result), box)
+    if not _same_model(_final_checkpoint(probe.run_dir), reference):
+        return Outcome("silent wrong", "the resumed run's weights differ from an uninterrupted run's")
+    return worst(Outcome("correct", "resumed from step 4; final weights bit-identical to an uninterrupted run"), box)
+
+
+def _bundle_intact(bundle: Path) -> str | None:
+    """``None`` when every file the manifest names has its recorded SHA-256, else the first problem."""
+    import hashlib
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for name, entry in manifest["variants"].items():
+        path = bundle / entry["file"]
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+            return f"{name}: {entry['file']} missing or not its recorded hash"
+    return None
+
+
+def sigkill_in_export(probe: Probe) -> Outcome:
+    run_dir = probe.copy_finished_run()
+    (run_dir / "report.json").unlink()
+    with watched(probe, keep=("deploy",)) as box:
+        proc = probe.start("run")
+        building = lambda: any(".building-" in p.name for p in run_dir.iterdir())
+        if not wait_for(building, proc):
+            proc.kill()
+            proc.wait()
+            return Outcome("other", "the export never started a bundle beside the old one")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    if box["lost"]:
+        return worst(Outcome("data lost", "the old bundle changed under a killed export"), box)
+    result = probe.cli("run")
+    if result.rc != 0:
+        return cli_verdict(result)
+    problem = _bundle_intact(run_dir / "deploy")
+    leftovers = _no_temp_files(run_dir)
+    if problem or leftovers:
+        return Outcome("silent wrong", f"after the rerun: {problem or leftovers[:2]}")
+    return Outcome("correct", "old bundle untouched by the kill; the rerun replaced it whole, every hash matching")
+
+
+def sigint_in_evaluation(probe: Probe) -> Outcome:
+    run_dir = probe.copy_finished_run()
+    shutil.rmtree(run_dir / "cache")
+    (run_dir / "report.json").unlink()
+    proc = probe.start("run")
+    embedded = lambda: any((run_dir / "cache" / "embeddings").glob("*.npy"))
+    if not wait_for(embedded, proc):
+        proc.kill()
+        proc.wait()
+        return Outcome("other", "evaluation never wrote an embedding")
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # a hang after SIGINT
+        proc.kill()
+        proc.communicate()
+        return Outcome("other", "did not stop within 120 s of SIGINT")
+    outcome = cli_verdict(Result(proc.returncode, out, err), mentions=("interrupted",), codes=(130,))
+    files = {p.name for p in (run_dir / "cache" / "embeddings").iterdir()}
+    unpaired = sorted(n for n in files if n.endswith(".npy") and n[:-4] + ".json" not in files)
+    if outcome.verdict == "clear error" and (unpaired or _no_temp_files(run_dir / "cache")):
+        return Outcome("silent wrong", f"cache left inconsistent: {unpaired[:2]}")
+    return outcome
+
+
+# ------------------------------------------------------------------------------------------------ concurrency (3)
+
+
+def _holds_lock(run_dir: Path, pid: int) -> Callable[[], bool]:
+    def check() -> bool:
+        lock = run_dir / ".lock"
+        try:
+            if lock.read_text().split()[:1] == [str(pid)]:
+                return True
+        except OSError:
+            pass
+        return (run_dir / "train" / "train_log.jsonl").is_file()  # code without a lock: training has begun
+
+    return check
+
+
+def concurrent_runs(probe: Probe) -> Outcome:
+    """Seeds 0 and 1 under one --name at once: the second is refused in one line naming the folder and the holder's
+    pid; the first finishes, and its report, config, checkpoint all describe seed 0."""
+    first = probe.start("run")
+    if not wait_for(_holds_lock(probe.run_dir, first.pid), first):
+        first.kill()
+        return Outcome("other", "the first run never started training")
+    second = probe.cli("run", "--set", "train.seed=1")
+    _, err = first.communicate(timeout=1500)
+    if first.returncode != 0:
+        return Outcome("other", f"the first run failed (exit {first.returncode}): {err.strip()[-200:]}")
+    seeds = {
+        "report": json.loads((probe.run_dir / "report.json").read_text())["config"]["train"]["seed"],
+        "config": json.loads((probe.run_dir / "config.json").read_text())["train"]["seed"],
+        "checkpoint": _checkpoint_seed(_final_checkpoint(probe.run_dir)),
+    }
+    if set(seeds.values()) != {0}:
+        return Outcome("silent wrong", f"the first run's files are mixed: {seeds}")
+    return cli_verdict(second, mentions=(str(probe.run_dir), str(first.pid)))
+
+
+def _checkpoint_seed(path: Path) -> int:
+    import torch
+
+    return int(torch.load(path, weights_only=True, map_location="cpu")["config"]["seed"])
+
+
+def run_after_killed_holder(probe: Probe) -> Outcome:
+    holder = probe.start("run")
+    if not wait_for(_holds_lock(probe.run_dir, holder.pid), holder):
+        holder.kill()
+        return Outcome("other", "the first run never started")
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    result = probe.cli("run")
+    if result.rc == 0:
+        return Outcome("correct", "a new run went ahead after the holder was killed")
+    return cli_verdict(result)
+
+
+# ------------------------------------------------------------------------------------------------ the list
+
+
+CASES = [
+    Case("bundle_flipped_weight_byte", "1", "one byte flipped mid-way through the largest initializer of "
+         "encoder_fp32.onnx; open_engine + embed", flipped_weight_byte),
+    Case("verify_flipped_weight_byte", "1", "`edge-encoder verify` on that bundle", verify_flipped_weight_byte),
+    Case("manifest_path_escapes", "2", "variant file ../../../elsewhere/encoder_fp32.onnx (valid ONNX, same hash)",
+         manifest_path_escapes),
+    Case("manifest_path_absolute", "2", "variant file an absolute path to a valid ONNX", manifest_path_absolute),
+    Case("manifest_path_etc_passwd", "2", "variant file /etc/passwd", manifest_path_etc_passwd),
+    Case("concurrent_runs", "3", "two runs with one --name at once (seeds 0 and 1)", concurrent_runs, slow=True),
+    Case("run_after_killed_holder", "3", "SIGKILL of a run holding the folder, then a new run", run_after_killed_holder,
+         expect="correct", slow=True),
+    Case("diverging_run", "4", "train.base_lr=1e5, a checkpoint every step, keep_last=2", diverging_run, slow=True),
+    Case("png_16_bit_grey", "5", "16-bit grey PNG (mode I;16)", png_16_bit_grey, expect="correct"),
+    Case("png_16_bit_grey_alpha", "5", "16-bit grey + alpha PNG, half transparent", png_16_bit_grey_alpha,
+         expect="correct"),
+    Case("palette_with_transparency", "5", "palette PNG with a transparent index", palette_with_transparency,
+         expect="correct"),
+    Case("cmyk_jpeg", "5", "CMYK JPEG", cmyk_jpeg, expect="correct"),
+    Case("exif_orientation", "5", "JPEG stored sideways with EXIF orientation 6", exif_orientation, expect="correct"),
+    Case("npz_sparse_label_without_names", "6", "npz labels {0, 65535}, no class_names",
+         npz_sparse_label_without_names, expect="correct"),
+    Case("npz_label_outside_class_names", "6", "npz label 9 with 4 class_names", npz_label_outside_class_names),
+    Case("npz_negative_label", "6", "npz label -1", npz_negative_label),
+    Case("npz_float_labels", "6", "npz float32 labels", npz_float_labels),
+    Case("npz_labels_length_mismatch", "6", "npz 100 labels for 128 images", npz_labels_length_mismatch),
+    Case("test_only_class", "7", "train/ + test/ with a class only in test/", test_only_class, expect="correct"),
+    Case("refused_rerun_keeps_config", "8", "rerun of a finished run with train.epochs changed",
+         refused_rerun_keeps_config),
+    Case("unknown_dataset", "8", "--dataset imagenet-99 (no run directory may be left)", unknown_dataset),
+    Case("variants_without_fp32", "9", "export.variants = ['fp16']", variants_without_fp32, also_fine=("correct",)),
+    Case("runs_dir_read_only", "10", "--runs-dir on a read-only mount", runs_dir_read_only),
+    Case("runs_dir_is_a_file", "10", "--runs-dir names a file", runs_dir_is_a_file),
+    Case("seed_negative", "10", "data.seed=-1", seed_negative),
+    Case("image_size_two", "10", "data.image_size=2", image_size_two),
+    Case("max_test_one", "10", "data.max_test=1", max_test_one),
+    Case("disk_full_in_training", "10", "train/ on a 512 KiB tmpfs (a checkpoint is ~1 MB)", disk_full_in_training,
+         slow=True),
+    Case("disk_full_in_embedding_cache", "10", "cache/ on an 8 KiB tmpfs", disk_full_in_embedding_cache, slow=True),
+    Case("nan_loss", "10", "train.base_lr=1e10 (NaN loss)", nan_loss, slow=True),
+    Case("npz_object_array", "10", "npz y_test an object array", npz_object_array),
+    Case("checkpoint_without_state", "10", "the only checkpoint lacks 'state'", checkpoint_without_state),
+    Case("manifest_broken_json", "10", "manifest.json cut in half; open_engine", manifest_broken_json),
+    Case("manifest_wrong_types", "10", "manifest variant file = 12345; open_engine", manifest_wrong_types),
+    Case("verify_broken_manifest", "10", "`edge-encoder verify` with a broken manifest", verify_broken_manifest),
+    Case("compare_dataset_list", "10", "compare two runs, one report's dataset a list", compare_dataset_list),
+    Case("truncated_newest_checkpoint", "11", "newest checkpoint cut in half, older one intact",
+         truncated_newest_checkpoint, expect="correct", slow=True),
+    Case("pixel_bomb_in_folder", "11", "a 12000x12000 PNG header in a folder dataset", pixel_bomb_in_folder),
+    Case("sigkill_in_training", "fault", "SIGKILL after the first checkpoint, then rerun", sigkill_in_training,
+         expect="correct", slow=True),
+    Case("sigkill_in_export", "fault", "SIGKILL while the new bundle is built, then rerun", sigkill_in_export,
+         expect="correct", slow=True),
+    Case("sigint_in_evaluation", "fault", "SIGINT once embeddings are being cached", sigint_in_evaluation, slow=True),
+]
+assert len({c.name for c in CASES}) == len(CASES)
+assert RUN_NAME == "probe"

@@ -1,0 +1,74 @@
+"""Every shipped preset (``configs/*.toml``) and every train recipe (``train.config.PRESETS``) goes through the one
+validator (``core.config.config_from_dict``) of each section, as a user's file would (torchtune-style)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from edge_encoder.evaluate.suite import eval_config_from_dict
+from edge_encoder.export.config import export_settings_from_dict
+from edge_encoder.imagedata.config import data_settings_from_dict
+from edge_encoder.train.config import PRESETS, preset_config, train_config_from_dict
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
+VALIDATORS = {"data": data_settings_from_dict, "train": train_config_from_dict, "export": export_settings_from_dict,
+              "evaluate": eval_config_from_dict}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_validates_section_by_section(path: Path) -> None:
+    config = tomllib.loads(path.read_text())
+    assert config["name"] == path.stem and set(config) <= {"name", *VALIDATORS}
+    for section, validate in VALIDATORS.items():
+        settings = validate(config.get(section, {}))
+        # what the file says is what the run gets (nothing dropped or renamed on the way)
+        assert {k: settings.to_dict()[k] for k in config.get(section, {})} == {
+            k: list(v) if isinstance(v, tuple) else v for k, v in config.get(section, {}).items()}
+
+
+def test_there_are_shipped_configs() -> None:
+    assert {p.stem for p in CONFIGS} >= {"digits_cpu", "cifar10_cpu", "cifar10_gpu_resnet18"}
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_train_recipe_validates(name: str) -> None:
+    assert preset_config(name).to_dict() == train_config_from_dict(PRESETS[name]).to_dict()
+
+
+def test_the_gpu_cifar_config_is_the_demo_recipe() -> None:
+    """configs/cifar10_gpu_resnet18.toml says it runs the MoCo CIFAR demo: its [train] must agree with PRESETS."""
+    train = tomllib.loads((CONFIGS[0].parent / "cifar10_gpu_resnet18.toml").read_text())["train"]
+    speed_and_bookkeeping = {"bf16", "channels_last", "knn_every_epochs"}
+    config, demo = train_config_from_dict(train).to_dict(), preset_config("cifar_demo").to_dict()
+    differing = {k for k in config if config[k] != demo[k]}
+    assert differing <= speed_and_bookkeeping, {k: (config[k], demo[k]) for k in differing - speed_and_bookkeeping}
+
+
+@pytest.mark.parametrize("section, values, message", [
+    ("data", {"seed": -1}, "config key 'data.seed': must be >= 0"),
+    ("data", {"image_size": 4}, "config key 'data.image_size': must be 0 (the images' own size) or >= 8"),
+    ("data", {"max_test": 1}, "config key 'data.max_test': must be 0 (all) or >= 2"),
+    ("data", {"stream": 1}, "config key 'data.stream': expected bool, got int"),
+    ("export", {"variants": ["fp16", "int8_cpu"]}, "config key 'export.variants': must include 'fp32'"),
+    ("export", {"variants": []}, "config key 'export.variants': an empty list not allowed"),
+    ("export", {"variants": ["fp32", "fp32"]}, "config key 'export.variants': lists a variant twice"),
+    ("export", {"calibration_images": 0}, "config key 'export.calibration_images': must be >= 1"),
+    ("export", {"parity_images": 1}, "config key 'export.parity_images': must be >= 2"),
+    ("export", {"opset": 9}, "config key 'export.opset': must lie in [13, 21]"),
+    ("export", {"exporter": "onnx"}, "config key 'export.exporter': must be one of"),
+    ("export", {"variantz": ["fp32"]}, "config key 'export.variantz': unknown key; did you mean 'variants'?"),
+    ("train", {"epochs": 0}, "config key 'train.epochs': must be >= 1"),
+    ("evaluate", {"retrieval_ks": [0]}, "config key 'evaluate.retrieval_ks': must be a non-empty list of ranks"),
+    ("evaluate", {"num_threads": "2"}, "config key 'evaluate.num_threads': expected int or null, got str"),
+])
+def test_one_error_style_for_every_section(section: str, values: dict, message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        VALIDATORS[section](values)
+    assert str(err.value).startswith(message), str(err.value)
