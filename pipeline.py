@@ -264,10 +264,20 @@ def run_train(settings: Settings, data: Any, run_dir: Path, device: str, progres
         raise UsageError(f"{exc} (to start afresh, choose another --name)" if "different training" in str(exc) else str(exc)) from exc
 
 
+def parity_rows(num_heldout: int, count: int, labels: np.ndarray | None, seed: int) -> np.ndarray:
+    """Sorted rows of the held-out split for the parity gate: a seeded, class-balanced subset when labels are known
+    (folders and most npz files are sorted by class, so the first rows would cover a few classes only), else a
+    seeded sample."""
+    from edge_encoder.core.subsets import seeded_rows, seeded_subset
+
+    count = min(count, num_heldout)
+    return seeded_subset(labels, count, seed) if labels is not None else seeded_rows(num_heldout, count, seed)
+
+
 def run_export(settings: Settings, data: Any, checkpoint: Path, bundle_dir: Path, progress: bool) -> Any:
     """Export ``checkpoint`` into the bundle ``bundle_dir`` (``export.bundle.export_bundle``): INT8 calibrated on
-    a seeded sample of the training images, parity on the first ``export.parity_images`` held-out images (with
-    labels when there are). Every variant is kept (``BundleResult``); the caller applies the parity gate."""
+    a seeded sample of the training images, parity on ``export.parity_images`` held-out images (:func:`parity_rows`,
+    with labels when there are). Every variant is kept (``BundleResult``); the caller applies the parity gate."""
     from edge_encoder.export.bundle import BundleImages, export_bundle
     from edge_encoder.export.precision import select_calibration_indices
     from edge_encoder.imagedata import RunData
@@ -275,9 +285,10 @@ def run_export(settings: Settings, data: Any, checkpoint: Path, bundle_dir: Path
 
     data = RunData.from_splits(data)  # calibration: training images; parity: held-out images (labels if any)
     calib = select_calibration_indices(len(data.train_images), settings.export.calibration_images, seed=settings.data.seed)
-    parity = slice(0, min(settings.export.parity_images, len(data.heldout)))
+    labels = None if data.evaluation is None else data.evaluation.y_test
+    parity = parity_rows(len(data.heldout), settings.export.parity_images, labels, seed=settings.data.seed)
     images = BundleImages(take_images(data.train_images, calib), take_images(data.heldout, parity),
-                          None if data.evaluation is None else data.evaluation.y_test[parity], calibration_indices=calib)
+                          None if labels is None else labels[parity], calibration_indices=calib)
     return export_bundle(checkpoint, bundle_dir, images, settings.export.bundle_config(), progress=progress)
 
 
@@ -449,12 +460,23 @@ def _report(settings: Settings, data: Any, device: str, timings: dict[str, float
     json_path, md_path = write_report(run_dir, report)
     print(render_summary_table(report))
     print(f"\nreport: {json_path}\n        {md_path}")
-    failed = [v.engine_name for v in bundle.variants.values() if not v.passed]
-    if failed and not settings.export.allow_failed:
-        print(f"error: parity gate failed for {', '.join(failed)} (files kept, marked failed in "
-              f"{bundle.manifest_path}); rerun with --allow-failed-parity to accept", file=sys.stderr)
+    message = gate_failure(bundle)
+    if message and not settings.export.allow_failed:
+        print(message, file=sys.stderr)
         return EXIT_PARITY
     return 0
+
+
+def gate_failure(bundle: Any) -> str | None:
+    """The one-line error for the variants of ``bundle`` that failed a gate (parity or TensorRT conformance), naming
+    each variant and its failed checks; ``None`` when all passed."""
+    failed = {v.engine_name: v.parity.get("failures", []) for v in bundle.variants.values() if not v.passed}
+    if not failed:
+        return None
+    named = "; ".join(f"{name} ({', '.join(checks[:3]) + (' ...' if len(checks) > 3 else '') or 'see manifest'})"
+                      for name, checks in failed.items())
+    return (f"error: gate failed for {named}: files kept, marked failed in {bundle.manifest_path}; rerun with "
+            "--allow-failed-parity to accept")
 
 
 def _leave_process_group() -> None:

@@ -122,9 +122,8 @@ def export_command(args: argparse.Namespace) -> int:
               + (f"  cosine min {cosine:.6f}" if isinstance(cosine, float) else "")
               + ("" if variant.passed else f"  ({', '.join(variant.parity.get('failures', []))})"))
     print(f"bundle: {bundle.manifest_path.parent}")
-    failed = [v.engine_name for v in bundle.variants.values() if not v.passed]
-    if failed and not settings.export.allow_failed:
-        print(f"error: parity gate failed for {', '.join(failed)} (files kept, marked failed in "
-              f"{bundle.manifest_path}); rerun with --allow-failed-parity to accept", file=sys.stderr)
+    message = pipeline.gate_failure(bundle)
+    if message and not settings.export.allow_failed:
+        print(message, file=sys.stderr)
         return EXIT_PARITY
     return 0

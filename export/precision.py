@@ -153,6 +153,8 @@ class QuantConfig:
             calibration seeds 0 / 1, against FP32 on ``cifar10_dev``): ``int8_trt`` top-10 neighbour agreement
             0.913 / 0.915 with min/max, 0.927 / 0.928 with percentile, 1st-percentile cosine 0.9987 -> 0.9991;
             ``int8_cpu`` 0.946 / 0.944 -> 0.947 / 0.949; kNN top-1 within a few queries of 2,000 either way.
+            (Those figures predate the TensorRT placement; for it, percentile is again the most faithful to FP32:
+            docs/BENCHMARKS.md, "int8_trt for TensorRT".)
             Calibration runs one batch per pass (see ``_ImageReader``), so the histograms cost bounded memory.
         placement: ``"onnxruntime"`` (ORT's defaults, for ORT's CPU kernels) or ``"tensorrt"`` (NVIDIA's Q/DQ
             placement, FP32 biases; see ``PLACEMENTS``).

@@ -69,7 +69,7 @@ def test_a_failed_gate_exits_3_unless_allowed(capsys, trained: tuple[Path, Path]
     code, out, err = call(capsys, "export", runs / "t", "--out", tmp_path / "deploy", *hostile,
                           "--set", "export.allow_failed=false")  # a run folder stands for its latest checkpoint
     assert code == 3, err[-2000:]
-    assert err.strip().splitlines()[-1].startswith("error: parity gate failed for onnx_int8_cpu")
+    assert err.strip().splitlines()[-1].startswith("error: gate failed for onnx_int8_cpu (")
     manifest = json.loads((tmp_path / "deploy" / "manifest.json").read_text())
     assert manifest["variants"]["int8_cpu"]["passed"] is False  # the files are kept, marked failed
     assert "int8_cpu   FAILED" in out

@@ -316,3 +316,16 @@ def test_keyless_plan_loads_and_a_damaged_plan_names_the_rebuild(dla_bundle, tmp
     plan.write_bytes(plan.read_bytes()[: len(plan.read_bytes()) // 2])
     with pytest.raises(EngineLoadError, match="--variant fp32.*trtexec --onnx=encoder_fp32.onnx"):
         TensorRTEngine(plan)
+
+
+@pytest.mark.parametrize("version, variant, dla", [("10.3.0", "fp32", False), ("11.4.1", "fp16", False),
+                                                   ("10.3.0", "int8_trt", True), ("11.4.1", "fp16", True)])
+def test_every_build_clears_tf32(version: str, variant: str, dla: bool) -> None:
+    """TF32 is on by default in TensorRT's builder config; FP32 layers must compute in FP32 (the fp32 gate)."""
+    assert "TF32" in build_mode(version, variant, dla).cleared
+
+
+def test_every_trtexec_build_line_disables_tf32() -> None:
+    lines = [line.lstrip("# ") for line in trtexec_commands(["fp32", "fp16", "int8_trt"], IMAGE_SIZE, dla_batch=8)
+             .splitlines() if "trtexec --onnx" in line]
+    assert len(lines) == 5 and all("--noTF32" in line.split() for line in lines)
