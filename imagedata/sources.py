@@ -17,6 +17,7 @@ import gzip
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from edge_encoder.imagedata.decode import DEFAULT_MAX_IMAGE_PIXELS
@@ -113,14 +114,18 @@ def _load_digits(spec: str, test_fraction: float, seed: int) -> ImageSplits:
     )
 
 
-def _load_npz(spec: str, path: Path) -> ImageSplits:
+def open_npz(path: Path) -> Any:
+    """The ``np.load`` archive of an npz file (pickles never loaded), or a ``DatasetError`` naming the file."""
     if not path.is_file():
         raise DatasetError(f"npz dataset {path} does not exist" if not path.exists() else f"{path} is not a file")
     try:
-        archive = np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except Exception as exc:  # numpy raises several types for a damaged file
         raise DatasetError(f"{path} is not a readable .npz archive: {exc}") from exc
-    with archive:
+
+
+def _load_npz(spec: str, path: Path) -> ImageSplits:
+    with open_npz(path) as archive:
         missing = [key for key in ("x_train", "y_train", "x_test", "y_test") if key not in archive.files]
         if missing:
             raise DatasetError(f"{path} lacks the keys {missing} (has {sorted(archive.files)})")

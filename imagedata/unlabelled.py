@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from edge_encoder.imagedata.folder import IMAGE_SUFFIXES, folder_layout, list_images
+from edge_encoder.imagedata.sources import open_npz
 from edge_encoder.imagedata.splits import DatasetError, as_rgb_nhwc
 
 FILE_PREFIXES = ("images:", "folder:", "list:")
@@ -97,13 +98,7 @@ def npz_images(path: Path) -> np.ndarray:
     Raises:
         DatasetError: missing or unreadable file, no ``x_train``, or not uint8 NHWC/NHW images.
     """
-    if not path.is_file():
-        raise DatasetError(f"npz dataset {path} does not exist" if not path.exists() else f"{path} is not a file")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except Exception as exc:  # numpy raises several types for a damaged file
-        raise DatasetError(f"{path} is not a readable .npz archive: {exc}") from exc
-    with archive:
+    with open_npz(path) as archive:
         if "x_train" not in archive.files:
             raise DatasetError(f"{path} lacks the keys ['x_train'] (has {sorted(archive.files)}): training images are "
                                "read from x_train")
