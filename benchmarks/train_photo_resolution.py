@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,14 +49,16 @@ from edge_encoder.train.loop import train_moco
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def knn_top1(engine, data, k: int, temperature: float) -> float:  # noqa: ANN001 - any engine with embed()
+def knn_top1(engine: Any, data: Any, k: int, temperature: float) -> float:
+    """Weighted kNN top-1 of ``engine`` (``embed(uint8 (N, H, W, 3)) -> float32 (N, D)``): train split = bank."""
     bank = np.concatenate([engine.embed(data.x_train[i:i + 500]) for i in range(0, len(data.x_train), 500)])
     queries = np.concatenate([engine.embed(data.x_test[i:i + 500]) for i in range(0, len(data.x_test), 500)])
     return knn_accuracy(bank, data.y_train, queries, data.y_test, k=k, temperature=temperature)["top1"]
 
 
-def run_variant(variant: str, base: dict, data, preprocess: dict, knn: tuple[int, float], epochs: int,  # noqa: ANN001
+def run_variant(variant: str, base: dict, data: Any, preprocess: dict, knn: tuple[int, float], epochs: int,
                 steps: int) -> dict:
+    """Train one ``STEM:CROP[:WIDTH]`` variant in a fresh folder; its figures (without kNN when ``steps``)."""
     stem, crop, *width = variant.split(":")
     overrides = {"stem": stem, "crop_size": int(crop), "epochs": epochs, "knn_every_epochs": 0,
                  **({"width": int(width[0])} if width else {})}
