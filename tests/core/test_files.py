@@ -107,7 +107,6 @@ def test_bugs_are_not_expected_failures() -> None:
 
 def test_atomic_write_gives_files_the_ordinary_mode(tmp_path) -> None:
     """mkstemp's 0600 must not leak into the files users copy to devices or share (bundle, report, config)."""
-    import os
     import stat
 
     from edge_encoder.core import files
