@@ -291,7 +291,8 @@ def _quant_desc(variant: str, overrides: Mapping[str, QuantConfig] | None) -> di
         return None
     cfg = (overrides or {}).get(variant) or INT8_FLAVOURS[variant]
     return {"format": "QDQ", "tool": "onnxruntime.quantization.quantize_static", **cfg.__dict__,
-            "excluded": "preprocess/*, input/* and tail/* nodes (kept FP32)"}
+            "excluded": "preprocess/*, input/* and tail/* nodes"
+                        + (", and the convolutions reading the image" if cfg.float_input_convs else "") + " (kept FP32)"}
 
 
 def _manifest(pre: Preprocess, built: BuiltVariants, backbone_config: dict[str, Any], ckpt_sha: str | None,

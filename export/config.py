@@ -18,6 +18,7 @@ from edge_encoder.export.trt_plans import DLA_MAX_BATCH, check_dla_batch
 
 SECTION = "export"
 CALIBRATION_METHODS = ("percentile", "minmax", "entropy")  # QuantConfig.calibrate_method
+INT8_STEMS = ("auto", "fp32", "int8")  # QuantConfig.float_input_convs: see ExportSettings
 MIN_PARITY_IMAGES = 2  # export.parity.compare_embeddings compares at least 2 rows (top-1 neighbours)
 
 
@@ -43,6 +44,10 @@ class ExportSettings:
         exporter: ``"auto"``, ``"dynamo"`` or ``"torchscript"`` (``export.onnx_export``).
         calibration_images: training images that calibrate the INT8 variants (a seeded sample, >= 1).
         calibration_method: ``"percentile"``, ``"minmax"`` or ``"entropy"`` (``export.precision.QuantConfig``).
+        int8_stem: ``"fp32"``: the convolution that reads the normalised image stays float in both INT8 flavours
+            (``export.precision.input_convs``); ``"int8"``: quantize it too; ``"auto"`` (default): ``"fp32"``,
+            or for ``int8_trt`` ``"int8"`` when ``dla_batch`` is set, since DLA computes in FP16/INT8 only and a
+            float stem in the strongly typed TensorRT 11 DLA build would fall back to the GPU.
         parity_images: test images every variant is compared on against the PyTorch reference (>= 2).
         allow_failed: exit 0 even when a variant fails its parity gate (the files are kept either way).
         dla_batch: static batch of the Jetson DLA plans (fp16 / int8_trt); 0 = none (see ``export.trt_plans``).
@@ -53,6 +58,7 @@ class ExportSettings:
     exporter: str = "auto"
     calibration_images: int = 256
     calibration_method: str = "percentile"
+    int8_stem: str = "auto"
     parity_images: int = 500
     allow_failed: bool = False
     dla_batch: int = 0
@@ -67,20 +73,31 @@ class ExportSettings:
         require(self.calibration_images >= 1, SECTION, "calibration_images", "must be >= 1", self.calibration_images)
         require(self.calibration_method in CALIBRATION_METHODS, SECTION, "calibration_method",
                 f"not allowed; choose from {list(CALIBRATION_METHODS)}", self.calibration_method)
+        require(self.int8_stem in INT8_STEMS, SECTION, "int8_stem", f"not allowed; choose from {list(INT8_STEMS)}",
+                self.int8_stem)
+        require(not (self.dla_batch and self.int8_stem == "fp32"), SECTION, "int8_stem",
+                "'fp32' cannot run on the DLA (FP16/INT8 only) that export.dla_batch asks for; use 'int8' or 'auto'",
+                self.int8_stem)
         require(self.parity_images >= MIN_PARITY_IMAGES, SECTION, "parity_images", f"must be >= {MIN_PARITY_IMAGES}",
                 self.parity_images)
         # "The maximum supported batch size is 4096" (TensorRT's DLA restrictions; export.trt_plans.DLA_MAX_BATCH)
         require(self.dla_batch == 0 or 1 <= self.dla_batch <= DLA_MAX_BATCH, SECTION, "dla_batch",
                 f"must be 0 (no DLA plans) or in [1, {DLA_MAX_BATCH}] (DLA's maximum batch)", self.dla_batch)
 
+    @property
+    def float_stem(self) -> bool:
+        """Whether ``int8_trt`` keeps the image-reading convolution float (``int8_stem`` resolved)."""
+        return self.int8_stem == "fp32" or (self.int8_stem == "auto" and not self.dla_batch)
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "variants": list(self.variants)}
 
     def bundle_config(self) -> ExportConfig:
         """What ``export_bundle`` takes for this section: every INT8 flavour calibrated with
-        ``calibration_method``; ``allow_failed=True``, so every variant is written and evaluated and the caller
-        applies the gate (the exit code)."""
-        quant = {flavour: replace(config, calibrate_method=self.calibration_method)
+        ``calibration_method``, its stem as ``int8_stem`` says; ``allow_failed=True``, so every variant is written
+        and evaluated and the caller applies the gate (the exit code)."""
+        float_stem = {"int8_trt": self.float_stem, "int8_cpu": self.int8_stem != "int8"}
+        quant = {flavour: replace(config, calibrate_method=self.calibration_method, float_input_convs=float_stem[flavour])
                  for flavour, config in INT8_FLAVOURS.items()}
         return ExportConfig(variants=self.variants, opset=self.opset, exporter=self.exporter, quant_configs=quant,
                             allow_failed=True, dla_batch=self.dla_batch)
@@ -100,7 +117,8 @@ class ExportConfig:
         opset / exporter: as in ``export.onnx_export.build_fp32_encoder``.
         input_layout: ``"uint8_nhwc"`` (preprocessing in every graph) or ``"float_nchw"`` (normalised upstream).
         thresholds: per-variant overrides of ``export.parity.DEFAULT_THRESHOLDS``.
-        quant_configs: per-flavour overrides of ``export.precision.INT8_FLAVOURS``.
+        quant_configs: per-flavour overrides of ``export.precision.INT8_FLAVOURS``; with ``dla_batch`` set and no
+            ``int8_trt`` entry, ``int8_trt`` quantizes its stem too (``float_input_convs=False``: DLA has no FP32).
         allow_failed: write the bundle and return when a variant fails its gate, instead of raising
             ``ParityGateError`` (after the bundle is written).
         dla_batch: static batch of the Jetson DLA plans (fp16 / int8_trt), recorded in the manifest, written into
@@ -132,3 +150,6 @@ class ExportConfig:
             raise ValueError(f"thresholds / quant_configs name unknown variants {unknown}")
         if self.dla_batch != 0:
             check_dla_batch(self.dla_batch, "dla_batch")
+            if "int8_trt" not in self.quant_configs:  # DLA computes FP16/INT8 only: the default stem is INT8 there
+                object.__setattr__(self, "quant_configs", {**self.quant_configs, "int8_trt": replace(
+                    INT8_FLAVOURS["int8_trt"], float_input_convs=False)})

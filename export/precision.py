@@ -158,6 +158,8 @@ class QuantConfig:
             Calibration runs one batch per pass (see ``_ImageReader``), so the histograms cost bounded memory.
         placement: ``"onnxruntime"`` (ORT's defaults, for ORT's CPU kernels) or ``"tensorrt"`` (NVIDIA's Q/DQ
             placement, FP32 biases; see ``PLACEMENTS``).
+        float_input_convs: leave the convolutions that read the normalised image (the stem) in FP32 (see
+            ``input_convs``).
     """
 
     activation_type: str
@@ -167,6 +169,7 @@ class QuantConfig:
     per_channel: bool = True
     calibrate_method: str = "percentile"
     placement: str = "onnxruntime"
+    float_input_convs: bool = True
 
 
 # Where Q/DQ go. "onnxruntime": ONNX Runtime's defaults (every quantizable op's inputs and outputs, biases as
@@ -285,7 +288,8 @@ def quantize_int8(model: onnx.ModelProto, calibration_images: np.ndarray, flavou
                 activation_type=qtype[cfg.activation_type], weight_type=qtype[cfg.weight_type],
                 per_channel=cfg.per_channel, calibrate_method=method,
                 op_types_to_quantize=placement["op_types_to_quantize"],
-                nodes_to_exclude=regions["preprocess"] + regions["input"] + regions["tail"],
+                nodes_to_exclude=(regions["preprocess"] + regions["input"] + regions["tail"]
+                                  + (input_convs(model) if cfg.float_input_convs else [])),
                 # No "CalibMaxIntermediateOutputs": in onnxruntime 1.32 min/max calibration discards each full
                 # chunk of batches without folding it into the ranges, i.e. it would calibrate on the remainder
                 # (and min/max needs no chunking: its calibration outputs are per-tensor minima and maxima).
@@ -306,11 +310,42 @@ def quantize_int8(model: onnx.ModelProto, calibration_images: np.ndarray, flavou
         key="edge_encoder.quantization", value=f"QDQ act={cfg.activation_type}{'/sym' if cfg.activation_symmetric else ''} "
                                               f"w={cfg.weight_type}{'/per-channel' if cfg.per_channel else ''} "
                                               f"calib={cfg.calibrate_method} n={len(calibration_images)} "
-                                              f"placement={cfg.placement}"))
+                                              f"placement={cfg.placement}"
+                                              f"{' stem=fp32' if cfg.float_input_convs else ''}"))
     return quantized
 
 
 _QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+# Ops that only move or relabel the image tensor between the body's input and its first convolution.
+_LAYOUT_OPS = ("Transpose", "Identity", "Reshape", "Cast")
+
+
+def input_convs(model: onnx.ModelProto) -> list[str]:
+    """Names of the body's ``Conv`` nodes that read the normalised image (through layout-only ops, if any).
+
+    Why they stay FP32: the image arrives as exact 8-bit values, and after per-channel normalisation one
+    per-tensor symmetric INT8 scale cannot hold the three channels' 256 levels each (about one bit is lost
+    before the first layer, plus the calibrated clipping), and that error reaches every later layer. Measured
+    on trained ``cifar10_cpu`` encoders (docs/BENCHMARKS.md, "int8_trt for TensorRT"), keeping the stem in
+    FP32 raised neighbour agreement with FP32, for a 3-input-channel conv: about 1% of a CIFAR-stem ResNet-18's
+    MACs, about 6% of an ImageNet-stem one's. This is the "partial quantization" of NVIDIA's INT8 study (Wu et
+    al. 2020, "Integer Quantization for Deep Learning Inference", arXiv:2004.09602: leave the most sensitive
+    layers in floating point). TensorRT runs a Conv without Q/DQ in float and may fuse the Q of the next
+    layer's input into it (TensorRT developer guide, "Explicit Quantization", Q/DQ layer fusion).
+    """
+    body_in, _ = _boundary(model)
+    uses = _consumers(model)
+    found, frontier = [], [body_in]
+    while frontier:
+        tensor = frontier.pop()
+        for node in uses.get(tensor, []):
+            if node.op_type == "Conv" and node.input[0] == tensor:
+                found.append(node.name)
+            elif node.op_type in _LAYOUT_OPS and node.input[0] == tensor:
+                frontier.append(node.output[0])
+    return found
 
 
 def _depths(model: onnx.ModelProto) -> dict[str, int]:

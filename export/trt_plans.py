@@ -201,6 +201,10 @@ def select_plans(manifest: dict[str, Any], variants: Sequence[str] | None = None
         raise ValueError(f"--dla-core: {source} has no DLA-capable variant ({' or '.join(DLA_VARIANTS)}); "
                          "export one (export.variants)")
     notes = [f"skipped {v} for DLA: {_not_for_dla(v)}; building {', '.join(dla)}" for v in refused]
+    if "int8_trt" in dla and ((known["int8_trt"] or {}).get("quantization") or {}).get("float_input_convs"):
+        notes.append("int8_trt keeps its stem convolution float (export.int8_stem): TensorRT 10 runs it in FP16 on "
+                     "the DLA, TensorRT 11 (strongly typed) on the GPU; export with export.dla_batch set (or "
+                     "export.int8_stem = 'int8') to put it on the DLA in INT8")
     return [_spec(known, v, plan_relpath(v, dla_core, batch), dla_profile(batch), dla_core) for v in dla], notes
 
 

@@ -63,6 +63,8 @@ def test_the_gpu_cifar_config_is_the_demo_recipe() -> None:
     ("export", {"parity_images": 1}, "config key 'export.parity_images': must be >= 2"),
     ("export", {"opset": 9}, "config key 'export.opset': must lie in [13, 21]"),
     ("export", {"exporter": "onnx"}, "config key 'export.exporter': must be one of"),
+    ("export", {"int8_stem": "int4"}, "config key 'export.int8_stem': not allowed; choose from"),
+    ("export", {"int8_stem": "fp32", "dla_batch": 8}, "config key 'export.int8_stem': 'fp32' cannot run on the DLA"),
     ("export", {"variantz": ["fp32"]}, "config key 'export.variantz': unknown key; did you mean 'variants'?"),
     ("train", {"epochs": 0}, "config key 'train.epochs': must be >= 1"),
     ("evaluate", {"retrieval_ks": [0]}, "config key 'evaluate.retrieval_ks': must be a non-empty list of ranks"),
@@ -72,3 +74,14 @@ def test_one_error_style_for_every_section(section: str, values: dict, message: 
     with pytest.raises(ValueError) as err:
         VALIDATORS[section](values)
     assert str(err.value).startswith(message), str(err.value)
+
+
+def test_int8_stem_auto_is_float_on_gpu_and_int8_for_dla() -> None:
+    """The stem conv stays FP32 unless a DLA batch is asked for (DLA has no FP32); the choice reaches the quantizer."""
+    cases = [({}, True, True), ({"dla_batch": 8}, False, True), ({"int8_stem": "int8"}, False, False),
+             ({"int8_stem": "fp32"}, True, True)]
+    for values, trt_float, cpu_float in cases:
+        settings = export_settings_from_dict(values)
+        assert settings.float_stem is trt_float, values
+        quant = settings.bundle_config().quant_configs
+        assert (quant["int8_trt"].float_input_convs, quant["int8_cpu"].float_input_convs) == (trt_float, cpu_float)

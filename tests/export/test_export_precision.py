@@ -14,6 +14,7 @@ from edge_encoder.export.onnx_export import (
 from edge_encoder.export.parity import DEFAULT_THRESHOLDS, compare_embeddings
 from edge_encoder.export.precision import (
     INT8_FLAVOURS,
+    input_convs,
     make_variant,
     select_calibration_indices,
     zero_points,
@@ -107,7 +108,12 @@ def test_int8_trt_is_what_tensorrt_parses(backbone, real_images, exporter) -> No
                if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     assert all(inits[c.input[2]].data_type == onnx.TensorProto.FLOAT for c in convs)  # biases stay FP32
-    assert all(producer[c.input[0]].op_type == producer[c.input[1]].op_type == "DequantizeLinear" for c in convs)
+    stem = set(input_convs(model))
+    assert len(stem) == 1 and convs[0].name in stem  # the stem conv reads the image and stays FP32
+    assert all(producer[c.input[0]].op_type == producer[c.input[1]].op_type == "DequantizeLinear"
+               for c in convs if c.name not in stem)
+    assert inits[convs[0].input[1]].data_type == onnx.TensorProto.FLOAT
+    assert producer[convs[0].input[0]].op_type != "DequantizeLinear"
     tail = _downstream(model, {"GlobalAveragePool", "ReduceMean"}) | {n.name for n in model.graph.node
                                                                       if n.name.startswith("tail/")}
     assert tail and not [n.name for n in model.graph.node if n.name in tail and n.op_type.endswith("QuantizeLinear")]
@@ -135,6 +141,20 @@ def test_calibration_indices_are_deterministic() -> None:
 def test_int8_rejects_bad_calibration(fp32_model) -> None:
     with pytest.raises(ValueError, match="calibration_images"):
         make_variant(fp32_model, "int8_cpu", np.zeros((4, 16, 16, 3), np.float32))
+
+
+@pytest.mark.parametrize("variant", ["int8_trt", "int8_cpu"])
+def test_stem_stays_fp32_unless_asked(fp32_model, real_images, variant) -> None:
+    """The convolution reading the normalised image is left float by default; float_input_convs=False quantizes it."""
+    (stem,) = input_convs(fp32_model)
+    assert stem == next(n.name for n in fp32_model.graph.node if n.op_type == "Conv")
+    for keep_float in (True, False):
+        cfg = dataclasses.replace(INT8_FLAVOURS[variant], float_input_convs=keep_float)
+        model = make_variant(fp32_model, variant, real_images[0][:32], cfg)
+        producer = {out: n for n in model.graph.node for out in n.output}
+        conv = next(n for n in model.graph.node if n.op_type == "Conv")
+        assert (producer.get(conv.input[1]) is None) == keep_float, (variant, keep_float)
+        assert ("stem=fp32" in read_metadata(model)["quantization"]) == keep_float
 
 
 # --- the same variants from a float NCHW export (no preprocessing nodes; calibrated on normalised floats) ----
@@ -190,6 +210,8 @@ def test_float_nchw_int8_trt_zero_points_and_normalised_calibration(fp32_float_m
     assert zps and not any(np.any(zp) for zp in zps.values())
     qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     assert not [n for n in qdq if n.name.startswith(("preprocess/", "tail/"))]
+    (stem,) = input_convs(model)  # the float graph input feeds the stem conv directly; it stays FP32
+    assert not [n for n in qdq if n.output[0] in next(c for c in model.graph.node if c.name == stem).input]
 
 
 def test_calibration_runs_batch_by_batch_with_the_same_min_max(fp32_model, real_images) -> None:
@@ -197,7 +219,7 @@ def test_calibration_runs_batch_by_batch_with_the_same_min_max(fp32_model, real_
     import edge_encoder.export.precision as precision
 
     images = np.concatenate([real_images[0]] * 3)[:80]  # 3 batches of 32, the last one short
-    minmax = dataclasses.replace(INT8_FLAVOURS["int8_cpu"], calibrate_method="minmax")
+    minmax = dataclasses.replace(INT8_FLAVOURS["int8_cpu"], calibrate_method="minmax", float_input_convs=False)
     strided = make_variant(fp32_model, "int8_cpu", images, quant_config=minmax)
     reader = precision._ImageReader(images, 32)
     assert len(reader) == 3 and [len(b["images"]) for b in iter(reader.get_next, None)] == [32, 32, 16]

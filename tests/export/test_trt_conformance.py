@@ -27,7 +27,7 @@ PROFILE = {"min": 1, "opt": 32, "max": 64}
 DLA = {"min": 8, "opt": 8, "max": 8}
 F, H = TensorProto.FLOAT, TensorProto.FLOAT16
 # The int8_trt recipe before issue 9: ORT's default placement, which quantizes conv biases to INT32.
-OLD_INT8_TRT = dataclasses.replace(INT8_FLAVOURS["int8_trt"], placement="onnxruntime")
+OLD_INT8_TRT = dataclasses.replace(INT8_FLAVOURS["int8_trt"], placement="onnxruntime", float_input_convs=False)
 
 
 def _init(name: str, array: np.ndarray) -> onnx.TensorProto:
@@ -290,6 +290,8 @@ def fp32_encoder(request, backbone) -> onnx.ModelProto:
 def test_every_shipped_tensorrt_variant_conforms(variant, fp32_encoder, random_images) -> None:
     model = make_variant(fp32_encoder, variant, random_images)
     assert check_tensorrt_graph(model, profile=PROFILE) == []
+    if variant == "int8_trt":  # the DLA bundle's int8_trt quantizes its stem (ExportConfig with dla_batch)
+        model = make_variant(fp32_encoder, variant, random_images, ExportConfig(dla_batch=8).quant_configs[variant])
     dla = check_tensorrt_graph(model, profile=DLA, dla_batch=8)
     if variant == "fp32":  # the FP32 graph cannot run on the DLA: refused in one violation
         assert [v.rule for v in dla] == ["dla_precision"]
@@ -338,8 +340,10 @@ def test_bundle_fails_a_nonconformant_variant_like_parity(backbone, real_images,
 
 def test_bundle_hook_checks_dla_only_for_the_dla_variants(fp32_encoder, random_images) -> None:
     """export.dla_batch = B: fp16/int8_trt are checked under the DLA plan's static profile; fp32 gets no DLA plan."""
+    dla_int8 = dataclasses.replace(INT8_FLAVOURS["int8_trt"], float_input_convs=False)  # as ExportConfig picks for DLA
+    assert ExportConfig(variants=("fp32", "int8_trt"), dla_batch=8).quant_configs["int8_trt"] == dla_int8
     for variant in ("fp32", "fp16", "int8_trt"):
-        model = make_variant(fp32_encoder, variant, random_images)
+        model = make_variant(fp32_encoder, variant, random_images, dla_int8 if variant == "int8_trt" else None)
         entry, failures = bundle_conformance(model, variant, profile=PROFILE, dla_batch=8)
         assert entry["passed"] and not failures, (variant, failures)
         assert ("dla_batch" in entry) == (variant != "fp32")
@@ -348,3 +352,8 @@ def test_bundle_hook_checks_dla_only_for_the_dla_variants(fp32_encoder, random_i
     nodes, inits = _conv_head("images")  # an FP32 graph shipped as the fp16 variant would be refused for DLA
     entry, failures = bundle_conformance(_model(nodes, inits), "fp16", profile=PROFILE, dla_batch=8)
     assert failures == ["tensorrt:dla_precision at conv"] and entry["dla_batch"] == 8
+    # the GPU default keeps the stem conv float: fine for GPU plans, refused for DLA (FP32 does not run there)
+    float_stem = make_variant(fp32_encoder, "int8_trt", random_images)
+    assert bundle_conformance(float_stem, "int8_trt", profile=PROFILE, dla_batch=0)[0]["passed"]
+    entry, failures = bundle_conformance(float_stem, "int8_trt", profile=PROFILE, dla_batch=8)
+    assert len(failures) == 1 and failures[0].startswith("tensorrt:dla_precision at ")
