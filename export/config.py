@@ -17,7 +17,9 @@ from edge_encoder.export.precision import INT8_FLAVOURS, VARIANTS, QuantConfig
 from edge_encoder.export.trt_plans import DLA_MAX_BATCH, check_dla_batch
 
 SECTION = "export"
-CALIBRATION_METHODS = ("percentile", "minmax", "entropy")  # QuantConfig.calibrate_method
+# QuantConfig.calibrate_method; "auto": each flavour's own (export.precision.INT8_FLAVOURS: int8_trt entropy,
+# int8_cpu percentile)
+CALIBRATION_METHODS = ("auto", "percentile", "minmax", "entropy")
 INT8_STEMS = ("auto", "fp32", "int8")  # QuantConfig.float_input_convs: see ExportSettings
 MIN_PARITY_IMAGES = 2  # export.parity.compare_embeddings compares at least 2 rows (top-1 neighbours)
 
@@ -43,7 +45,9 @@ class ExportSettings:
         opset: ONNX opset (18: the dynamo exporter's native opset; TensorRT 10/11 parse it).
         exporter: ``"auto"``, ``"dynamo"`` or ``"torchscript"`` (``export.onnx_export``).
         calibration_images: training images that calibrate the INT8 variants (a seeded sample, >= 1).
-        calibration_method: ``"percentile"``, ``"minmax"`` or ``"entropy"`` (``export.precision.QuantConfig``).
+        calibration_method: ``"auto"`` (each INT8 flavour's own: entropy for ``int8_trt``, percentile for
+            ``int8_cpu``), or ``"percentile"``, ``"minmax"`` or ``"entropy"`` for both
+            (``export.precision.QuantConfig``).
         int8_stem: ``"fp32"``: the convolution that reads the normalised image stays float in both INT8 flavours
             (``export.precision.input_convs``); ``"int8"``: quantize it too; ``"auto"`` (default): ``"fp32"``,
             or for ``int8_trt`` ``"int8"`` when ``dla_batch`` is set, since DLA computes in FP16/INT8 only and a
@@ -57,7 +61,7 @@ class ExportSettings:
     opset: int = 18
     exporter: str = "auto"
     calibration_images: int = 256
-    calibration_method: str = "percentile"
+    calibration_method: str = "auto"
     int8_stem: str = "auto"
     parity_images: int = 500
     allow_failed: bool = False
@@ -97,7 +101,9 @@ class ExportSettings:
         ``calibration_method``, its stem as ``int8_stem`` says; ``allow_failed=True``, so every variant is written
         and evaluated and the caller applies the gate (the exit code)."""
         float_stem = {"int8_trt": self.float_stem, "int8_cpu": self.int8_stem != "int8"}
-        quant = {flavour: replace(config, calibrate_method=self.calibration_method, float_input_convs=float_stem[flavour])
+        quant = {flavour: replace(config, float_input_convs=float_stem[flavour],
+                                  calibrate_method=config.calibrate_method if self.calibration_method == "auto"
+                                  else self.calibration_method)
                  for flavour, config in INT8_FLAVOURS.items()}
         return ExportConfig(variants=self.variants, opset=self.opset, exporter=self.exporter, quant_configs=quant,
                             allow_failed=True, dla_batch=self.dla_batch)

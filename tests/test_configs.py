@@ -85,3 +85,11 @@ def test_int8_stem_auto_is_float_on_gpu_and_int8_for_dla() -> None:
         assert settings.float_stem is trt_float, values
         quant = settings.bundle_config().quant_configs
         assert (quant["int8_trt"].float_input_convs, quant["int8_cpu"].float_input_convs) == (trt_float, cpu_float)
+
+
+def test_calibration_method_auto_is_each_flavours_own() -> None:
+    """auto: entropy for int8_trt (TensorRT's preferred calibrator), percentile for int8_cpu; a method names both."""
+    quant = export_settings_from_dict({}).bundle_config().quant_configs
+    assert (quant["int8_trt"].calibrate_method, quant["int8_cpu"].calibrate_method) == ("entropy", "percentile")
+    quant = export_settings_from_dict({"calibration_method": "minmax"}).bundle_config().quant_configs
+    assert {q.calibrate_method for q in quant.values()} == {"minmax"}
