@@ -24,10 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 import onnx
-from edge_encoder.evaluate.knn import knn_accuracy
+from edge_encoder.evaluate.knn import exact_search, knn_accuracy
+from edge_encoder.evaluate.suite import neighbor_agreement
 from edge_encoder.export.engines import OnnxRuntimeEngine
 from edge_encoder.export.precision import INT8_FLAVOURS, quantize_int8
 from edge_encoder.imagedata.sources import load_dataset
@@ -58,20 +58,14 @@ def embed(path: Path, images: np.ndarray, batch: int = 500) -> np.ndarray:
         return np.concatenate([engine.embed(images[i:i + batch]) for i in range(0, len(images), batch)])
 
 
-def neighbours(bank: np.ndarray, queries: np.ndarray, k: int = 10) -> np.ndarray:
-    index = faiss.IndexFlatIP(bank.shape[1])
-    index.add(bank)
-    return index.search(queries, k)[1]
-
-
 def fidelity(ref: tuple[np.ndarray, np.ndarray], cand: tuple[np.ndarray, np.ndarray], labels: tuple[np.ndarray, np.ndarray],
              k: int, temperature: float) -> dict[str, float]:
     """kNN top-1 of ``cand`` (bank, queries) and its agreement with ``ref``; labels are (bank, query)."""
     top1 = knn_accuracy(cand[0], labels[0], cand[1], labels[1], k=k, temperature=temperature)["top1"]
-    ref_nb, nb = neighbours(*ref), neighbours(*cand)
+    ref_nb, nb = exact_search(*ref, 10)[1], exact_search(*cand, 10)[1]
     cos = np.sum(cand[1] * ref[1], axis=1)
     return {"knn_top1": top1, "top1_agreement": float((nb[:, 0] == ref_nb[:, 0]).mean()),
-            "top10_agreement": float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(nb, ref_nb)])),
+            "top10_agreement": neighbor_agreement(nb, ref_nb),
             "cosine_p1": float(np.percentile(cos, 1)), "cosine_mean": float(cos.mean())}
 
 

@@ -24,6 +24,14 @@ INT8_STEMS = ("auto", "fp32", "int8")  # QuantConfig.float_input_convs: see Expo
 MIN_PARITY_IMAGES = 2  # export.parity.compare_embeddings compares at least 2 rows (top-1 neighbours)
 
 
+def resolve_float_stem(flavour: str, int8_stem: str, dla_batch: int) -> bool:
+    """``QuantConfig.float_input_convs`` for ``flavour`` under ``export.int8_stem`` (see ``ExportSettings``):
+    "auto" keeps the stem float, except in ``int8_trt`` for a DLA bundle (DLA computes in FP16/INT8 only)."""
+    if int8_stem == "auto":
+        return not (flavour == "int8_trt" and dla_batch)
+    return int8_stem == "fp32"
+
+
 def _variant_errors(variants: tuple[str, ...]) -> str | None:
     """Why ``variants`` cannot make a bundle, or None. ``fp32`` is every bundle's reference engine."""
     unknown = [v for v in variants if v not in VARIANTS]
@@ -91,7 +99,7 @@ class ExportSettings:
     @property
     def float_stem(self) -> bool:
         """Whether ``int8_trt`` keeps the image-reading convolution float (``int8_stem`` resolved)."""
-        return self.int8_stem == "fp32" or (self.int8_stem == "auto" and not self.dla_batch)
+        return resolve_float_stem("int8_trt", self.int8_stem, self.dla_batch)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "variants": list(self.variants)}
@@ -100,8 +108,7 @@ class ExportSettings:
         """What ``export_bundle`` takes for this section: every INT8 flavour calibrated with
         ``calibration_method``, its stem as ``int8_stem`` says; ``allow_failed=True``, so every variant is written
         and evaluated and the caller applies the gate (the exit code)."""
-        float_stem = {"int8_trt": self.float_stem, "int8_cpu": self.int8_stem != "int8"}
-        quant = {flavour: replace(config, float_input_convs=float_stem[flavour],
+        quant = {flavour: replace(config, float_input_convs=resolve_float_stem(flavour, self.int8_stem, self.dla_batch),
                                   calibrate_method=config.calibrate_method if self.calibration_method == "auto"
                                   else self.calibration_method)
                  for flavour, config in INT8_FLAVOURS.items()}
@@ -156,6 +163,7 @@ class ExportConfig:
             raise ValueError(f"thresholds / quant_configs name unknown variants {unknown}")
         if self.dla_batch != 0:
             check_dla_batch(self.dla_batch, "dla_batch")
-            if "int8_trt" not in self.quant_configs:  # DLA computes FP16/INT8 only: the default stem is INT8 there
-                object.__setattr__(self, "quant_configs", {**self.quant_configs, "int8_trt": replace(
-                    INT8_FLAVOURS["int8_trt"], float_input_convs=False)})
+            if "int8_trt" not in self.quant_configs:  # the default ("auto") stem of a DLA bundle
+                stem = resolve_float_stem("int8_trt", "auto", self.dla_batch)
+                object.__setattr__(self, "quant_configs", {
+                    **self.quant_configs, "int8_trt": replace(INT8_FLAVOURS["int8_trt"], float_input_convs=stem)})

@@ -333,7 +333,7 @@ def input_convs(model: onnx.ModelProto) -> list[str]:
     Why they stay FP32: the image arrives as exact 8-bit values, and after per-channel normalisation one
     per-tensor symmetric INT8 scale cannot hold the three channels' 256 levels each (about one bit is lost
     before the first layer, plus the calibrated clipping), and that error reaches every later layer. Measured
-    on trained ``cifar10_cpu`` encoders (docs/BENCHMARKS.md, "int8_trt for TensorRT"), keeping the stem in
+    on trained ``cifar10_cpu`` encoders (docs/BENCHMARKS.md, "INT8 stem in FP32"), keeping the stem in
     FP32 raised neighbour agreement with FP32, for a 3-input-channel conv: about 1% of a CIFAR-stem ResNet-18's
     MACs, about 6% of an ImageNet-stem one's. This is the "partial quantization" of NVIDIA's INT8 study (Wu et
     al. 2020, "Integer Quantization for Deep Learning Inference", arXiv:2004.09602: leave the most sensitive
