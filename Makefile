@@ -35,12 +35,12 @@ $(VPY):
 $(STAMP_RUN): pyproject.toml | $(VPY)
 	@echo ">> installing the project with the '$(EXTRA)' extras into $(VENV)"
 	-@$(VPY) -m pip uninstall --quiet --yes $(OTHER_PKGS) >/dev/null 2>&1
-	$(VPY) -m pip install --quiet --editable ".[$(EXTRA)]"
+	$(VPY) -m pip install --quiet --editable ".[train,$(EXTRA)]"
 	@touch $@
 
 $(STAMP_TEST): pyproject.toml $(STAMP_RUN)
 	@echo ">> installing the test extras into $(VENV)"
-	$(VPY) -m pip install --quiet --editable ".[$(EXTRA),test]"
+	$(VPY) -m pip install --quiet --editable ".[train,$(EXTRA),test]"
 	@touch $@
 
 venv: $(STAMP_RUN)

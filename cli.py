@@ -1,4 +1,4 @@
-"""``edge-encoder``: one console script, one subcommand per way people use the project.
+"""``edge-encoder``: one console script, one subcommand per way the project is used.
 
     edge-encoder run [...]        train -> export -> evaluate -> report (what ``python pipeline.py`` does)
     edge-encoder train [...]      train only (run's options); prints the checkpoint
@@ -6,46 +6,47 @@
     edge-encoder evaluate ENGINE --dataset SPEC   a bundle or any ONNX encoder file -> report.json / report.md
     edge-encoder embed ENGINE (--images DIR | --dataset SPEC) --out FILE.npz   embeddings with their image paths
     edge-encoder verify BUNDLE    on the device: check every bundle file and gate each engine on the reference set
+    edge-encoder build BUNDLE     on the device: build the TensorRT plans (and their Triton models)
+    edge-encoder key PLAN --onnx F  the engine key of a plan trtexec built
     edge-encoder compare A B      two runs' reports side by side
 
 Without a subcommand, the arguments are those of ``run`` (``edge-encoder --config X`` keeps working).
 Exit codes: 0 ok, 2 usage or input error (one line), 3 a gate failed, 130 interrupted.
+
+Each subcommand's module is imported only when that subcommand runs, so the device commands (``verify``, ``build``,
+``key``, ``embed --images``) work with the base install, which has no torch; a command that needs the training stack
+says so in one line (exit 2) when it is missing.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from functools import partial
+from typing import Any, Callable
 
-from edge_encoder import pipeline
-from edge_encoder.commands import compare, embed, evaluate, export, train
-from edge_encoder.commands.errors import run_command
-from edge_encoder.export import verify
+# name -> (module under edge_encoder, argument adder, handler, needs the training stack, summary)
+COMMANDS: dict[str, tuple[str, str, str, bool, str]] = {
+    "run": ("pipeline", "add_run_arguments", "main_args", True, "train, export and evaluate in one go; write the report"),
+    "train": ("commands.train", "add_arguments", "train_command", True, "train only (run's options); print the checkpoint path"),
+    "export": ("commands.export", "add_arguments", "export_command", True,
+               "export a checkpoint again into a deploy bundle (exit 3 when a parity gate fails)"),
+    "evaluate": ("commands.evaluate", "add_arguments", "evaluate_command", True,
+                 "evaluate a bundle or any ONNX encoder file on a dataset; write the report"),
+    "embed": ("commands.embed", "add_arguments", "embed_command", False,
+              "embed a folder of images or a dataset through an engine into an .npz"),
+    "verify": ("commands.verify", "add_arguments", "verify_command", False,
+               "check a deploy bundle on this device; write device_report"),
+    "build": ("commands.build", "add_arguments", "build_command", False,
+              "build the TensorRT plans of a bundle on this device"),
+    "key": ("commands.build", "add_key_arguments", "key_command", False,
+            "write this device's engine key for a plan trtexec built"),
+    "compare": ("commands.compare", "add_arguments", "compare_command", False, "two runs' reports side by side"),
+}
 
-COMMANDS = ("run", "train", "export", "evaluate", "embed", "verify", "compare")
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-encoder", description=__doc__.split("\n\n")[0],
-                                     epilog="Without a COMMAND, the arguments are run's. `edge-encoder COMMAND --help` "
-                                            "lists a command's options.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    pipeline.add_run_arguments(sub.add_parser("run", help="train, export and evaluate in one go; write the report",
-                                              description=pipeline.__doc__.split("\n\n")[0]))
-    for name, module, summary in (
-        ("train", train, "train only (run's options); print the checkpoint path"),
-        ("export", export, "export a checkpoint again into a deploy bundle (exit 3 when a parity gate fails)"),
-        ("evaluate", evaluate, "evaluate a bundle or any ONNX encoder file on a dataset; write the report"),
-        ("embed", embed, "embed a folder of images or a dataset through an engine into an .npz"),
-    ):
-        module.add_arguments(sub.add_parser(name, help=summary, description=_plain(module.__doc__),
-                                            formatter_class=argparse.RawDescriptionHelpFormatter))
-    verify.add_verify_arguments(sub.add_parser("verify", help="check a deploy bundle on this device; write device_report",
-                                               description=verify.__doc__.split("\n\n")[0]))
-    compare.add_arguments(sub.add_parser("compare", help="two runs' reports side by side",
-                                         description=_plain(compare.__doc__)))
-    return parser
+def _module(name: str) -> Any:
+    return importlib.import_module(f"edge_encoder.{name}")
 
 
 def _plain(doc: str | None) -> str:
@@ -53,24 +54,49 @@ def _plain(doc: str | None) -> str:
     return (doc or "").replace("``", "")
 
 
-# What runs each subcommand: a function of the parsed arguments returning the exit code.
-HANDLERS = {
-    "run": pipeline.main_args,
-    "train": partial(run_command, train.train_command),
-    "export": partial(run_command, export.export_command),
-    "evaluate": partial(run_command, evaluate.evaluate_command),
-    "embed": partial(run_command, embed.embed_command),
-    "verify": verify.main_args,
-    "compare": partial(run_command, compare.compare_command),
-}
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (every subcommand when None, as for ``--help``)."""
+    parser = argparse.ArgumentParser(prog="edge-encoder", description=__doc__.split("\n\n")[0],
+                                     epilog="Without a COMMAND, the arguments are run's. `edge-encoder COMMAND --help` "
+                                            "lists a command's options.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, adder, _, _, summary) in COMMANDS.items():
+        if command is not None and name != command:
+            sub.add_parser(name, help=summary, add_help=False)
+            continue
+        module = _module(module_name)
+        description = _plain(module.__doc__).split("\n\n")[0] if name == "run" else _plain(module.__doc__)
+        getattr(module, adder)(sub.add_parser(name, help=summary, description=description,
+                                              formatter_class=argparse.RawDescriptionHelpFormatter))
+    return parser
+
+
+def handler(command: str) -> Callable[[argparse.Namespace], int]:
+    """What runs ``command``: a function of the parsed arguments returning the exit code."""
+    module_name, _, function, _, _ = COMMANDS[command]
+    run = getattr(_module(module_name), function)
+    if command in ("run", "verify", "build", "key"):
+        return run  # these print their own one-line errors
+    from edge_encoder.commands.errors import run_command
+
+    return lambda args: run_command(run, args)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
         argv = ["run", *argv]  # the pre-subcommand console script took run's arguments directly
-    args = build_parser().parse_args(argv)
-    return HANDLERS[args.command](args)
+    command = argv[0] if argv[0] in COMMANDS else None
+    if command is not None and COMMANDS[command][3] and "-h" not in argv and "--help" not in argv:
+        from edge_encoder.commands.errors import UsageError, require_training_stack
+
+        try:
+            require_training_stack(f"edge-encoder {command}")
+        except UsageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    args = build_parser(command).parse_args(argv)
+    return handler(args.command)(args)
 
 
 if __name__ == "__main__":

@@ -322,7 +322,7 @@ def each_engine(settings: Settings, checkpoint: Path, bundle: Any, images: Any) 
     open only while the caller uses it; ``images`` (any split: only its image size is read) sizes the raw pixels."""
     import torch
     from edge_encoder.evaluate.baselines import RawPixelEngine
-    from edge_encoder.export.bundle_files import open_engine
+    from edge_encoder.device.bundle_files import open_engine
     from edge_encoder.export.engines import TorchEngine
     from edge_encoder.train.backbones import build_backbone
     from edge_encoder.train.checkpoint import load_backbone

@@ -22,7 +22,7 @@ from evaluate_embeddings import cifar10_dev_path
 
 def make_engine(onnx: Path | None, width: int):
     if onnx is not None:
-        from edge_encoder.export.engines import OnnxRuntimeEngine
+        from edge_encoder.device.engines import OnnxRuntimeEngine
 
         return OnnxRuntimeEngine(onnx)
     import torch

@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 from edge_encoder.evaluate.knn import exact_search, knn_accuracy
 from edge_encoder.evaluate.suite import neighbor_agreement
-from edge_encoder.export.engines import OnnxRuntimeEngine
+from edge_encoder.device.engines import OnnxRuntimeEngine
 from edge_encoder.export.precision import INT8_FLAVOURS, quantize_int8
 from edge_encoder.imagedata.sources import load_dataset
 

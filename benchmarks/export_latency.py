@@ -21,7 +21,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from edge_encoder.export.engines import OnnxRuntimeEngine, TorchEngine
+from edge_encoder.device.engines import OnnxRuntimeEngine
+from edge_encoder.export.engines import TorchEngine
 from edge_encoder.export.onnx_export import build_fp32_encoder, save_model
 from edge_encoder.export.precision import make_variant
 from edge_encoder.train.backbones import build_backbone

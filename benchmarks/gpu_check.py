@@ -261,7 +261,7 @@ def section_inference(args: argparse.Namespace, data: dict[str, np.ndarray], dev
     results["onnxruntime_cpu_int8"] = _onnxruntime_int8(data, backbone.cpu(), args)
     try:
         import tensorrt  # noqa: F401
-        results["tensorrt"] = "importable: build with `python -m edge_encoder.export.tensorrt BUNDLE` (not timed here)"
+        results["tensorrt"] = "importable: build with `edge-encoder build BUNDLE` (not timed here)"
     except ImportError as exc:
         results["tensorrt"] = f"skipped: {exc}"
     return results
@@ -272,7 +272,7 @@ def _onnxruntime_int8(data: dict[str, np.ndarray], backbone: torch.nn.Module, ar
         import onnxslim  # noqa: F401  (the exporter simplifies with it)
     except ImportError as exc:
         return f"skipped: {exc} (carry the onnxslim wheel)"
-    from edge_encoder.export.engines import OnnxRuntimeEngine
+    from edge_encoder.device.engines import OnnxRuntimeEngine
     from edge_encoder.export.onnx_export import build_fp32_encoder, save_model
     from edge_encoder.export.precision import make_variant
 

@@ -123,7 +123,9 @@ def embed_command(args: argparse.Namespace) -> int:
 def dataset_parts(args: argparse.Namespace, size: int) -> list[tuple[Any, list[str], np.ndarray]]:
     """``[(images, paths, labels)]`` of the chosen split(s) of ``--dataset``, fitted to ``size``."""
     from edge_encoder import pipeline
+    from edge_encoder.commands.errors import require_training_stack
 
+    require_training_stack("edge-encoder embed --dataset")  # dataset loading resizes with torch; --images does not
     settings = resolve_settings(args, args.dataset, size, "embed", sections=("data",))
     data = pipeline.load_data(settings.data)
     splits = ("train", "test") if args.split == "all" else (args.split,)

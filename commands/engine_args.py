@@ -1,7 +1,7 @@
 """The ENGINE argument of ``edge-encoder evaluate`` / ``embed``: a deploy bundle, or any ONNX encoder file.
 
 A bundle (a folder holding ``manifest.json``, or a run folder holding ``deploy/manifest.json``) declares its own
-input contract; its variants are opened through ``export.bundle_files.open_engine`` (files hash-checked).
+input contract; its variants are opened through ``device.bundle_files.open_engine`` (files hash-checked).
 
 Any other ``.onnx`` file (the user's own encoder, a torchvision model exported as it is) has no such metadata, so
 its contract is read from the graph and declared on the command line: uint8 NHWC (normalisation inside the graph),
@@ -128,7 +128,7 @@ def resolve_target(text: str, variants: list[str] | str | None, contract: InputC
         if contract.declared:
             raise UsageError(f"{CONTRACT_OPTIONS} describe an ONNX file; the bundle {bundle} declares its input in "
                              "manifest.json")
-        from edge_encoder.export.bundle_files import load_manifest
+        from edge_encoder.device.bundle_files import load_manifest
 
         with usage_errors():
             manifest = load_manifest(bundle)
@@ -150,8 +150,8 @@ def resolve_target(text: str, variants: list[str] | str | None, contract: InputC
 
 def open_target(target: EngineTarget, variant: str | None = None) -> Any:
     """An entered-ready engine (context manager) for one bundle variant, or for the ONNX file."""
-    from edge_encoder.export.bundle_files import open_engine
-    from edge_encoder.export.engines import OnnxRuntimeEngine
+    from edge_encoder.device.bundle_files import open_engine
+    from edge_encoder.device.engines import OnnxRuntimeEngine
 
     if target.kind == "bundle":
         with usage_errors():

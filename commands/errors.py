@@ -6,6 +6,7 @@ Exit codes (as ``python pipeline.py``): 0 ok, 2 usage or input error, 3 a gate f
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -13,7 +14,24 @@ from edge_encoder import pipeline
 from edge_encoder.pipeline import EXIT_INTERRUPTED, EXIT_PARITY, EXIT_USAGE, UsageError
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_PARITY", "EXIT_USAGE", "UsageError", "add_output_arguments", "run_command",
-           "usage_errors"]
+           "usage_errors", "require_training_stack", "missing_training_stack"]
+
+# What the training stack is, and how to get it (pyproject.toml's extras): the base install (`pip install
+# edge-encoder`) is the device runtime only.
+TRAINING_MODULES = ("torch", "torchvision", "onnx", "sklearn")
+TRAINING_EXTRA = "pip install 'edge-encoder[train,cpu]' (or [train,gpu] on an NVIDIA machine; make run does this)"
+
+
+def missing_training_stack() -> list[str]:
+    """The training-stack modules that are not installed here (empty on a full install)."""
+    return [m for m in TRAINING_MODULES if importlib.util.find_spec(m) is None]
+
+
+def require_training_stack(what: str) -> None:
+    """A :class:`UsageError` (exit 2) naming the extra when ``what`` needs the training stack and it is missing."""
+    missing = missing_training_stack()
+    if missing:
+        raise UsageError(f"{what} needs the training stack ({', '.join(missing)} not installed): {TRAINING_EXTRA}")
 
 
 @contextmanager

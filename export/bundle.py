@@ -34,9 +34,10 @@ from typing import Any, Mapping
 import numpy as np
 from edge_encoder.core.contract import check_uint8_nhwc
 from edge_encoder.core.files import atomic_write_bytes, file_sha256
-from edge_encoder.export.manifest import MANIFEST_FORMAT, load_manifest  # noqa: F401 - re-exported
+from edge_encoder.device.manifest import MANIFEST_FORMAT, load_manifest  # noqa: F401 - re-exported
 from edge_encoder.export.config import ExportConfig
-from edge_encoder.export.engines import OnnxRuntimeEngine, TorchEngine
+from edge_encoder.device.engines import OnnxRuntimeEngine
+from edge_encoder.export.engines import TorchEngine
 from edge_encoder.export.onnx_export import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -45,7 +46,7 @@ from edge_encoder.export.onnx_export import (
     input_contract,
     save_model,
 )
-from edge_encoder.export.parity import (
+from edge_encoder.device.parity import (
     DEFAULT_THRESHOLDS,
     ParityThresholds,
     compare_embeddings,
@@ -55,9 +56,9 @@ from edge_encoder.export.precision import (
     QuantConfig,
     make_variant,
 )
-from edge_encoder.export.reference import write_reference_set
+from edge_encoder.device.reference import write_reference_set
 from edge_encoder.export.trt_conformance import bundle_conformance
-from edge_encoder.export.trt_plans import DLA_VARIANTS, key_command, plan_relpath
+from edge_encoder.device.trt_plans import DLA_VARIANTS, key_command, plan_relpath
 
 logger = logging.getLogger(__name__)
 
@@ -275,7 +276,7 @@ def write_bundle(folder: Path, built: BuiltVariants, pre: Preprocess, backbone_c
     thresholds = {**DEFAULT_THRESHOLDS, **config.thresholds}
     manifest["reference"] = write_reference_set(folder, images.parity, images.parity_labels, built.reference,
                                                 {v: thresholds[v] for v in variants})
-    manifest["dla_batch"] = int(config.dla_batch)  # static batch of the DLA plans (export.tensorrt --dla-core); 0 = none
+    manifest["dla_batch"] = int(config.dla_batch)  # static batch of the DLA plans (device.tensorrt --dla-core); 0 = none
     _write_json(folder / "manifest.json", manifest)
     _write_json(folder / "calibration.json", _calibration_record(images.calibration, images.calibration_indices))
     _write_text(folder / "trtexec.txt", trtexec_commands(variants, pre.image_size, input_layout=config.input_layout,
@@ -396,7 +397,7 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
 
 def trtexec_commands(variants: list[str], image_size: int, profile: dict[str, int] = PROFILE, *,
                      input_layout: str = "uint8_nhwc", dla_batch: int = 0) -> str:
-    """``trtexec`` lines equivalent to ``python -m edge_encoder.export.tensorrt``, each followed by its key step.
+    """``trtexec`` lines equivalent to ``edge-encoder build``, each followed by its key step.
 
     GPU lines: strongly typed, the dynamic ``profile``. DLA lines (fp16 / int8_trt; commented examples at batch 1
     when ``dla_batch`` is 0): one static shape, min = opt = max = ``--shapes`` (TensorRT's DLA restrictions), weakly
@@ -413,7 +414,7 @@ def trtexec_commands(variants: list[str], image_size: int, profile: dict[str, in
              f"# Input {INPUT_NAME}: " + ("uint8 NHWC camera pixels (normalisation inside the graph)."
                                           if input_layout == "uint8_nhwc" else
                                           "float32 NCHW, already ((x / 255) - mean) / std (see manifest.json)."),
-             "# The `python -m edge_encoder.export.tensorrt key` line after each build writes the plan's engine key.",
+             "# The `edge-encoder key` line after each build writes the plan's engine key.",
              "mkdir -p tensorrt"]
     for v in variants:
         lines += [f"trtexec --onnx=encoder_{v}.onnx --stronglyTyped --noTF32 --minShapes={shape(profile['min'])} "
@@ -470,7 +471,7 @@ def write_triton_repository(bundle: Path, variants: list[str], image_size: int, 
                             dla_batch: int = 0) -> None:
     """``triton/`` model repository: ``encoder_onnx_<v>`` (with ``1/model.onnx``), ``encoder_trt_<v>``
     (max_batch_size = the TRT profile max) and, when ``dla_batch`` > 0, ``encoder_trt_<v>_dla`` for fp16 / int8_trt
-    (static batch ``dla_batch``). ``1/model.plan`` is written by ``python -m edge_encoder.export.tensorrt``."""
+    (static batch ``dla_batch``). ``1/model.plan`` is written by ``edge-encoder build``."""
     for v in variants:
         onnx_dir = bundle / "triton" / f"encoder_onnx_{v}"
         (onnx_dir / "1").mkdir(parents=True, exist_ok=True)
@@ -521,8 +522,8 @@ Output `{out['name']}`: float32 (N, {out['embedding_dim']}), rows L2-normalised 
 
 ## Build TensorRT engines on this device (TensorRT >= 10; no training code or dataset needed)
 
-    python -m edge_encoder.export.tensorrt .            # all variants -> tensorrt/encoder_<variant>.plan (+ engine key)
-    python -m edge_encoder.export.tensorrt . --dla-core 0 {dla_arg}  # Jetson DLA: fp16 + int8_trt, static batch
+    edge-encoder build .            # all variants -> tensorrt/encoder_<variant>.plan (+ engine key)
+    edge-encoder build . --dla-core 0 {dla_arg}  # Jetson DLA: fp16 + int8_trt, static batch
 
 or the equivalent `trtexec` lines in `trtexec.txt`, each followed by its `... key` line (the engine key; a plan
 without one still loads). Engines are tied to the GPU and TensorRT version; a mismatching engine is refused with
@@ -540,7 +541,7 @@ runs each engine on the reference images, gates it against the FP32 embeddings w
 `manifest.json` (`reference.gates`), times it at batch 1, 8 and {manifest['tensorrt_profile']['max']} after warm-up,
 and writes `device_report.json` and `device_report.md` here. Exit 0: every file intact and every gate passed;
 2: a missing or changed file; 3: a gate failed (each named in one line on stderr). In Python,
-`edge_encoder.export.bundle_files.open_engine('.', 'fp32')` opens a variant after the same file checks.
+`edge_encoder.device.bundle_files.open_engine('.', 'fp32')` opens a variant after the same file checks.
 
 ## Serve with Triton
 

@@ -12,16 +12,16 @@ from typing import Any, Mapping
 
 from edge_encoder.core.config import check_types, config_from_dict, require
 from edge_encoder.export.onnx_export import EXPORTERS, INPUT_LAYOUTS, MAX_OPSET, MIN_OPSET
-from edge_encoder.export.parity import ParityThresholds
+from edge_encoder.device.parity import ParityThresholds
 from edge_encoder.export.precision import INT8_FLAVOURS, VARIANTS, QuantConfig
-from edge_encoder.export.trt_plans import DLA_MAX_BATCH, check_dla_batch
+from edge_encoder.device.trt_plans import DLA_MAX_BATCH, check_dla_batch
 
 SECTION = "export"
 # QuantConfig.calibrate_method; "auto": each flavour's own (export.precision.INT8_FLAVOURS: int8_trt entropy,
 # int8_cpu percentile)
 CALIBRATION_METHODS = ("auto", "percentile", "minmax", "entropy")
 INT8_STEMS = ("auto", "fp32", "int8")  # QuantConfig.float_input_convs: see ExportSettings
-MIN_PARITY_IMAGES = 2  # export.parity.compare_embeddings compares at least 2 rows (top-1 neighbours)
+MIN_PARITY_IMAGES = 2  # device.parity.compare_embeddings compares at least 2 rows (top-1 neighbours)
 
 
 def resolve_float_stem(flavour: str, int8_stem: str, dla_batch: int) -> bool:
@@ -62,7 +62,7 @@ class ExportSettings:
             float stem in the strongly typed TensorRT 11 DLA build would fall back to the GPU.
         parity_images: test images every variant is compared on against the PyTorch reference (>= 2).
         allow_failed: exit 0 even when a variant fails its parity gate (the files are kept either way).
-        dla_batch: static batch of the Jetson DLA plans (fp16 / int8_trt); 0 = none (see ``export.trt_plans``).
+        dla_batch: static batch of the Jetson DLA plans (fp16 / int8_trt); 0 = none (see ``device.trt_plans``).
     """
 
     variants: tuple[str, ...] = VARIANTS
@@ -92,7 +92,7 @@ class ExportSettings:
                 self.int8_stem)
         require(self.parity_images >= MIN_PARITY_IMAGES, SECTION, "parity_images", f"must be >= {MIN_PARITY_IMAGES}",
                 self.parity_images)
-        # "The maximum supported batch size is 4096" (TensorRT's DLA restrictions; export.trt_plans.DLA_MAX_BATCH)
+        # "The maximum supported batch size is 4096" (TensorRT's DLA restrictions; device.trt_plans.DLA_MAX_BATCH)
         require(self.dla_batch == 0 or 1 <= self.dla_batch <= DLA_MAX_BATCH, SECTION, "dla_batch",
                 f"must be 0 (no DLA plans) or in [1, {DLA_MAX_BATCH}] (DLA's maximum batch)", self.dla_batch)
 
@@ -129,13 +129,13 @@ class ExportConfig:
         variants: variants to build, ``fp32`` first in the manifest order given.
         opset / exporter: as in ``export.onnx_export.build_fp32_encoder``.
         input_layout: ``"uint8_nhwc"`` (preprocessing in every graph) or ``"float_nchw"`` (normalised upstream).
-        thresholds: per-variant overrides of ``export.parity.DEFAULT_THRESHOLDS``.
+        thresholds: per-variant overrides of ``device.parity.DEFAULT_THRESHOLDS``.
         quant_configs: per-flavour overrides of ``export.precision.INT8_FLAVOURS``; with ``dla_batch`` set and no
             ``int8_trt`` entry, ``int8_trt`` quantizes its stem too (``float_input_convs=False``: DLA has no FP32).
         allow_failed: write the bundle and return when a variant fails its gate, instead of raising
             ``ParityGateError`` (after the bundle is written).
         dla_batch: static batch of the Jetson DLA plans (fp16 / int8_trt), recorded in the manifest, written into
-            ``trtexec.txt`` and the ``encoder_trt_<v>_dla`` Triton models; 0 = no DLA plans (``export.trt_plans``).
+            ``trtexec.txt`` and the ``encoder_trt_<v>_dla`` Triton models; 0 = no DLA plans (``device.trt_plans``).
     """
 
     variants: tuple[str, ...] = VARIANTS

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import onnx
 from edge_encoder.export.onnx_export import INPUT_PREFIX, PREPROCESS_PREFIX, TAIL_PREFIX
-from edge_encoder.export.trt_plans import DLA_VARIANTS
+from edge_encoder.device.trt_plans import DLA_VARIANTS
 from onnx import TensorProto, numpy_helper
 
 SRC_OPERATORS = "https://github.com/onnx/onnx-tensorrt/blob/10.1-GA/docs/operators.md"
@@ -508,7 +508,7 @@ def bundle_conformance(model: onnx.ModelProto, variant: str, *, profile: dict[st
     """The manifest fragment and parity-style failures of one bundle variant.
 
     ``profile`` is the bundle's GPU profile (dynamic batch). With ``dla_batch`` > 0 (``export.dla_batch``) the
-    variants that get a DLA plan (``export.trt_plans.DLA_VARIANTS``: fp16, int8_trt) are also checked against the
+    variants that get a DLA plan (``device.trt_plans.DLA_VARIANTS``: fp16, int8_trt) are also checked against the
     DLA rules under that plan's static profile (min = opt = max = ``dla_batch``); fp32 gets no DLA plan.
 
     Returns ``(None, [])`` for variants that are not TensorRT-bound (``int8_cpu``); otherwise

@@ -26,7 +26,7 @@ SECTION = "data"
 # complete. 8 keeps one floor for the data and the train sections.
 MIN_IMAGE_SIZE = 8
 # The test split gives the kNN queries and the export's parity subset, and parity needs at least 2 rows
-# (export.parity.compare_embeddings: measured, data.max_test = 1 ended in that traceback after training).
+# (device.parity.compare_embeddings: measured, data.max_test = 1 ended in that traceback after training).
 MIN_TEST_IMAGES = 2
 
 

@@ -6,8 +6,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from edge_encoder.core.errors import InputError
 from edge_encoder.core.subsets import seeded_subset  # noqa: F401 - re-exported (folder.py)
 
@@ -150,6 +148,9 @@ def resize_images(images: np.ndarray, size: int, chunk: int = 2048) -> np.ndarra
     """Resize ``uint8 (N, H, W, 3)`` to ``(N, size, size, 3)`` (bilinear, antialiased when shrinking)."""
     if images.shape[1] == size and images.shape[2] == size:
         return images
+    import torch  # the training stack's resize (bilinear, antialiased): only datasets that need resizing get here
+    import torch.nn.functional as F
+
     out = np.empty((len(images), size, size, 3), dtype=np.uint8)
     for start in range(0, len(images), chunk):
         batch = torch.from_numpy(images[start : start + chunk]).permute(0, 3, 1, 2).float()

@@ -1,9 +1,10 @@
 """The one-way import rule, read from the source with ``ast`` (every ``import``, lazy ones inside functions too).
 
     pipeline.py, cli.py, commands/  -> anything (they compose the stages)
-    export/                         -> train/, core/
+    export/                         -> train/, device/, core/
+    device/                         -> core/  (and of third parties only numpy and the backends: the device install)
     train/, imagedata/, evaluate/   -> core/
-    core/                           -> nothing of the project
+    core/                           -> nothing of the project (and of third parties only numpy)
     no stage imports pipeline, cli or commands; no import cycle between the modules of a package
 
 Each checker is a pure function of ``{module name: source}``, so the tests below also feed it crafted sources
@@ -19,15 +20,20 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "edge_encoder"
-STAGES = ("core", "train", "export", "evaluate", "imagedata")
+STAGES = ("core", "device", "train", "export", "evaluate", "imagedata")
 COMPOSERS = ("pipeline", "cli", "commands")
 ALLOWED: dict[str, set[str]] = {
     "core": set(),
     "train": {"core"},
     "imagedata": {"core"},
     "evaluate": {"core"},
-    "export": {"train", "core"},
+    "export": {"train", "core", "device"},
+    "device": {"core"},
 }
+# What the code a device runs may import besides the standard library and the project (issue 16: the base install is
+# numpy + the backend at hand; TensorRT's CUDA calls go through ctypes over libcudart, as Polygraphy's cuda module does).
+DEVICE_LAYERS = ("device", "core")
+DEVICE_THIRD_PARTY = {"numpy", "onnxruntime", "tensorrt"}
 # Top-level names that are the project's when imported bare (pre-namespace style); never right in a module.
 PROJECT_NAMES = set(STAGES) | set(COMPOSERS)
 
@@ -146,6 +152,23 @@ def script_violations(path_name: str, source: str) -> list[str]:
     return sorted(problems, key=lambda p: int(p.split(":")[1]))
 
 
+def third_party_violations(sources: dict[str, str]) -> list[str]:
+    """One line per import, in ``device/`` or ``core/``, of a package that the device install does not have."""
+    import sys
+
+    problems = []
+    for module, source in sources.items():
+        if layer_of(module) not in DEVICE_LAYERS:
+            continue
+        for line, name in imported_modules(module, source, _is_package(module, sources)):
+            top = name.split(".")[0]
+            if top in (PACKAGE, "__future__") or top in sys.stdlib_module_names or top in DEVICE_THIRD_PARTY:
+                continue
+            problems.append(f"{module}:{line} imports {name}: the device install has only the standard library, "
+                            f"{sorted(DEVICE_THIRD_PARTY)}")
+    return problems
+
+
 # ------------------------------------------------------------------------------------------------ the tree
 
 
@@ -153,6 +176,21 @@ def test_the_tree_keeps_the_one_way_import_rule() -> None:
     sources = project_sources()
     assert {f"{PACKAGE}.{s}" for s in STAGES} <= set(sources) and f"{PACKAGE}.pipeline" in sources
     assert rule_violations(sources) == []
+
+
+def test_the_device_code_imports_only_what_the_device_install_has() -> None:
+    assert third_party_violations(project_sources()) == []
+
+
+@pytest.mark.parametrize("module, source", [
+    ("edge_encoder.device.tensorrt", "def f():\n    import torch\n"),
+    ("edge_encoder.device.verify", "import onnx\n"),
+    ("edge_encoder.core.files", "from sklearn import metrics\n"),
+])
+def test_third_party_checker_names_each_training_import_on_the_device(module: str, source: str) -> None:
+    problems = third_party_violations({module: source})
+    assert len(problems) == 1 and "the device install has only" in problems[0], problems
+    assert third_party_violations({module: "import numpy\nimport tensorrt\nimport ctypes\n"}) == []
 
 
 @pytest.mark.parametrize("package", STAGES)
@@ -178,8 +216,10 @@ def test_benchmarks_and_worker_scripts_import_the_installed_package() -> None:
     ("edge_encoder.evaluate.knn", "import edge_encoder.export.engines as e\n", "evaluate/ may import ['core']"),
     ("edge_encoder.train.loop", "from edge_encoder.imagedata import FolderImages\n", "train/ may import ['core']"),
     ("edge_encoder.imagedata.folder", "from edge_encoder.evaluate.knn import x\n", "imagedata/ may import ['core']"),
-    ("edge_encoder.export.bundle", "from edge_encoder.evaluate import suite\n", "export/ may import ['core', 'train']"),
+    ("edge_encoder.export.bundle", "from edge_encoder.evaluate import suite\n", "export/ may import ['core', 'device', 'train']"),
     ("edge_encoder.core.files", "from edge_encoder.train import config\n", "core/ may import nothing of the project"),
+    ("edge_encoder.device.verify", "from edge_encoder.export.bundle import x\n", "device/ may import ['core']"),
+    ("edge_encoder.device.engines", "from edge_encoder.evaluate.knn import x\n", "device/ may import ['core']"),
     ("edge_encoder.core.files", "from edge_encoder import train\n", "core/ may import nothing of the project"),
     ("edge_encoder.export.bundle", "from edge_encoder import pipeline\n", "only pipeline, cli and commands"),
     ("edge_encoder.train.loop", "import importlib\nimportlib.import_module('edge_encoder.cli')\n",

@@ -13,13 +13,26 @@ from tests.commands.conftest import call, run_script
 
 
 def test_every_subcommand_answers_help() -> None:
-    assert COMMANDS == ("run", "train", "export", "evaluate", "embed", "verify", "compare")
+    assert tuple(COMMANDS) == ("run", "train", "export", "evaluate", "embed", "verify", "build", "key", "compare")
     for command in COMMANDS:
         result = run_script(command, "--help", timeout=120)
         assert result.returncode == 0, (command, result.stderr[-2000:])
         assert result.stdout.startswith(f"usage: edge-encoder {command}"), (command, result.stdout[:200])
     top = run_script("--help", timeout=120)
     assert top.returncode == 0 and all(command in top.stdout for command in COMMANDS)
+
+
+@pytest.mark.parametrize("command", ["verify", "build", "key", "embed", "compare"])
+def test_device_commands_import_neither_torch_nor_onnx(command: str) -> None:
+    """The base install has no torch: its commands' --help (their whole import chain) must not need it."""
+    import subprocess
+    import sys
+
+    code = (f"import sys\nfrom edge_encoder import cli\nparser = cli.build_parser({command!r})\n"
+            f"cli.handler({command!r})\nheavy = sorted(m for m in ('torch', 'onnx', 'sklearn', 'faiss', 'torchvision') "
+            "if m in sys.modules)\nassert not heavy, heavy\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_without_a_subcommand_the_arguments_are_runs(tmp_path: Path) -> None:

@@ -54,7 +54,7 @@ def test_embed_rows_match_evaluate_for_the_same_images(capsys, resnet18_onnx: Pa
 
 def test_embed_a_folder_at_any_depth_through_a_bundle(capsys, tiny_bundle: Path, image_tree: Path,
                                                        tmp_path: Path) -> None:
-    from edge_encoder.export.bundle_files import open_engine
+    from edge_encoder.device.bundle_files import open_engine
 
     out = tmp_path / "photos.npz"
     code, _, err = call(capsys, "embed", tiny_bundle, "--images", image_tree, "--out", out, "--batch-size", "4",

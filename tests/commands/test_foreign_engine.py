@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from edge_encoder.export.engines import OnnxRuntimeEngine
+from edge_encoder.device.engines import OnnxRuntimeEngine
 
 from tests.commands.conftest import export_onnx, tiny_cnn
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from edge_encoder.export.bundle import BundleImages, ParityGateError, export_bundle, load_manifest
-from edge_encoder.export.bundle_files import open_engine
+from edge_encoder.device.bundle_files import open_engine
 from edge_encoder.export.config import ExportConfig
-from edge_encoder.export.engines import OnnxRuntimeEngine, TorchEngine
+from edge_encoder.device.engines import OnnxRuntimeEngine
+from edge_encoder.export.engines import TorchEngine
 from edge_encoder.export.onnx_export import build_fp32_encoder, save_model
-from edge_encoder.export.parity import (
+from edge_encoder.device.parity import (
     DEFAULT_THRESHOLDS,
     ParityThresholds,
     compare_embeddings,

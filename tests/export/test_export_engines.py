@@ -6,7 +6,8 @@ import importlib.util
 
 import numpy as np
 import pytest
-from edge_encoder.export.engines import OnnxRuntimeEngine, TorchEngine
+from edge_encoder.device.engines import OnnxRuntimeEngine
+from edge_encoder.export.engines import TorchEngine
 from edge_encoder.export.onnx_export import build_fp32_encoder, save_model
 from edge_encoder.export.precision import make_variant
 
@@ -39,7 +40,7 @@ def engine(request, backbone, model_dir):
     else:
         if importlib.util.find_spec("tensorrt") is None:
             pytest.skip("tensorrt is not installed (pip install -e .[tensorrt] on an NVIDIA machine)")
-        from edge_encoder.export.tensorrt import TensorRTEngine, build_engine
+        from edge_encoder.device.tensorrt import TensorRTEngine, build_engine
 
         plan = build_engine(model_dir / "encoder_fp32.onnx", model_dir / "encoder_fp32.plan")
         eng = TensorRTEngine(plan, name=name)

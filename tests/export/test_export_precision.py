@@ -5,13 +5,14 @@ import dataclasses
 import numpy as np
 import onnx
 import pytest
-from edge_encoder.export.engines import OnnxRuntimeEngine, TorchEngine
+from edge_encoder.device.engines import OnnxRuntimeEngine
+from edge_encoder.export.engines import TorchEngine
 from edge_encoder.export.onnx_export import (
     build_fp32_encoder,
     read_metadata,
     save_model,
 )
-from edge_encoder.export.parity import DEFAULT_THRESHOLDS, compare_embeddings
+from edge_encoder.device.parity import DEFAULT_THRESHOLDS, compare_embeddings
 from edge_encoder.export.precision import (
     INT8_FLAVOURS,
     input_convs,
@@ -196,7 +197,7 @@ def test_float_nchw_fp16_casts_the_graph_input_and_keeps_tail_fp32(fp32_float_mo
 
 
 def test_float_nchw_int8_trt_zero_points_and_normalised_calibration(fp32_float_model, fp32_model, real_images) -> None:
-    from edge_encoder.export.engines import normalize_images
+    from edge_encoder.device.engines import normalize_images
     from edge_encoder.export.precision import _calibration_normalize, _ImageReader
 
     calib = real_images[0]

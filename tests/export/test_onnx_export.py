@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from edge_encoder.export.engines import OnnxRuntimeEngine, TorchEngine
+from edge_encoder.device.engines import OnnxRuntimeEngine
+from edge_encoder.export.engines import TorchEngine
 from edge_encoder.export.onnx_export import (
     build_fp32_encoder,
     export_onnx,
@@ -140,7 +141,7 @@ def test_uint8_export_records_layout(exported) -> None:
 def test_float_nchw_matches_pytorch_on_normalised_input(backbone, exported_float, real_images) -> None:
     """Raw session on float NCHW normalised in NumPy vs the PyTorch reference: per-row cosine >= 0.9999."""
     import onnxruntime as ort
-    from edge_encoder.export.engines import normalize_images
+    from edge_encoder.device.engines import normalize_images
 
     _, images, _ = real_images
     x = normalize_images(images, PREPROCESS["mean"], PREPROCESS["std"])

@@ -11,7 +11,7 @@ import pytest
 from edge_encoder.export.bundle import BundleImages, ParityGateError, export_bundle
 from edge_encoder.export.config import ExportConfig
 from edge_encoder.export.onnx_export import build_fp32_encoder
-from edge_encoder.export.parity import DEFAULT_THRESHOLDS
+from edge_encoder.device.parity import DEFAULT_THRESHOLDS
 from edge_encoder.export.precision import INT8_FLAVOURS, make_variant
 from edge_encoder.export.trt_conformance import (
     RULES,

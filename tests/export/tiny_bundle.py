@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from edge_encoder.export.bundle import BundleImages, export_bundle
 from edge_encoder.export.config import ExportConfig
-from edge_encoder.export.parity import DEFAULT_THRESHOLDS
+from edge_encoder.device.parity import DEFAULT_THRESHOLDS
 
 from tests.export.conftest import BACKBONE_CONFIG, IMAGE_SIZE, PREPROCESS, make_backbone
 

@@ -11,7 +11,8 @@ import pytest
 from edge_encoder import pipeline
 from edge_encoder.evaluate.extract import extract
 from edge_encoder.evaluate.suite import EvalConfig, evaluate_engine
-from edge_encoder.export.engines import OnnxRuntimeEngine, TorchEngine
+from edge_encoder.device.engines import OnnxRuntimeEngine
+from edge_encoder.export.engines import TorchEngine
 from edge_encoder.export.onnx_export import build_fp32_encoder, save_model
 from edge_encoder.imagedata import DatasetError, FolderImages, load_dataset
 from PIL import Image

@@ -320,9 +320,9 @@ def test_only_class(probe: Probe) -> Outcome:
 
 def _open_engine() -> Callable[..., Any]:
     try:
-        from edge_encoder.export.bundle_files import open_engine
+        from edge_encoder.device.bundle_files import open_engine
     except ImportError:  # before the bundle-files module existed
-        from edge_encoder.export.engines import open_engine
+        from edge_encoder.device.engines import open_engine
     return open_engine
 
 

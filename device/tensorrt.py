@@ -3,27 +3,25 @@
 GPU networks are built *strongly typed*: FP16 and INT8 come from the ONNX graph (Casts, Q/DQ), never from
 builder flags, so the same code works on TensorRT 10 (JetPack 6) and 11 (where the flags are gone and strong
 typing is always on). DLA plans (Jetson) use one static batch and fp16 / int8_trt only; how each is built is
-decided in ``export.trt_plans`` (pure functions, tested without TensorRT). Each plan gets an engine key beside it
+decided in ``device.trt_plans`` (pure functions, tested without TensorRT). Each plan gets an engine key beside it
 (``<plan>.key.json``: TensorRT version, GPU name, compute capability, profile, hashes); loading compares it with
 this device first and refuses a mismatch with the commands that rebuild it. A plan without a key (built by
 ``trtexec``) still loads: TensorRT itself refuses a plan of another version or GPU, and that refusal is turned into
 the same rebuild message. ``key`` writes the key of a trtexec-built plan::
 
-    python -m edge_encoder.export.tensorrt BUNDLE_DIR [--variant fp16] [--dla-core 0 [--dla-batch 8]]
-    python -m edge_encoder.export.tensorrt key tensorrt/encoder_fp16.plan --onnx encoder_fp16.onnx
+    edge-encoder build BUNDLE_DIR [--variant fp16] [--dla-core 0 [--dla-batch 8]]
+    edge-encoder key tensorrt/encoder_fp16.plan --onnx encoder_fp16.onnx
 
 The device key does not need torch: the GPU name and compute capability come from the CUDA driver API
 (``libcuda``, part of every NVIDIA driver and of JetPack) through ``ctypes``, the same ``cuDeviceGetName`` /
-compute-capability attributes that ``torch.cuda.get_device_name`` reports. ``TensorRTEngine`` itself runs on torch
-CUDA buffers (a CUDA build of torch; on a Jetson, NVIDIA's JetPack wheel).
+compute-capability attributes that ``torch.cuda.get_device_name`` reports. ``TensorRTEngine`` runs on device buffers
+and a stream from the CUDA runtime through ``ctypes`` (``device.cuda``, as Polygraphy does): no torch on the device.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,8 +29,8 @@ from typing import Any, Sequence
 import numpy as np
 from edge_encoder.core.contract import InputSpec, normalize_images
 from edge_encoder.core.files import atomic_write_bytes, file_sha256
-from edge_encoder.export.engines import EngineBase
-from edge_encoder.export.trt_plans import (  # noqa: F401 - re-exported (tests, bundle_files)
+from edge_encoder.device.engines import EngineBase
+from edge_encoder.device.trt_plans import (  # noqa: F401 - re-exported (tests, bundle_files)
     DEFAULT_PROFILE,
     BuildMode,
     EngineKey,
@@ -52,36 +50,46 @@ from edge_encoder.export.trt_plans import (  # noqa: F401 - re-exported (tests, 
 
 logger = logging.getLogger(__name__)
 
-# CUdevice_attribute values from cuda.h (CUDA driver API).
-_CC_MAJOR, _CC_MINOR = 75, 76
+# What a device without TensorRT 10+ is told. JetPack 6.0 ships TensorRT 8.6.2 (no strongly typed networks, and its
+# parser needs an explicit-batch flag this project does not set); JetPack 6.1 and 6.2 ship TensorRT 10.3; JetPack 7
+# (Jetson Thor) ships TensorRT 10.13. See README "Deployment", the JetPack table.
+TENSORRT_HINT = ("on a Jetson: JetPack 6.1 or 6.2 (TensorRT 10.3) or JetPack 7 (TensorRT 10.13) with JetPack's "
+                 "python3-libnvinfer, in a venv made with --system-site-packages; on a server: "
+                 "pip install 'edge-encoder[tensorrt]'")
+MIN_TENSORRT_MAJOR = 10
+
+
+class BuildFailure(RuntimeError):
+    """TensorRT refused to parse or build one variant: one line naming the variant and TensorRT's first error."""
+
+
+def check_tensorrt_version(version: str) -> None:
+    """A one-line ``ValueError`` for a TensorRT older than 10 (naming the JetPack releases that have 10)."""
+    try:
+        major = int(str(version).split(".")[0])
+    except ValueError:
+        raise ValueError(f"cannot read the TensorRT version {version!r}") from None
+    if major < MIN_TENSORRT_MAJOR:
+        raise ValueError(f"TensorRT {version} is too old: this project builds and runs engines with TensorRT 10 or "
+                         f"11 (JetPack 6.0 ships TensorRT 8.6; JetPack 6.1 and 6.2 ship TensorRT 10.3, JetPack 7 "
+                         f"TensorRT 10.13): upgrade JetPack, or on a server pip install 'edge-encoder[tensorrt]'")
+
+
+def require_tensorrt() -> Any:
+    """The ``tensorrt`` module, version 10 or newer; a one-line ``ValueError`` when it is missing or older."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise ValueError(f"tensorrt is not installed here: {TENSORRT_HINT}") from None
+    check_tensorrt_version(trt.__version__)
+    return trt
 
 
 def cuda_device_properties(index: int = 0) -> tuple[str, str]:
-    """``(name, "major.minor")`` of CUDA device ``index`` (after ``CUDA_VISIBLE_DEVICES``), from the driver API."""
-    import ctypes
+    """``(name, "major.minor")`` of CUDA device ``index`` (``device.cuda.device_properties``: the driver API)."""
+    from edge_encoder.device.cuda import device_properties
 
-    lib = None
-    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
-        try:
-            lib = ctypes.CDLL(name)
-            break
-        except OSError:
-            continue
-    if lib is None:
-        raise RuntimeError("the CUDA driver library (libcuda.so.1) was not found: no NVIDIA driver on this machine")
-
-    def call(what: str, rc: int) -> None:
-        if rc != 0:
-            raise RuntimeError(f"CUDA driver call {what} failed with CUresult {rc} (is a GPU visible here?)")
-
-    device, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
-    buf = ctypes.create_string_buffer(256)
-    call("cuInit", lib.cuInit(0))
-    call("cuDeviceGet", lib.cuDeviceGet(ctypes.byref(device), int(index)))
-    call("cuDeviceGetName", lib.cuDeviceGetName(buf, len(buf), device))
-    call("cuDeviceGetAttribute", lib.cuDeviceGetAttribute(ctypes.byref(major), _CC_MAJOR, device))
-    call("cuDeviceGetAttribute", lib.cuDeviceGetAttribute(ctypes.byref(minor), _CC_MINOR, device))
-    return buf.value.decode(errors="replace"), f"{major.value}.{minor.value}"
+    return device_properties(index)
 
 
 def current_engine_key() -> EngineKey:
@@ -109,7 +117,7 @@ def read_engine_key(plan_path: Path) -> dict[str, Any] | None:
 def write_engine_key(plan_path: Path, onnx_path: Path, *, profile: dict[str, int], dla_core: int | None,
                      extra: dict[str, Any] | None = None) -> Path:
     """``<plan>.key.json``: this device's key, the profile, the DLA core, and the plan's and ONNX file's SHA-256
-    (``export.bundle_files.open_engine`` refuses a changed or stale plan with them)."""
+    (``device.bundle_files.open_engine`` refuses a changed or stale plan with them)."""
     key = asdict(current_engine_key()) | {"profile": dict(profile), "onnx": Path(onnx_path).name, "dla_core": dla_core,
                                           "sha256": file_sha256(plan_path), "onnx_sha256": file_sha256(onnx_path)}
     return atomic_write_bytes(key_path(plan_path), (json.dumps(key | (extra or {}), indent=2) + "\n").encode())
@@ -132,8 +140,7 @@ def build_engine(onnx_path: Path, plan_path: Path, *, profile: dict[str, int] | 
         dla_core: build for this Jetson DLA core, with GPU fallback (see ``trt_plans.build_mode``).
         variant: the bundle variant (decides the DLA precision flags on TensorRT 10); default: from ``plan_path``.
     """
-    import tensorrt as trt
-
+    trt = require_tensorrt()
     profile = profile or DEFAULT_PROFILE
     if dla_core is not None and not profile["min"] == profile["opt"] == profile["max"]:
         raise ValueError(f"a DLA build needs a static profile (min = opt = max), got {profile}")
@@ -152,7 +159,7 @@ def build_engine(onnx_path: Path, plan_path: Path, *, profile: dict[str, int] | 
     atomic_write_bytes(Path(plan_path), bytes(serialized))
     if timing_cache:
         atomic_write_bytes(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
-    build = {"strongly_typed": mode.strongly_typed, "flags": list(mode.flags), "built_by": "export.tensorrt"}
+    build = {"strongly_typed": mode.strongly_typed, "flags": list(mode.flags), "built_by": "device.tensorrt"}
     write_engine_key(Path(plan_path), Path(onnx_path), profile=profile, dla_core=dla_core,
                      extra={"build": build} | ({"dla": dla} if dla else {}))
     return Path(plan_path)
@@ -228,7 +235,7 @@ def _engine_profile(engine: Any, name: str) -> dict[str, int]:
 
 
 class TensorRTEngine(EngineBase):
-    """Native TensorRT engine (TensorRT 10+ tensor API) with torch CUDA tensors as device buffers.
+    """Native TensorRT engine (TensorRT 10+ tensor API) with CUDA buffers from ``device.cuda`` (no torch).
 
     ``embed`` takes uint8 NHWC; for an engine built from a ``float_nchw`` export the mean/std come from
     ``preprocess`` or, by default, the bundle's ``manifest.json`` (``<bundle>/tensorrt/<plan>``), and are
@@ -239,7 +246,6 @@ class TensorRTEngine(EngineBase):
     def __init__(self, plan_path: Path | str, *, name: str = "tensorrt", preprocess: dict[str, Any] | None = None,
                  dla_core: int | None = None) -> None:
         import tensorrt as trt
-        import torch
 
         self.source_path = Path(plan_path)
         self.name = name
@@ -248,7 +254,7 @@ class TensorRTEngine(EngineBase):
         stored = read_engine_key(self.source_path)
         if stored is None:
             logger.warning("%s has no engine key (built by trtexec?); TensorRT checks its version and GPU when it "
-                           "loads the plan. Write one with: python -m edge_encoder.export.tensorrt key ...",
+                           "loads the plan. Write one with: edge-encoder key ...",
                            self.source_path)
         else:
             check_engine_key(stored, current_engine_key(), self.source_path)
@@ -265,7 +271,9 @@ class TensorRTEngine(EngineBase):
         profile = _engine_profile(self._engine, self._input)
         self._min_batch, self._max_batch = profile["min"], profile["max"]
         self._set_input_spec(trt, tuple(self._engine.get_tensor_shape(self._input)), preprocess)
-        self._stream = torch.cuda.Stream()
+        from edge_encoder.device.cuda import DeviceBuffer, Stream
+
+        self._stream, self._in_buffer, self._out_buffer = Stream(), DeviceBuffer(), DeviceBuffer()
 
     def _set_input_spec(self, trt: Any, shape: tuple[int, ...], preprocess: dict[str, Any] | None) -> None:
         self._normalize = None
@@ -295,21 +303,23 @@ class TensorRTEngine(EngineBase):
         return np.concatenate(outs)
 
     def _execute(self, batch: np.ndarray) -> np.ndarray:
-        import torch
-
-        chunk = torch.from_numpy(np.ascontiguousarray(batch)).cuda()
-        self._context.set_input_shape(self._input, tuple(chunk.shape))
-        out = torch.empty(tuple(self._context.get_tensor_shape(self._output)), dtype=torch.float32, device="cuda")
-        self._context.set_tensor_address(self._input, chunk.data_ptr())
-        self._context.set_tensor_address(self._output, out.data_ptr())
-        torch.cuda.current_stream().synchronize()
-        if not self._context.execute_async_v3(self._stream.cuda_stream):
+        """One engine call on a batch inside the profile: copy in, enqueue, copy out on the engine's stream."""
+        batch = np.ascontiguousarray(batch)
+        self._context.set_input_shape(self._input, tuple(batch.shape))
+        out = np.empty(tuple(self._context.get_tensor_shape(self._output)), dtype=np.float32)
+        self._context.set_tensor_address(self._input, self._in_buffer.upload(batch, self._stream))
+        self._context.set_tensor_address(self._output, self._out_buffer.reserve(out.nbytes))
+        if not self._context.execute_async_v3(self._stream.handle):
             raise RuntimeError(f"TensorRT execution failed for {self.source_path}")
-        self._stream.synchronize()
-        return out.cpu().numpy()
+        return self._out_buffer.download(out, self._stream)  # synchronises the stream: batch may go now
 
     def close(self) -> None:
+        if self._context is None:
+            return
         self._context = None
+        self._in_buffer.free()
+        self._out_buffer.free()
+        self._stream.close()
 
 
 def write_key_for_plan(plan_path: Path, onnx_path: Path, *, dla_core: int | None = None) -> Path:
@@ -329,7 +339,7 @@ def write_key_for_plan(plan_path: Path, onnx_path: Path, *, dla_core: int | None
     name = next(n for n in (engine.get_tensor_name(i) for i in range(engine.num_io_tensors))
                 if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
     return write_engine_key(plan_path, onnx_path, profile=_engine_profile(engine, name), dla_core=core,
-                            extra={"build": {"built_by": "trtexec (key written by `python -m edge_encoder.export.tensorrt key`)"}})
+                            extra={"build": {"built_by": "trtexec (key written by `edge-encoder key`)"}})
 
 
 # ------------------------------------------------------------------------------------------------- bundle CLI
@@ -342,7 +352,7 @@ def build_bundle(bundle_dir: Path, variants: Sequence[str] | None = None, *, dla
     Raises:
         ValueError: one line — a bad manifest or ONNX file, an unknown variant, fp32 on DLA, no DLA batch.
     """
-    from edge_encoder.export.manifest import load_manifest
+    from edge_encoder.device.manifest import load_manifest
 
     bundle = Path(bundle_dir)
     manifest = load_manifest(bundle)  # typed, and every ONNX file below is contained and hash-checked
@@ -356,15 +366,23 @@ def build_bundle(bundle_dir: Path, variants: Sequence[str] | None = None, *, dla
 def build_plans(bundle: Path, manifest: dict[str, Any], specs: Sequence[PlanSpec], *,
                 workspace_mib: int = 1024) -> list[Path]:
     """Build each of ``specs`` (from :func:`trt_plans.select_plans`) from its hash-checked ONNX file."""
-    from edge_encoder.export.manifest import resolve_bundle_file
+    from edge_encoder.device.manifest import resolve_bundle_file
 
     plans = []
     for spec in specs:
         onnx_path = resolve_bundle_file(bundle, spec.onnx_file, spec.onnx_sha256, key=f"variants.{spec.variant}.file")
         plan = bundle / spec.plan
         plan.parent.mkdir(exist_ok=True)
-        build_engine(onnx_path, plan, profile=spec.profile, workspace_mib=workspace_mib,
-                     timing_cache=bundle / "tensorrt" / "timing.cache", dla_core=spec.dla_core, variant=spec.variant)
+        try:
+            build_engine(onnx_path, plan, profile=spec.profile, workspace_mib=workspace_mib,
+                         timing_cache=bundle / "tensorrt" / "timing.cache", dla_core=spec.dla_core,
+                         variant=spec.variant)
+        except ValueError:
+            raise
+        except Exception as exc:  # TensorRT's own errors: one line naming the variant, the plans built so far kept
+            first = (" ".join(str(exc).split()) or type(exc).__name__)[:300]
+            raise BuildFailure(f"{spec.variant}: TensorRT could not build {spec.plan} from {spec.onnx_file}: {first}"
+                               + (f" (built before it: {', '.join(str(p) for p in plans)})" if plans else "")) from exc
         _copy_to_triton(bundle, spec, plan, manifest.get("dla_batch", 0))
         plans.append(plan)
     return plans
@@ -385,80 +403,3 @@ def _copy_to_triton(bundle: Path, spec: PlanSpec, plan: Path, manifest_dla_batch
         logger.warning("triton/%s/config.pbtxt names DLA core 0 (secondary_devices device_id); set it to %d",
                        model, spec.dla_core)
     atomic_write_bytes(triton_plan, plan.read_bytes())
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m edge_encoder.export.tensorrt",
-                                     description="Build TensorRT engines from a deploy bundle. "
-                                                 "`... key PLAN --onnx ONNX` writes the engine key of a trtexec plan.")
-    parser.add_argument("bundle", type=Path, help="deploy bundle directory (with manifest.json)")
-    parser.add_argument("--variant", action="append", help="variant to build (repeatable; default: all)")
-    parser.add_argument("--dla-core", type=int, default=None,
-                        help="build for this Jetson DLA core (fp16 / int8_trt only, static batch, GPU fallback)")
-    parser.add_argument("--dla-batch", type=int, default=None,
-                        help="the DLA plan's static batch (default: the manifest's dla_batch)")
-    parser.add_argument("--workspace-mib", type=int, default=1024)
-    return parser
-
-
-def _key_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edge_encoder.export.tensorrt key",
-                                     description="Write this device's engine key for a plan built by trtexec.")
-    parser.add_argument("plan", type=Path, help="the .plan file (e.g. tensorrt/encoder_fp16.plan)")
-    parser.add_argument("--onnx", type=Path, required=True, help="the ONNX file it was built from")
-    parser.add_argument("--dla-core", type=int, default=None, help="DLA core (default: from the plan's name)")
-    args = parser.parse_args(argv)
-    if not _have_tensorrt():
-        return 2
-    try:
-        path = write_key_for_plan(args.plan, args.onnx, dla_core=args.dla_core)
-    except (ValueError, EngineLoadError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {path}")
-    return 0
-
-
-def _have_tensorrt() -> bool:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        print("tensorrt is not installed: pip install -e '.[tensorrt]' (on a Jetson: JetPack's python3-libnvinfer)",
-              file=sys.stderr)
-        return False
-    return True
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Exit 0 built; 2 bad input (one line on stderr: the bundle, the variant, fp32 on DLA, no DLA batch) or no
-    tensorrt. The plan selection is checked before TensorRT is imported, so refusals need no GPU."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if argv[:1] == ["key"]:
-        return _key_main(argv[1:])
-    args = _build_parser().parse_args(argv)
-    from edge_encoder.export.manifest import load_manifest
-
-    try:
-        manifest = load_manifest(args.bundle)
-        specs, notes = select_plans(manifest, args.variant, dla_core=args.dla_core, dla_batch=args.dla_batch,
-                                    source=str(args.bundle / "manifest.json"))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-    if not _have_tensorrt():
-        return 2
-    try:
-        plans = build_plans(args.bundle, manifest, specs, workspace_mib=args.workspace_mib)
-    except ValueError as exc:  # a changed ONNX file, a DLA core this device does not have
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for plan in plans:
-        print(f"built {plan}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from edge_encoder import cli
-from edge_encoder.export.verify import REPORT_JSON, REPORT_MD, weighted_knn_top1
+from edge_encoder.device.verify import REPORT_JSON, REPORT_MD, weighted_knn_top1
 
 from tests.export.conftest import PROJECT_ROOT
 from tests.export.tiny_bundle import (
@@ -134,7 +134,7 @@ def test_unknown_variant_is_one_line(capsys, copy) -> None:
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
 def test_tensorrt_backend_without_tensorrt_is_one_line(capsys, copy) -> None:
     code, out, err = run_verify(capsys, str(copy), "--backend", "tensorrt")
-    assert code == 2 and out == "" and err.count("\n") == 1 and "needs the tensorrt package" in err
+    assert code == 2 and out == "" and err.count("\n") == 1 and "tensorrt is not installed here" in err and "JetPack 6.1" in err
     assert not (copy / REPORT_JSON).exists()
 
 
@@ -198,7 +198,7 @@ def test_weighted_knn_matches_a_brute_force_oracle() -> None:
 @pytest.mark.tensorrt
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="needs the tensorrt package and a GPU")
 def test_tensorrt_backend_verifies_built_plans(capsys, copy) -> None:
-    from edge_encoder.export.tensorrt import build_bundle
+    from edge_encoder.device.tensorrt import build_bundle
 
     build_bundle(copy, ["fp32", "fp16"])
     code, _, err = run_verify(capsys, str(copy), "--backend", "tensorrt", "--variant", "fp32", "fp16")

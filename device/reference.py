@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from edge_encoder.core.files import atomic_write, file_sha256
 from edge_encoder.core.subsets import seeded_rows, seeded_subset
-from edge_encoder.export.manifest import BundleFileError, read_bundle_file
-from edge_encoder.export.parity import ParityThresholds
+from edge_encoder.device.manifest import BundleFileError, read_bundle_file
+from edge_encoder.device.parity import ParityThresholds
 
 REFERENCE_DIR = "reference"
 MAX_REFERENCE_IMAGES = 256

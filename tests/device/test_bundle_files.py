@@ -1,4 +1,4 @@
-"""export.bundle_files: the manifest is typed, nothing outside the bundle is read, and no engine is opened from a file
+"""device.bundle_files: the manifest is typed, nothing outside the bundle is read, and no engine is opened from a file
 that is not the one the manifest names (issue 12, defects 1, 2 and 10)."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edge_encoder.export.bundle_files import (
+from edge_encoder.device.bundle_files import (
     BundleFileError,
     load_manifest,
     open_engine,
     recorded_files,
     resolve_bundle_file,
 )
-from edge_encoder.export.engines import OnnxRuntimeEngine
+from edge_encoder.device.engines import OnnxRuntimeEngine
 
 from tests.export.tiny_bundle import (
     build_tiny_bundle,
@@ -226,13 +226,13 @@ def test_plan_built_from_another_onnx_is_refused_with_the_rebuild_command(damage
     with pytest.raises(BundleFileError) as err:
         open_engine(damaged, "fp16", backend="tensorrt")
     assert "built from another encoder_fp16.onnx" in str(err.value)
-    assert f"python -m edge_encoder.export.tensorrt {damaged} --variant fp16" in str(err.value)
+    assert f"edge-encoder build {damaged} --variant fp16" in str(err.value)
     assert plan.is_file()
 
 
 def test_missing_plan_names_the_build_command(damaged) -> None:
     with pytest.raises(BundleFileError, match=r"no TensorRT plan at tensorrt/encoder_fp32.plan; "
-                                              r"build it on this device: python -m edge_encoder.export.tensorrt"):
+                                              r"build it on this device: edge-encoder build"):
         open_engine(damaged, "fp32", backend="tensorrt")
     with pytest.raises(BundleFileError, match=r"0 DLA plans of 'fp16' for DLA core 0 .* --dla-core 0 --dla-batch N"):
         open_engine(damaged, "fp16", backend="tensorrt", dla_core=0)
@@ -263,8 +263,8 @@ def test_intact_plan_without_tensorrt_is_one_line(damaged) -> None:
 
 
 def test_tensorrt_build_reads_only_checked_files(damaged) -> None:
-    """``export.tensorrt.build_bundle`` goes through the same loader: an outside path is refused before TensorRT."""
-    from edge_encoder.export.tensorrt import build_bundle
+    """``device.tensorrt.build_bundle`` goes through the same loader: an outside path is refused before TensorRT."""
+    from edge_encoder.device.tensorrt import build_bundle
 
     edit_manifest(damaged, lambda m: m["variants"]["fp32"].update(file="/etc/passwd"))
     with pytest.raises(BundleFileError, match="'variants.fp32.file'"):

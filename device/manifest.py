@@ -1,6 +1,6 @@
 """Reading a deploy bundle safely: its manifest (every key the project reads, typed) and every file the manifest
 names (contained in the bundle, hash-checked before it is used). The lowest layer of bundle reading: it imports no
-backend, so ``export.tensorrt``, ``export.reference``, ``export.verify`` and ``export.bundle_files`` (which opens the
+backend, so ``device.tensorrt``, ``device.reference``, ``device.verify`` and ``device.bundle_files`` (which opens the
 engines) all build on it without an import cycle.
 
 A bundle is data a user receives from elsewhere, so nothing outside it is read: a manifest path that is absolute,
@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from edge_encoder.core.files import file_sha256
-from edge_encoder.export.parity import ParityThresholds
+from edge_encoder.device.parity import ParityThresholds
 
 MANIFEST_FORMAT = "edge-encoder/deploy-bundle/1"
 MANIFEST_NAME = "manifest.json"

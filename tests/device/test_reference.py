@@ -1,4 +1,4 @@
-"""export.reference: the hashed reference set a bundle carries (written at export, read back hash-checked)."""
+"""device.reference: the hashed reference set a bundle carries (written at export, read back hash-checked)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edge_encoder.export.bundle_files import BundleFileError, check_manifest
-from edge_encoder.export.parity import DEFAULT_THRESHOLDS
-from edge_encoder.export.reference import load_reference_set, write_reference_set
+from edge_encoder.device.bundle_files import BundleFileError, check_manifest
+from edge_encoder.device.parity import DEFAULT_THRESHOLDS
+from edge_encoder.device.reference import load_reference_set, write_reference_set
 
 from tests.export.tiny_bundle import sha256
 

@@ -18,15 +18,12 @@ The ONNX Runtime path imports neither torch nor onnx (a device may have only onn
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import importlib.util
 import logging
 import os
 import platform
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,16 +33,16 @@ from typing import Any
 
 import numpy as np
 from edge_encoder.core.files import atomic_write_json, atomic_write_text, file_sha256
-from edge_encoder.export.bundle_files import open_engine
-from edge_encoder.export.manifest import (
+from edge_encoder.device.bundle_files import open_engine
+from edge_encoder.device.manifest import (
     BundleFileError,
     load_manifest,
     recorded_files,
     resolve_bundle_file,
     variant_entry,
 )
-from edge_encoder.export.parity import ParityThresholds, compare_embeddings
-from edge_encoder.export.reference import ReferenceSet, load_reference_set
+from edge_encoder.device.parity import ParityThresholds, compare_embeddings
+from edge_encoder.device.reference import ReferenceSet, load_reference_set
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +69,9 @@ class VerifyOptions:
         intra_op_threads: ONNX Runtime intra-op threads (None: ONNX Runtime's default).
         providers: ONNX Runtime execution providers, best first (empty: CPU).
         dla_core: TensorRT only: run the variants' static-batch DLA plans on this Jetson DLA core.
+        manifest_sha256: the SHA-256 of ``manifest.json`` the user trusted at export time (the export prints it); a
+            manifest with another digest is refused before anything else is read.
+        allow_loose_gates: accept gate thresholds that are missing or looser than ``device.parity.GATE_FLOORS``.
     """
 
     backend: str = "onnxruntime"
@@ -82,6 +82,8 @@ class VerifyOptions:
     intra_op_threads: int | None = None
     providers: tuple[str, ...] = ()
     dla_core: int | None = None
+    manifest_sha256: str | None = None
+    allow_loose_gates: bool = False
 
 
 @dataclass
@@ -151,7 +153,7 @@ def batch_sizes(manifest: dict[str, Any], backend: str, plan: Path | None = None
     """1, 8 and the profile's max; for TensorRT only those inside the profile, and for a DLA ``plan`` its one
     static batch (from its name, ``encoder_<v>.dla<core>.b<batch>.plan``)."""
     if plan is not None:
-        from edge_encoder.export.trt_plans import parse_plan_name
+        from edge_encoder.device.trt_plans import parse_plan_name
 
         static = parse_plan_name(plan)[2]
         if static is not None:
@@ -215,12 +217,15 @@ def verify_bundle(bundle_dir: Path | str, options: VerifyOptions = VerifyOptions
         ValueError: the manifest is missing or malformed, an unknown backend or variant, TensorRT not installed.
     """
     bundle = Path(bundle_dir)
+    if options.manifest_sha256 is not None:
+        check_manifest_digest(bundle, options.manifest_sha256)
     manifest = load_manifest(bundle)
     if options.backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {options.backend!r}")
-    if options.backend == "tensorrt" and importlib.util.find_spec("tensorrt") is None:
-        raise ValueError("--backend tensorrt needs the tensorrt package, which is not installed here: "
-                         "pip install -e '.[tensorrt]' (on a Jetson: JetPack's python3-libnvinfer)")
+    if options.backend == "tensorrt":
+        from edge_encoder.device.tensorrt import require_tensorrt
+
+        require_tensorrt()
     if options.dla_core is not None and options.backend != "tensorrt":
         raise ValueError("--dla-core runs TensorRT DLA plans: add --backend tensorrt")
     chosen = list(dict.fromkeys(options.variants)) or _default_variants(manifest, options)
@@ -246,6 +251,21 @@ def verify_bundle(bundle_dir: Path | str, options: VerifyOptions = VerifyOptions
     return VerifyResult(report, problems, gate_failures)
 
 
+def check_manifest_digest(bundle: Path, expected: str) -> None:
+    """Refuse (``BundleFileError``, exit 2) a ``manifest.json`` whose SHA-256 is not ``expected`` (64 hex digits)."""
+    wanted = expected.strip().lower()
+    if len(wanted) != 64 or any(c not in "0123456789abcdef" for c in wanted):
+        raise ValueError(f"--manifest-sha256 must be 64 hexadecimal digits (the export prints it), got {expected!r}")
+    path = bundle / "manifest.json"
+    if not path.is_file():
+        raise BundleFileError(f"no manifest.json in {bundle}")
+    actual = file_sha256(path)
+    if actual != wanted:
+        raise BundleFileError(f"bundle file manifest.json does not match --manifest-sha256: its sha256 is "
+                              f"{actual[:12]}... but {wanted[:12]}... was pinned; the manifest was rewritten "
+                              "after export (or this is another bundle)")
+
+
 def _one_line(text: str, limit: int = 400) -> str:
     """Backend errors (ONNX Runtime, TensorRT) can span lines: one line, cut at ``limit`` characters."""
     text = " ".join(text.split())
@@ -256,7 +276,7 @@ def _default_variants(manifest: dict[str, Any], options: VerifyOptions) -> list[
     """Every variant; on DLA only those DLA computes (fp16, int8_trt: DLA has no FP32)."""
     if options.dla_core is None:
         return list(manifest["variants"])
-    from edge_encoder.export.trt_plans import DLA_VARIANTS
+    from edge_encoder.device.trt_plans import DLA_VARIANTS
 
     return [v for v in manifest["variants"] if v in DLA_VARIANTS]
 
@@ -315,7 +335,7 @@ def _gpu_name(backend: str) -> str | None:
     if backend == "tensorrt":
         try:
             # The CUDA driver API through ctypes, as the engine key does (no torch needed).
-            from edge_encoder.export.tensorrt import cuda_device_properties
+            from edge_encoder.device.tensorrt import cuda_device_properties
 
             return cuda_device_properties(0)[0]
         except Exception:  # noqa: BLE001 - a name for the report, never a reason to fail
@@ -437,66 +457,3 @@ def write_device_report(out_dir: Path | str, report: dict[str, Any]) -> tuple[Pa
     """``device_report.json`` and ``device_report.md`` in ``out_dir``, each written atomically."""
     out = Path(out_dir)
     return atomic_write_json(out / REPORT_JSON, report), atomic_write_text(out / REPORT_MD, render_markdown(report))
-
-
-# ------------------------------------------------------------------------------------------------- command line
-
-
-def add_verify_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of ``edge-encoder verify``, added to ``parser``."""
-    parser.add_argument("bundle", type=Path, metavar="BUNDLE", help="deploy bundle directory (with manifest.json)")
-    parser.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
-                        help="onnxruntime: the ONNX files; tensorrt: the plans built here (default: onnxruntime)")
-    parser.add_argument("--variant", action="extend", nargs="+", metavar="V", dest="variants", default=[],
-                        help="variants to run (default: all); every file is hash-checked anyway")
-    parser.add_argument("--seconds", type=float, default=1.0, help="timed seconds per batch size (default: 1)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed calls per batch size (default: 5)")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: ORT's)")
-    parser.add_argument("--provider", action="append", default=[], metavar="EP",
-                        help="ONNX Runtime execution provider, best first (repeatable; default: CPU)")
-    parser.add_argument("--dla-core", type=int, default=None, metavar="N",
-                        help="with --backend tensorrt: the static-batch DLA plans of Jetson DLA core N")
-    parser.add_argument("--report-dir", type=Path, default=None,
-                        help="where device_report.{json,md} go (default: the bundle)")
-    return parser
-
-
-def main_args(args: argparse.Namespace) -> int:
-    """Run ``verify`` with parsed arguments; print the table and one line per problem; return the exit code."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.seconds < 0 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
-        print("error: --seconds and --warmup must be >= 0 and --threads >= 1", file=sys.stderr)
-        return EXIT_FILE
-    options = VerifyOptions(backend=args.backend, variants=tuple(args.variants), seconds=args.seconds,
-                            warmup=args.warmup, intra_op_threads=args.threads, providers=tuple(args.provider),
-                            dla_core=args.dla_core)
-    try:
-        result = verify_bundle(args.bundle, options)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FILE
-    except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    print(render_table(result.report))
-    out_dir, code = args.report_dir or args.bundle, result.exit_code
-    try:
-        json_path, md_path = write_device_report(out_dir, result.report)
-        print(f"\nreport: {json_path}\n        {md_path}")
-    except OSError as exc:  # e.g. a read-only bundle: the table above is still the result
-        print(f"error: cannot write {REPORT_JSON} into {out_dir}: {exc.strerror} (use --report-dir)", file=sys.stderr)
-        code = EXIT_FILE
-    for line in result.file_problems + result.gate_failures:
-        print(f"error: {line}", file=sys.stderr)
-    return code
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m edge_encoder.export.verify BUNDLE ...`` (the same as ``edge-encoder verify``)."""
-    parser = argparse.ArgumentParser(prog="python -m edge_encoder.export.verify", description=__doc__.split("\n\n")[0])
-    return main_args(add_verify_arguments(parser).parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edge_encoder.export.parity import ParityThresholds, _neighbours, compare_embeddings
+from edge_encoder.device.parity import ParityThresholds, _neighbours, compare_embeddings
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -50,7 +50,7 @@ def test_shape_mismatch_raises() -> None:
 def test_knn_drop_gate_allows_sampling_noise_but_not_a_real_drop() -> None:
     from dataclasses import replace
 
-    from edge_encoder.export.parity import apply_thresholds
+    from edge_encoder.device.parity import apply_thresholds
 
     e = _unit(np.random.default_rng(1).normal(size=(40, 8)))
     base = compare_embeddings(e, e.copy(), np.arange(40) % 4)
@@ -69,7 +69,7 @@ def test_knn_drop_stderr_is_the_paired_standard_error() -> None:
     cand = _unit(ref + 0.5 * rng.normal(size=ref.shape))
     labels = np.arange(60) % 3
     r = compare_embeddings(ref, cand, labels)
-    from edge_encoder.export.parity import _loo_knn_correct
+    from edge_encoder.device.parity import _loo_knn_correct
 
     change = _loo_knn_correct(_neighbours(cand, 10), labels).astype(float) - _loo_knn_correct(_neighbours(ref, 10), labels)
     assert r.knn_accuracy_delta == pytest.approx(change.mean())

@@ -1,6 +1,6 @@
 """TensorRT plan files without TensorRT: names, engine keys, which plans to build, how, and what to say when one
 cannot be used. Pure functions (standard library only), so every decision is tested on machines without a GPU;
-``export.tensorrt`` does the TensorRT calls.
+``device.tensorrt`` does the TensorRT calls.
 
 Plans of a bundle (``<bundle>/tensorrt/``)::
 
@@ -75,13 +75,13 @@ def rebuild_command(plan_path: Path | str) -> str:
     plan_path = Path(plan_path)
     variant, core, batch = parse_plan_name(plan_path)
     dla = "" if core is None else f" --dla-core {core} --dla-batch {batch}"
-    return f"python -m edge_encoder.export.tensorrt {plan_path.parent.parent} --variant {variant}{dla}"
+    return f"edge-encoder build {plan_path.parent.parent} --variant {variant}{dla}"
 
 
 def key_command(plan_relative: str, onnx_file: str, dla_core: int | None = None) -> str:
     """The command that writes the engine key of a plan built by ``trtexec`` (run from the bundle directory)."""
     dla = "" if dla_core is None else f" --dla-core {dla_core}"
-    return f"python -m edge_encoder.export.tensorrt key {plan_relative} --onnx {onnx_file}{dla}"
+    return f"edge-encoder key {plan_relative} --onnx {onnx_file}{dla}"
 
 
 def trtexec_rebuild_line(plan_path: Path | str) -> str | None:
@@ -169,7 +169,7 @@ def check_dla_batch(value: Any, what: str) -> int:
 
 def select_plans(manifest: dict[str, Any], variants: Sequence[str] | None = None, *, dla_core: int | None = None,
                  dla_batch: int | None = None, source: str = "manifest.json") -> tuple[list[PlanSpec], list[str]]:
-    """Which plans ``python -m edge_encoder.export.tensorrt`` builds, and notes for the user (variants skipped).
+    """Which plans ``edge-encoder build`` builds, and notes for the user (variants skipped).
 
     GPU (no ``dla_core``): every requested variant (default: all) with the manifest's dynamic profile.
     DLA: fp16 / int8_trt only, one static batch — ``dla_batch`` or else the manifest's ``dla_batch``. An explicit

@@ -1,7 +1,7 @@
 """Opening a deploy bundle's engines, every backend, only after their files are checked: the ONNX file against the
 manifest's SHA-256, a TensorRT plan against the SHA-256 its engine key recorded at build time (and the ONNX file it
-was built from). The checks themselves (typed manifest, containment, hashes) live in ``export.manifest`` and are
-re-exported here, so ``from edge_encoder.export.bundle_files import load_manifest, open_engine`` is the one import a
+was built from). The checks themselves (typed manifest, containment, hashes) live in ``device.manifest`` and are
+re-exported here, so ``from edge_encoder.device.bundle_files import load_manifest, open_engine`` is the one import a
 reader of bundles needs.
 
 No torch or onnx at module level: a device with onnxruntime and numpy alone can open and verify a bundle.
@@ -9,14 +9,13 @@ No torch or onnx at module level: a device with onnxruntime and numpy alone can 
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_encoder.export.engines import OnnxRuntimeEngine
-from edge_encoder.export.manifest import (  # noqa: F401 - re-exported: the bundle-reading API in one place
+from edge_encoder.device.engines import OnnxRuntimeEngine
+from edge_encoder.device.manifest import (  # noqa: F401 - re-exported: the bundle-reading API in one place
     MANIFEST_FORMAT,
     MANIFEST_NAME,
     BundleFileError,
@@ -30,7 +29,7 @@ from edge_encoder.export.manifest import (  # noqa: F401 - re-exported: the bund
 )
 
 if TYPE_CHECKING:
-    from edge_encoder.export.tensorrt import TensorRTEngine
+    from edge_encoder.device.tensorrt import TensorRTEngine
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +59,9 @@ def open_engine(bundle_dir: Path | str, variant: str, *, backend: str = "onnxrun
                                  intra_op_threads=intra_op_threads, preprocess=preprocess)
     if backend == "tensorrt":
         plan = check_tensorrt_plan(bundle, tensorrt_plan_name(bundle, manifest, variant, dla_core), entry)
-        if importlib.util.find_spec("tensorrt") is None:
-            raise ValueError("tensorrt is not installed: pip install -e '.[tensorrt]' (on a Jetson: JetPack's "
-                             "python3-libnvinfer)")
-        from edge_encoder.export.tensorrt import TensorRTEngine
+        from edge_encoder.device.tensorrt import TensorRTEngine, require_tensorrt
+
+        require_tensorrt()
 
         return TensorRTEngine(plan, name=f"trt_{variant}" + ("" if dla_core is None else f"_dla{dla_core}"),
                               preprocess=preprocess, dla_core=dla_core)
@@ -73,7 +71,7 @@ def open_engine(bundle_dir: Path | str, variant: str, *, backend: str = "onnxrun
 def tensorrt_plan_name(bundle_dir: Path, manifest: dict[str, Any], variant: str, dla_core: int | None) -> str:
     """The plan of ``variant`` relative to the bundle: the GPU plan, or the DLA plan of core ``dla_core`` at the
     manifest's ``dla_batch`` (else the one DLA plan of that core in ``tensorrt/``)."""
-    from edge_encoder.export.trt_plans import (
+    from edge_encoder.device.trt_plans import (
         plan_relpath,  # the builder's naming (standard library only)
     )
 
@@ -85,7 +83,7 @@ def tensorrt_plan_name(bundle_dir: Path, manifest: dict[str, Any], variant: str,
     found = sorted((Path(bundle_dir) / "tensorrt").glob(f"encoder_{variant}.dla{int(dla_core)}.b*.plan"))
     if len(found) != 1:
         raise BundleFileError(f"{len(found)} DLA plans of {variant!r} for DLA core {dla_core} in tensorrt/ and no "
-                              f"dla_batch in the manifest; build one: python -m edge_encoder.export.tensorrt "
+                              f"dla_batch in the manifest; build one: edge-encoder build "
                               f"{bundle_dir} --variant {variant} --dla-core {dla_core} --dla-batch N")
     return f"tensorrt/{found[0].name}"
 
@@ -93,14 +91,14 @@ def tensorrt_plan_name(bundle_dir: Path, manifest: dict[str, Any], variant: str,
 def check_tensorrt_plan(bundle_dir: Path | str, relative: str, entry: dict[str, Any]) -> Path:
     """The real path of the plan ``relative`` (inside the bundle) after checking it against its engine key.
 
-    The key (``<plan>.key.json``, written by ``export.tensorrt``) records the plan's own SHA-256 and the SHA-256 of
+    The key (``<plan>.key.json``, written by ``device.tensorrt``) records the plan's own SHA-256 and the SHA-256 of
     the ONNX file it was built from; each is checked when present. A plan without a key (built by trtexec) is
     loaded unchecked, with a warning: TensorRT itself still refuses a plan of another version or GPU.
     """
-    from edge_encoder.export.tensorrt import (
+    from edge_encoder.device.tensorrt import (
         read_engine_key,  # the module imports tensorrt lazily, not here
     )
-    from edge_encoder.export.trt_plans import key_path, rebuild_command
+    from edge_encoder.device.trt_plans import key_path, rebuild_command
 
     plan = bundle_path(bundle_dir, relative, key=relative)
     if not plan.is_file():

@@ -15,15 +15,14 @@ import numpy as np
 import pytest
 from edge_encoder.export.bundle import BundleImages, _config_pbtxt, export_bundle, trtexec_commands
 from edge_encoder.export.config import ExportConfig
-from edge_encoder.export.parity import DEFAULT_THRESHOLDS
-from edge_encoder.export.tensorrt import (
+from edge_encoder.device.parity import DEFAULT_THRESHOLDS
+from edge_encoder.device.tensorrt import (
     EngineKey,
     EngineKeyMismatch,
     check_engine_key,
-    main,
     rebuild_command,
 )
-from edge_encoder.export.trt_plans import (
+from edge_encoder.device.trt_plans import (
     DLA_MAX_BATCH,
     batch_chunks,
     build_mode,
@@ -33,6 +32,8 @@ from edge_encoder.export.trt_plans import (
     plan_relpath,
     select_plans,
 )
+
+from edge_encoder.cli import main as cli_main
 
 from tests.export.conftest import BACKBONE_CONFIG, IMAGE_SIZE, PREPROCESS, make_backbone
 from tests.export.tiny_bundle import synthetic_images
@@ -78,16 +79,16 @@ def test_mismatching_key_is_refused_with_rebuild_command(field, value) -> None:
         check_engine_key(stored, HERE, PLAN)
     message = str(err.value)
     assert field in message and value in message
-    assert "python -m edge_encoder.export.tensorrt runs/demo/deploy --variant int8_trt" in message
+    assert "edge-encoder build runs/demo/deploy --variant int8_trt" in message
     assert "trtexec" in message and "\n" not in message
 
 
 def test_rebuild_command_and_plan_names() -> None:
-    assert rebuild_command(PLAN) == "python -m edge_encoder.export.tensorrt runs/demo/deploy --variant int8_trt"
+    assert rebuild_command(PLAN) == "edge-encoder build runs/demo/deploy --variant int8_trt"
     dla = Path("runs/demo/deploy") / plan_relpath("fp16", 1, 4)
     assert dla.name == "encoder_fp16.dla1.b4.plan" and parse_plan_name(dla) == ("fp16", 1, 4)
     assert parse_plan_name(PLAN) == ("int8_trt", None, None)
-    assert rebuild_command(dla) == "python -m edge_encoder.export.tensorrt runs/demo/deploy --variant fp16 --dla-core 1 --dla-batch 4"
+    assert rebuild_command(dla) == "edge-encoder build runs/demo/deploy --variant fp16 --dla-core 1 --dla-batch 4"
 
 
 def test_mismatch_and_load_failure_name_both_rebuild_commands(dla_bundle) -> None:
@@ -166,27 +167,27 @@ def test_batch_chunks() -> None:
 
 
 def test_cli_refuses_fp32_on_dla_in_one_line(dla_bundle, capsys) -> None:
-    assert main([str(dla_bundle), "--dla-core", "0", "--variant", "fp32"]) == 2
+    assert cli_main(["build", str(dla_bundle), "--dla-core", "0", "--variant", "fp32"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "DLA has no FP32" in err[0] and "--variant fp16 or --variant int8_trt" in err[0]
 
 
 def test_cli_refuses_dla_without_a_static_batch(dla_bundle, tmp_path, capsys) -> None:
-    assert main([str(dla_bundle), "--dla-batch", "4"]) == 2
+    assert cli_main(["build", str(dla_bundle), "--dla-batch", "4"]) == 2
     assert "--dla-batch needs --dla-core" in capsys.readouterr().err
     manifest = json.loads((dla_bundle / "manifest.json").read_text())
     assert manifest["dla_batch"] == DLA_BATCH
     bundle = tmp_path / "deploy"
     bundle.mkdir()
     (bundle / "manifest.json").write_text(json.dumps(manifest | {"dla_batch": 0}))
-    assert main([str(bundle), "--dla-core", "0"]) == 2
+    assert cli_main(["build", str(bundle), "--dla-core", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs a static batch" in err[0]
 
 
 @pytest.mark.skipif(HAVE_TRT, reason="tensorrt is installed here")
 def test_cli_implicit_variants_skip_fp32_then_needs_tensorrt(dla_bundle, capsys) -> None:
-    assert main([str(dla_bundle), "--dla-core", "0"]) == 2
+    assert cli_main(["build", str(dla_bundle), "--dla-core", "0"]) == 2
     err = capsys.readouterr().err
     assert "note: skipped fp32 for DLA: DLA has no FP32" in err and "building fp16, int8_trt" in err
     assert "tensorrt is not installed" in err
@@ -194,9 +195,9 @@ def test_cli_implicit_variants_skip_fp32_then_needs_tensorrt(dla_bundle, capsys)
 
 @pytest.mark.skipif(HAVE_TRT, reason="tensorrt is installed here")
 def test_cli_without_tensorrt_exits_2(dla_bundle, capsys) -> None:
-    assert main([str(dla_bundle)]) == 2
+    assert cli_main(["build", str(dla_bundle)]) == 2
     assert "tensorrt is not installed" in capsys.readouterr().err
-    assert main(["key", str(dla_bundle / "tensorrt" / "encoder_fp32.plan"), "--onnx", "encoder_fp32.onnx"]) == 2
+    assert cli_main(["key", str(dla_bundle / "tensorrt" / "encoder_fp32.plan"), "--onnx", "encoder_fp32.onnx"]) == 2
     assert "tensorrt is not installed" in capsys.readouterr().err
 
 
@@ -224,8 +225,8 @@ def test_trtexec_lines(dla_bundle) -> None:
         assert f["saveEngine"] == plan_relpath(variant, 0, DLA_BATCH) and ("int8" in f) == (variant == "int8_trt")
     for i, f in builds:  # each build is followed by its key step
         key = shlex.split(lines[i + 1])
-        assert key[:4] == ["python", "-m", "edge_encoder.export.tensorrt", "key"]
-        assert key[4] == f["saveEngine"] and key[5:7] == ["--onnx", f["onnx"]]
+        assert key[:2] == ["edge-encoder", "key"]
+        assert key[2] == f["saveEngine"] and key[3:5] == ["--onnx", f["onnx"]]
         assert ("--dla-core" in key) == ("useDLACore" in f)
 
 
@@ -278,7 +279,7 @@ def _have_cuda_driver() -> bool:
 
 @pytest.mark.skipif(_have_cuda_driver(), reason="an NVIDIA driver is installed here")
 def test_device_key_without_a_driver_is_one_clear_error() -> None:
-    from edge_encoder.export.tensorrt import cuda_device_properties
+    from edge_encoder.device.tensorrt import cuda_device_properties
 
     with pytest.raises(RuntimeError, match=r"CUDA driver library \(libcuda.so.1\) was not found"):
         cuda_device_properties(0)
@@ -286,7 +287,7 @@ def test_device_key_without_a_driver_is_one_clear_error() -> None:
 
 @pytest.mark.skipif(not _have_cuda_driver(), reason="no NVIDIA driver (libcuda) here")
 def test_device_key_from_the_driver_api() -> None:
-    from edge_encoder.export.tensorrt import cuda_device_properties
+    from edge_encoder.device.tensorrt import cuda_device_properties
 
     name, capability = cuda_device_properties(0)
     assert name and re.fullmatch(r"\d+\.\d+", capability)
@@ -300,7 +301,7 @@ def test_device_key_from_the_driver_api() -> None:
 def test_keyless_plan_loads_and_a_damaged_plan_names_the_rebuild(dla_bundle, tmp_path) -> None:
     import shutil
 
-    from edge_encoder.export.tensorrt import EngineLoadError, TensorRTEngine, build_bundle, key_path, write_key_for_plan
+    from edge_encoder.device.tensorrt import EngineLoadError, TensorRTEngine, build_bundle, key_path, write_key_for_plan
 
     bundle = Path(shutil.copytree(dla_bundle, tmp_path / "deploy"))
     plan = build_bundle(bundle, ["fp32"])[0]

@@ -1,0 +1,192 @@
+"""Engines: context managers mapping uint8 ``(N, H, W, 3)`` RGB batches to float32 ``(N, D)`` L2-normalised
+embeddings (the contract in docs/CONTRACTS.md). One class per backend; backends are imported lazily.
+
+``OnnxRuntimeEngine`` runs any bundle variant (CPU EP, CUDA/TensorRT EPs when onnxruntime-gpu is installed);
+``device.tensorrt.TensorRTEngine`` runs native TensorRT engines; the FP32 PyTorch reference,
+``export.engines.TorchEngine``, lives with the training stack. A bundle's variants are opened through
+``device.bundle_files.open_engine``, which checks each file against the manifest.
+
+Models exported with ``input_layout="float_nchw"`` take normalised float32 ``(N, 3, H, W)``; their engines
+still take uint8 NHWC in ``embed`` and apply the recorded mean/std themselves (``normalize_images``), so
+every engine keeps the same contract.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from edge_encoder.core.contract import InputSpec, normalize_images  # noqa: F401 - re-exported
+
+logger = logging.getLogger(__name__)
+
+
+def _parse_floats(value: Any, what: str, source: Any) -> tuple[float, float, float]:
+    values = [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
+    if len(values) != 3:
+        raise ValueError(f"{source}: {what} must have 3 values (RGB), got {value!r}")
+    return values[0], values[1], values[2]
+
+
+def _open_session(path: Path, providers: Sequence[str] | None, intra_op_threads: int | None) -> Any:
+    """An ONNX Runtime session on the first available of ``providers`` (default CPU); a file ONNX Runtime cannot
+    load is a one-line ``ValueError`` naming it."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if intra_op_threads is not None:
+        options.intra_op_num_threads = int(intra_op_threads)
+    available = ort.get_available_providers()
+    wanted = list(providers or ["CPUExecutionProvider"])
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        logger.warning("ONNX Runtime providers %s not available here (have %s)", missing, available)
+    chosen = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+    try:
+        return ort.InferenceSession(str(path), options, providers=chosen)
+    except Exception as exc:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...) for a bad file
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{path}: ONNX Runtime cannot load this model: {first_line}") from exc
+
+
+def _input_size(path: Path, input_name: str, dims: Sequence[Any], image_size: int | None) -> tuple[int, int]:
+    """``(H, W)`` of a model input from its static dims, or ``image_size`` where they are dynamic (str/None)."""
+    static = [d if isinstance(d, int) and d > 0 else None for d in dims]
+    if image_size is not None and any(d is not None and d != image_size for d in static):
+        raise ValueError(f"{path}: input {input_name!r} is {dims[0]}x{dims[1]} (H x W), not the image size "
+                         f"{image_size} that was given")
+    if None in static and image_size is None:
+        raise ValueError(f"{path}: input {input_name!r} has dynamic height/width {list(dims)}; the image size must "
+                         "be given (image_size=N; edge-encoder: --image-size N)")
+    return static[0] or image_size, static[1] or image_size  # type: ignore[return-value]
+
+
+def _float_normalization(path: Path, meta: dict[str, str],
+                         preprocess: dict[str, Any] | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` a float-NCHW model expects: ``preprocess``, else the model's edge_encoder metadata."""
+    if meta.get("edge_encoder.normalization_in_graph") == "true":
+        raise ValueError(f"{path}: float input but metadata says normalization is in the graph")
+    source = preprocess if preprocess is not None else {
+        k: meta[f"edge_encoder.{k}"] for k in ("mean", "std") if f"edge_encoder.{k}" in meta}
+    missing = [k for k in ("mean", "std") if k not in source]
+    if missing:
+        raise ValueError(f"{path}: float NCHW model needs the normalisation {missing}; it is not in the model "
+                         "metadata: pass preprocess={'mean': ..., 'std': ...} (edge-encoder: --mean R,G,B --std R,G,B "
+                         "or --preset imagenet)")
+    mean = _parse_floats(source["mean"], "mean", path)
+    std = _parse_floats(source["std"], "std", path)
+    if min(std) <= 0:
+        raise ValueError(f"{path}: std must be > 0, got {std}")
+    return mean, std
+
+
+class EngineBase:
+    """Shared context-manager plumbing; subclasses implement ``_open``, ``_close`` and ``_run``."""
+
+    name: str
+    input_spec: InputSpec
+    source_path: Path | None
+
+    def __enter__(self) -> "EngineBase":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the backend session (idempotent)."""
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """uint8 ``(N, H, W, 3)`` RGB -> float32 ``(N, D)``, rows L2-normalised."""
+        batch = self.input_spec.validate(images)
+        out = np.asarray(self._run(batch), dtype=np.float32)
+        assert out.ndim == 2 and out.shape[0] == batch.shape[0], out.shape
+        return out
+
+    def _run(self, images: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, source_path={self.source_path})"
+
+
+class OnnxRuntimeEngine(EngineBase):
+    """ONNX Runtime engine over an encoder ONNX file (input ``images`` uint8 NHWC, or float32 NCHW normalised).
+
+    ``embed`` always takes uint8 NHWC; for a float-NCHW model (``input_layout="float_nchw"`` export) the
+    engine applies ``((x / 255) - mean) / std`` itself before calling the session.
+
+    Args:
+        path: the ``.onnx`` file.
+        name: engine name (default: ``onnx_<precision>`` from the model metadata, else the file stem).
+        providers: ORT execution providers, best first; default CPU only (pass e.g.
+            ``["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]`` with
+            onnxruntime-gpu). Unavailable providers are dropped with a warning.
+        intra_op_threads: ORT intra-op thread count (None: ORT default).
+        preprocess: ``{"mean", "std"}`` (e.g. the manifest's ``preprocessing``) for a float-NCHW model;
+            default: the mean/std in the model's metadata. Ignored for uint8 models.
+        image_size: the side of the input images, for a model whose input height/width are dynamic (required
+            then); a static input must match it.
+        l2_normalize_output: for models that are not this project's bundles (foreign encoders, e.g. a torchvision
+            ResNet exported as it is): their output may be un-normalised features, logits, or ``(N, C, 1, 1)``;
+            with this flag an output ``(N, D)`` or ``(N, C, H, W)`` is flattened to ``(N, D)`` (``D = C*H*W``) and
+            its rows L2-normalised here, so the engine contract holds. Other output ranks are refused.
+        input_layout: the layout the caller declares (``"uint8_nhwc"`` or ``"float_nchw"``); a graph whose input
+            is the other one is refused. Default: whichever the graph has.
+    """
+
+    def __init__(self, path: Path | str, *, name: str | None = None, providers: Sequence[str] | None = None,
+                 intra_op_threads: int | None = None, preprocess: dict[str, Any] | None = None,
+                 image_size: int | None = None, l2_normalize_output: bool = False,
+                 input_layout: str | None = None) -> None:
+        self.source_path = Path(path)
+        if not self.source_path.is_file():
+            raise ValueError(f"ONNX model file not found: {self.source_path}")
+        self._session = _open_session(self.source_path, providers, intra_op_threads)
+        meta = self._session.get_modelmeta().custom_metadata_map
+        inp = self._session.get_inputs()[0]
+        self._input_name = inp.name
+        self._normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+        graph_layout = {"tensor(uint8)": "uint8_nhwc", "tensor(float)": "float_nchw"}.get(inp.type)
+        if input_layout is not None and graph_layout is not None and graph_layout != input_layout:
+            raise ValueError(f"{self.source_path}: input {inp.name!r} is {graph_layout} ({inp.type} {inp.shape}), "
+                             f"not the declared {input_layout}")
+        if inp.type == "tensor(uint8)" and len(inp.shape) == 4:
+            self.input_layout = "uint8_nhwc"
+            height, width = _input_size(self.source_path, inp.name, inp.shape[1:3], image_size)
+            self.input_spec = InputSpec(height=height, width=width, channels=int(inp.shape[3]))
+        elif inp.type == "tensor(float)" and len(inp.shape) == 4 and inp.shape[1] == 3:
+            self.input_layout = "float_nchw"
+            self._normalize = _float_normalization(self.source_path, meta, preprocess)
+            height, width = _input_size(self.source_path, inp.name, inp.shape[2:4], image_size)
+            self.input_spec = InputSpec(height=height, width=width)
+        else:
+            raise ValueError(f"{self.source_path}: input {inp.name!r} must be uint8 (N, H, W, 3) or float32 "
+                             f"(N, 3, H, W), got {inp.type} {inp.shape}")
+        self.output_shape = list(self._session.get_outputs()[0].shape)
+        self._l2_normalize_output = l2_normalize_output
+        if l2_normalize_output and len(self.output_shape) not in (2, 4):
+            raise ValueError(f"{self.source_path}: output {self._session.get_outputs()[0].name!r} has shape "
+                             f"{self.output_shape}; an encoder output must be (N, D) or (N, C, H, W)")
+        precision = meta.get("edge_encoder.precision")
+        self.name = name or (f"onnx_{precision}" if precision else self.source_path.stem)
+        self.providers = self._session.get_providers()
+
+    def _run(self, images: np.ndarray) -> np.ndarray:
+        if self._session is None:
+            raise RuntimeError(f"engine {self.name!r} is closed")
+        if self._normalize is not None:
+            images = normalize_images(images, *self._normalize)
+        out = self._session.run(None, {self._input_name: images})[0]
+        if not self._l2_normalize_output:
+            return out
+        if out.ndim not in (2, 4):
+            raise ValueError(f"engine {self.name!r}: output shape {out.shape}; expected (N, D) or (N, C, H, W)")
+        flat = out.reshape(out.shape[0], -1).astype(np.float32, copy=False)
+        # An all-zero row (e.g. a dead ReLU feature vector) stays zero rather than becoming NaN.
+        return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
+
+    def close(self) -> None:
+        self._session = None
