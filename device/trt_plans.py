@@ -24,6 +24,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 DEFAULT_PROFILE = {"min": 1, "opt": 32, "max": 64}
+# The variants TensorRT builds: int8_cpu is ONNX Runtime's CPU graph (INT32 bias DequantizeLinear, non-zero UINT8
+# zero-points), which TensorRT's ONNX parser refuses (onnx/onnx-tensorrt#850), so no TensorRT artefact names it:
+# trtexec.txt, the builder's and verify's defaults and the Triton TensorRT models all come from this one list.
+TENSORRT_VARIANTS = ("fp32", "fp16", "int8_trt")
 DLA_VARIANTS = ("fp16", "int8_trt")  # DLA computes in FP16 or INT8; fp32 and the CPU flavour are not for DLA
 DLA_MAX_BATCH = 4096  # "The maximum supported batch size is 4096" (DLA Supported Layers and Restrictions)
 _DLA_PLAN = re.compile(r"^encoder_(?P<variant>.+)\.dla(?P<core>\d+)\.b(?P<batch>\d+)\.plan$")
@@ -171,7 +175,8 @@ def select_plans(manifest: dict[str, Any], variants: Sequence[str] | None = None
                  dla_batch: int | None = None, source: str = "manifest.json") -> tuple[list[PlanSpec], list[str]]:
     """Which plans ``edge-encoder build`` builds, and notes for the user (variants skipped).
 
-    GPU (no ``dla_core``): every requested variant (default: all) with the manifest's dynamic profile.
+    GPU (no ``dla_core``): every requested variant (default: the bundle's ``TENSORRT_VARIANTS``) with the
+    manifest's dynamic profile; int8_cpu is refused by name.
     DLA: fp16 / int8_trt only, one static batch — ``dla_batch`` or else the manifest's ``dla_batch``. An explicit
     fp32 (or other non-DLA) variant is refused; when variants are implicit, the others are skipped with a note.
 
@@ -179,10 +184,17 @@ def select_plans(manifest: dict[str, Any], variants: Sequence[str] | None = None
         ValueError: one line — unknown variant, fp32 (or int8_cpu) on DLA, no static batch, a batch out of range.
     """
     known = manifest["variants"]
-    chosen = list(variants) if variants else list(known)
+    chosen = list(variants) if variants else tensorrt_variants(manifest)
     unknown = [v for v in chosen if v not in known]
     if unknown:
         raise ValueError(f"variant {unknown[0]!r} is not in {source}; available: {sorted(known)}")
+    not_trt = [v for v in chosen if v not in TENSORRT_VARIANTS]
+    if not_trt:
+        raise ValueError(f"variant {not_trt[0]!r} is not built with TensorRT (it is ONNX Runtime's CPU graph, which "
+                         f"TensorRT's parser refuses); TensorRT variants: {', '.join(TENSORRT_VARIANTS)}")
+    if not chosen:
+        raise ValueError(f"{source} has no TensorRT variant ({', '.join(TENSORRT_VARIANTS)}); export one "
+                         "(export.variants)")
     if dla_core is None:
         if dla_batch is not None:
             raise ValueError("--dla-batch needs --dla-core (the batch is for a DLA build; GPU plans use the "
@@ -206,6 +218,11 @@ def select_plans(manifest: dict[str, Any], variants: Sequence[str] | None = None
                      "the DLA, TensorRT 11 (strongly typed) on the GPU; export with export.dla_batch set (or "
                      "export.int8_stem = 'int8') to put it on the DLA in INT8")
     return [_spec(known, v, plan_relpath(v, dla_core, batch), dla_profile(batch), dla_core) for v in dla], notes
+
+
+def tensorrt_variants(manifest: dict[str, Any]) -> list[str]:
+    """The bundle's variants that TensorRT builds (``TENSORRT_VARIANTS``), in the manifest's order."""
+    return [v for v in manifest["variants"] if v in TENSORRT_VARIANTS]
 
 
 def _not_for_dla(variant: str) -> str:

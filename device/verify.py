@@ -231,6 +231,13 @@ def verify_bundle(bundle_dir: Path | str, options: VerifyOptions = VerifyOptions
     chosen = list(dict.fromkeys(options.variants)) or _default_variants(manifest, options)
     for variant in chosen:
         variant_entry(manifest, variant, bundle)
+    if options.backend == "tensorrt":
+        from edge_encoder.device.trt_plans import TENSORRT_VARIANTS
+
+        refused = [v for v in chosen if v not in TENSORRT_VARIANTS]
+        if refused:
+            raise ValueError(f"--variant {refused[0]} has no TensorRT plan: it is ONNX Runtime's CPU graph (verify it "
+                             f"with --backend onnxruntime); TensorRT variants: {', '.join(TENSORRT_VARIANTS)}")
     files, problems = check_recorded_files(bundle, manifest)
     bad = {row["file"] for row in files if not row["ok"]}
     reference = _reference_or_none(bundle, manifest, bad, problems)
@@ -273,12 +280,14 @@ def _one_line(text: str, limit: int = 400) -> str:
 
 
 def _default_variants(manifest: dict[str, Any], options: VerifyOptions) -> list[str]:
-    """Every variant; on DLA only those DLA computes (fp16, int8_trt: DLA has no FP32)."""
-    if options.dla_core is None:
-        return list(manifest["variants"])
-    from edge_encoder.device.trt_plans import DLA_VARIANTS
+    """Every variant on ONNX Runtime; on TensorRT the TensorRT variants (fp32, fp16, int8_trt: never int8_cpu), and
+    on DLA only those DLA computes (fp16, int8_trt: DLA has no FP32)."""
+    from edge_encoder.device.trt_plans import DLA_VARIANTS, tensorrt_variants
 
-    return [v for v in manifest["variants"] if v in DLA_VARIANTS]
+    if options.backend != "tensorrt":
+        return list(manifest["variants"])
+    chosen = tensorrt_variants(manifest)
+    return chosen if options.dla_core is None else [v for v in chosen if v in DLA_VARIANTS]
 
 
 def _reference_or_none(bundle: Path, manifest: dict[str, Any], bad: set[str], problems: list[str]) -> ReferenceSet | None:

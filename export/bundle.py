@@ -58,7 +58,7 @@ from edge_encoder.export.precision import (
 )
 from edge_encoder.device.reference import write_reference_set
 from edge_encoder.export.trt_conformance import bundle_conformance
-from edge_encoder.device.trt_plans import DLA_VARIANTS, key_command, plan_relpath
+from edge_encoder.device.trt_plans import DLA_VARIANTS, TENSORRT_VARIANTS, key_command, plan_relpath
 
 logger = logging.getLogger(__name__)
 
@@ -405,6 +405,7 @@ def trtexec_commands(variants: list[str], image_size: int, profile: dict[str, in
     Flags: NVIDIA/TensorRT samples/trtexec/README.md and ``trtexec --help`` (``--useDLACore``, ``--allowGPUFallback``,
     ``--shapes``, ``--saveEngine``, ``--stronglyTyped``).
     """
+    variants = [v for v in variants if v in TENSORRT_VARIANTS]  # never int8_cpu: TensorRT's parser refuses it
     rest = "x".join(str(d) for d in input_contract(input_layout, image_size)["shape"][1:])
     shape = lambda n: f"{INPUT_NAME}:{n}x{rest}"  # noqa: E731
     lines = ["# Build on the target device (engines are specific to the GPU and TensorRT version).",
@@ -481,6 +482,8 @@ def write_triton_repository(bundle: Path, variants: list[str], image_size: int, 
             os.link(bundle / f"encoder_{v}.onnx", onnx_dir / "1" / "model.onnx")
         except OSError:
             shutil.copy2(bundle / f"encoder_{v}.onnx", onnx_dir / "1" / "model.onnx")
+        if v not in TENSORRT_VARIANTS:
+            continue  # int8_cpu: ONNX Runtime only
         trt_dirs = [(bundle / "triton" / f"encoder_trt_{v}", 0)]
         if dla_batch and v in DLA_VARIANTS:
             trt_dirs.append((bundle / "triton" / f"encoder_trt_{v}_dla", dla_batch))

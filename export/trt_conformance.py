@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import onnx
 from edge_encoder.export.onnx_export import INPUT_PREFIX, PREPROCESS_PREFIX, TAIL_PREFIX
-from edge_encoder.device.trt_plans import DLA_VARIANTS
+from edge_encoder.device.trt_plans import DLA_VARIANTS, TENSORRT_VARIANTS
 from onnx import TensorProto, numpy_helper
 
 SRC_OPERATORS = "https://github.com/onnx/onnx-tensorrt/blob/10.1-GA/docs/operators.md"
@@ -52,7 +52,6 @@ SRC_DLA_OPS = "https://github.com/NVIDIA/Deep-Learning-Accelerator-SW/blob/main/
 SRC_CONTRACT = "docs/CONTRACTS.md (engine output float32 (N, D)); Triton config TYPE_FP32 (export/bundle.py)"
 
 CHECKED = "TensorRT 10.x/11 ONNX parser rules (export/trt_conformance.py)"
-TENSORRT_VARIANTS = ("fp32", "fp16", "int8_trt")
 
 
 @dataclass(frozen=True)

@@ -107,9 +107,14 @@ def test_mismatch_and_load_failure_name_both_rebuild_commands(dla_bundle) -> Non
 # --------------------------------------------------------------------------------------------- plan selection
 
 
+def test_int8_cpu_is_refused_by_name_for_tensorrt() -> None:
+    with pytest.raises(ValueError, match="'int8_cpu' is not built with TensorRT"):
+        select_plans(_manifest(), ["fp16", "int8_cpu"])
+
+
 def test_gpu_plans_use_the_dynamic_profile() -> None:
     specs, notes = select_plans(_manifest(), None)
-    assert [s.variant for s in specs] == ["fp32", "fp16", "int8_trt", "int8_cpu"] and not notes
+    assert [s.variant for s in specs] == ["fp32", "fp16", "int8_trt"] and not notes  # never int8_cpu
     assert all(s.profile == {"min": 1, "opt": 32, "max": 64} and s.dla_core is None for s in specs)
     assert specs[0].plan == "tensorrt/encoder_fp32.plan" and specs[0].onnx_file == "encoder_fp32.onnx"
 
@@ -119,7 +124,7 @@ def test_dla_builds_fp16_and_int8_trt_at_one_static_batch() -> None:
     assert [s.variant for s in specs] == ["fp16", "int8_trt"]
     assert all(s.profile == dla_profile(8) == {"min": 8, "opt": 8, "max": 8} and s.dla_batch == 8 for s in specs)
     assert [s.plan for s in specs] == ["tensorrt/encoder_fp16.dla0.b8.plan", "tensorrt/encoder_int8_trt.dla0.b8.plan"]
-    assert len(notes) == 2 and "skipped fp32" in notes[0] and "DLA has no FP32" in notes[0]
+    assert len(notes) == 1 and "skipped fp32" in notes[0] and "DLA has no FP32" in notes[0]
     # --dla-batch overrides the manifest's
     specs, _ = select_plans(_manifest(dla_batch=8), ["int8_trt"], dla_core=1, dla_batch=2)
     assert [(s.plan, s.profile["max"]) for s in specs] == [("tensorrt/encoder_int8_trt.dla1.b2.plan", 2)]
@@ -128,7 +133,7 @@ def test_dla_builds_fp16_and_int8_trt_at_one_static_batch() -> None:
 @pytest.mark.parametrize("variants, kwargs, match", [
     (["fp32"], {"dla_core": 0}, "DLA has no FP32 .*use --variant fp16 or --variant int8_trt"),
     (["fp16", "fp32"], {"dla_core": 0}, "DLA has no FP32"),
-    (["int8_cpu"], {"dla_core": 0}, "not a DLA variant"),
+    (["int8_cpu"], {"dla_core": 0}, "not built with TensorRT"),
     (None, {"dla_core": 0}, "needs a static batch: pass --dla-batch"),
     (None, {"dla_core": 0, "dla_batch": 0}, "from 1 to 4096"),
     (None, {"dla_core": 0, "dla_batch": DLA_MAX_BATCH + 1}, "from 1 to 4096"),
