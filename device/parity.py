@@ -1,7 +1,9 @@
 """Embedding-aware parity gates: a variant against the FP32 PyTorch reference on a fixed image subset.
 
 One flattened cosine over the whole output hides neighbour flips; these metrics are per row and on the
-kNN structure retrieval depends on. Brute-force NumPy only (export/ does not import evaluate/).
+kNN structure retrieval depends on. Brute-force NumPy only. The kNN accuracy is the report's weighted kNN
+(``core.knn``: k and T as the manifest records them, ``reference.knn``), used by the export gate and by
+``edge-encoder verify`` alike, so the figure verify prints is the one it gates on.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from edge_encoder.core.knn import DEFAULT_K, DEFAULT_TEMPERATURE, loo_knn_correct, loo_neighbours
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,41 @@ DEFAULT_THRESHOLDS: dict[str, ParityThresholds] = {
 }
 
 
+# Built-in floors: the loosest gate `edge-encoder verify` accepts from a manifest without --allow-loose-gates, so that
+# a manifest with null or loosened thresholds cannot pass anything. Each is well below DEFAULT_THRESHOLDS (a trained
+# encoder's variants clear them by a wide margin) and above what a broken engine reaches: a changed weight byte or a
+# wrong normalisation drops the worst-row cosine far below 0.95 and the top-1 agreement towards chance.
+GATE_FLOORS: dict[str, ParityThresholds] = {
+    "fp32": ParityThresholds(min_cosine=0.999, min_top1_agreement=0.9, min_top10_overlap=0.9,
+                             max_knn_accuracy_drop=0.01),
+    "fp16": ParityThresholds(min_cosine=0.99, min_top1_agreement=0.8, min_top10_overlap=0.8,
+                             max_knn_accuracy_drop=0.02),
+    "int8": ParityThresholds(min_cosine=0.95, min_top1_agreement=0.4, min_top10_overlap=0.6,
+                             max_knn_accuracy_drop=0.05),
+}
+# For each floored field, which direction is stricter.
+_FLOOR_FIELDS = {"min_cosine": "min", "min_top1_agreement": "min", "min_top10_overlap": "min",
+                 "max_knn_accuracy_drop": "max"}
+
+
+def gate_floor(variant: str) -> ParityThresholds:
+    """The floor of ``variant``: its own, else the INT8 one (the loosest) for int8_* and any other name."""
+    return GATE_FLOORS.get(variant, GATE_FLOORS["int8"])
+
+
+def loose_gate_fields(variant: str, gate: dict[str, Any]) -> list[str]:
+    """The fields of a manifest ``gate`` (``reference.gates[variant]``) that are missing, null or looser than the
+    floor, each as ``"field = value (floor F)"``; empty when the gate is at least as strict as the floor."""
+    floor, loose = asdict(gate_floor(variant)), []
+    for name, direction in _FLOOR_FIELDS.items():
+        value = gate.get(name)
+        bound = floor[name]
+        looser = value is None or (value < bound if direction == "min" else value > bound)
+        if looser:
+            loose.append(f"{name} = {value} ({'>=' if direction == 'min' else '<='} {bound} is the floor)")
+    return loose
+
+
 @dataclass
 class ParityReport:
     """Metrics of a candidate against the reference, plus the verdict (JSON-serialisable via ``to_dict``)."""
@@ -65,6 +103,8 @@ class ParityReport:
     knn_accuracy_candidate: float | None = None
     knn_accuracy_delta: float | None = None
     knn_accuracy_delta_stderr: float | None = None
+    knn_k: int | None = None
+    knn_temperature: float | None = None
     thresholds: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
@@ -79,33 +119,18 @@ class ParityReport:
 
 
 def _neighbours(emb: np.ndarray, k: int) -> np.ndarray:
-    """Indices ``(N, k)`` of each row's k most similar other rows (inner product, self excluded)."""
-    sims = emb.astype(np.float64) @ emb.astype(np.float64).T  # N x N
-    np.fill_diagonal(sims, -np.inf)
-    k = min(k, len(emb) - 1)
-    part = np.argpartition(-sims, kth=k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
-
-
-def _loo_knn_correct(neighbours: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Leave-one-out majority vote over the neighbour lists ``(N, k)``, ties to the nearest's label -> bool ``(N,)``."""
-    votes = labels[neighbours]  # N x k
-    correct = np.zeros(len(labels), dtype=bool)
-    for i, (row, lab) in enumerate(zip(votes, labels)):
-        values, counts = np.unique(row, return_counts=True)
-        best = values[counts == counts.max()]
-        pred = row[0] if row[0] in best else best[0]
-        correct[i] = pred == lab
-    return correct
+    """Indices ``(N, k)`` of each row's k most similar other rows (``core.knn.loo_neighbours``, self excluded)."""
+    return loo_neighbours(emb, k)[1]
 
 
 def compare_embeddings(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None,
-                       thresholds: ParityThresholds | None = None, k: int = 10) -> ParityReport:
+                       thresholds: ParityThresholds | None = None, k: int = 10, *, knn_k: int = DEFAULT_K,
+                       knn_temperature: float = DEFAULT_TEMPERATURE) -> ParityReport:
     """Parity of ``candidate`` float ``(N, D)`` against ``reference`` float ``(N, D)`` (same images, same order).
 
-    Neighbour metrics use the subset itself as the bank (self excluded); ``labels`` int ``(N,)`` adds the
-    leave-one-out kNN (k=``k``) accuracy of both and its change.
+    Neighbour metrics (top-1 agreement, top-``k`` overlap) use the subset itself as the bank (self excluded);
+    ``labels`` int ``(N,)`` adds the leave-one-out weighted kNN accuracy (``core.knn``, ``knn_k`` neighbours,
+    temperature ``knn_temperature``: the report's definition) of both and its change.
     """
     if reference.shape != candidate.shape or reference.ndim != 2:
         raise ValueError(f"reference and candidate must be equal (N, D) arrays, got {reference.shape} and {candidate.shape}")
@@ -126,7 +151,9 @@ def compare_embeddings(reference: np.ndarray, candidate: np.ndarray, labels: np.
         top1_agreement=float((nn_ref[:, 0] == nn_cand[:, 0]).mean()), top10_overlap=float(overlap),
     )
     if labels is not None:
-        ok_ref, ok_cand = _loo_knn_correct(nn_ref, labels), _loo_knn_correct(nn_cand, labels)
+        ok_ref = loo_knn_correct(ref, labels, knn_k, knn_temperature)
+        ok_cand = loo_knn_correct(cand, labels, knn_k, knn_temperature)
+        report.knn_k, report.knn_temperature = int(min(knn_k, len(ref) - 1)), float(knn_temperature)
         report.knn_accuracy_reference = float(ok_ref.mean())
         report.knn_accuracy_candidate = float(ok_cand.mean())
         report.knn_accuracy_delta = report.knn_accuracy_candidate - report.knn_accuracy_reference

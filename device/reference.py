@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edge_encoder.core.knn import DEFAULT_K, DEFAULT_TEMPERATURE
 from edge_encoder.core.files import atomic_write, file_sha256
 from edge_encoder.core.subsets import seeded_rows, seeded_subset
 from edge_encoder.device.manifest import BundleFileError, read_bundle_file
@@ -76,6 +77,8 @@ def write_reference_set(bundle_dir: Path, images: np.ndarray, labels: np.ndarray
     if labels is not None:
         section["labels"] = _save_npy(bundle_dir, "labels", np.asarray(labels, dtype=np.int64)[rows])
     section["gates"] = {variant: asdict(t) for variant, t in gates.items()}
+    # The one kNN (core.knn) that the export gate used and that verify prints and gates on.
+    section["knn"] = {"k": DEFAULT_K, "temperature": DEFAULT_TEMPERATURE, "vote": "weighted", "leave_one_out": True}
     return section
 
 

@@ -3,7 +3,8 @@
 Search: ``IndexFlatIP``-equivalent brute force (``faiss.knn``; on GPUs an ``IndexFlatIP`` sharded over all of
 them) on L2-normalised vectors, tiled over queries and bank so that no ``Q x N`` similarity matrix is ever
 held; per-tile top-k results are merged with ``faiss.ResultHeap`` exactly as ``faiss.contrib.exhaustive_search`` does.
-Classification: Wu et al. (2018) / DINO weighted vote, ``score[q, c] = sum_{j in topk(q), y_j = c} exp(s_qj / T)``.
+Classification: Wu et al. (2018) / DINO weighted vote, ``score[q, c] = sum_{j in topk(q), y_j = c} exp(s_qj / T)``,
+defined once in ``core.knn`` (the export gate and ``verify`` use the same vote).
 Approximate indexes never feed these numbers (see ``index_bench.py`` for those).
 """
 
@@ -15,6 +16,7 @@ import os
 import faiss
 import numpy as np
 import torch
+from edge_encoder.core.knn import rank_classes, vote_scores  # noqa: F401 - the one kNN vote, re-exported
 from edge_encoder.evaluate.validation import (
     check_embeddings,
     check_labels,
@@ -179,24 +181,6 @@ def _sort_rows(sims: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return np.take_along_axis(sims, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
-def vote_scores(
-    sims: np.ndarray, neighbor_labels: np.ndarray, num_classes: int, temperature: float
-) -> np.ndarray:
-    """Weighted vote ``(Q, C) float64``: ``sum exp(sim/T)`` over neighbours of each class.
-
-    Args:
-        sims: ``(Q, k)`` cosine similarities of the neighbours.
-        neighbor_labels: ``(Q, k)`` int class ids of the neighbours.
-    """
-    if temperature <= 0:
-        raise ValueError(f"kNN temperature must be > 0, got {temperature!r}")
-    weights = np.exp(sims.astype(np.float64) / temperature)  # (Q, k); |sim| <= 1 so no overflow for T >= 0.002
-    scores = np.zeros((sims.shape[0], num_classes), dtype=np.float64)
-    rows = np.repeat(np.arange(sims.shape[0]), sims.shape[1])
-    np.add.at(scores, (rows, neighbor_labels.ravel()), weights.ravel())
-    return scores
-
-
 def knn_classify(
     bank: np.ndarray,
     bank_labels: np.ndarray,
@@ -225,11 +209,6 @@ def _num_classes(num_classes: int | None, *label_arrays: np.ndarray) -> int:
     if num_classes < inferred:
         raise ValueError(f"num_classes={num_classes} but labels go up to {inferred - 1}")
     return int(num_classes)
-
-
-def rank_classes(scores: np.ndarray, top: int) -> np.ndarray:
-    """``(Q, top) int64`` class ids by decreasing score; ties go to the lower class id (stable sort)."""
-    return np.argsort(-scores, axis=1, kind="stable")[:, :top]
 
 
 def topk_accuracy(scores: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:

@@ -69,8 +69,8 @@ def test_knn_drop_stderr_is_the_paired_standard_error() -> None:
     cand = _unit(ref + 0.5 * rng.normal(size=ref.shape))
     labels = np.arange(60) % 3
     r = compare_embeddings(ref, cand, labels)
-    from edge_encoder.device.parity import _loo_knn_correct
+    from edge_encoder.core.knn import loo_knn_correct
 
-    change = _loo_knn_correct(_neighbours(cand, 10), labels).astype(float) - _loo_knn_correct(_neighbours(ref, 10), labels)
+    change = loo_knn_correct(cand, labels).astype(float) - loo_knn_correct(ref, labels)
     assert r.knn_accuracy_delta == pytest.approx(change.mean())
     assert r.knn_accuracy_delta_stderr == pytest.approx(change.std(ddof=1) / np.sqrt(60))
