@@ -460,6 +460,7 @@ def _report(settings: Settings, data: Any, device: str, timings: dict[str, float
     json_path, md_path = write_report(run_dir, report)
     print(render_summary_table(report))
     print(f"\nreport: {json_path}\n        {md_path}")
+    print(bundle.pin_line())
     message = gate_failure(bundle)
     if message and not settings.export.allow_failed:
         print(message, file=sys.stderr)

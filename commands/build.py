@@ -6,7 +6,8 @@ write the engine key of a plan that ``trtexec`` built.
 
 The TensorRT variants are fp32, fp16 and int8_trt (``device.trt_plans.TENSORRT_VARIANTS``); int8_cpu is ONNX
 Runtime's CPU graph and is never built. Each plan is written with its engine key and, when the bundle has a Triton
-repository, as a Triton model (``triton/encoder_trt_<variant>``) next to it. Exit 0 built; 2 bad input (one line:
+repository, as a Triton model next to it (``triton/encoder_trt_<variant>``, or ``..._dla`` for a DLA plan; written
+whole, see ``device.triton``; a bundle without ``triton/`` gets none, with a log line). Exit 0 built; 2 bad input (one line:
 the bundle, the variant, fp32 on DLA, no DLA batch, TensorRT missing or older than 10) or a build TensorRT refused
 (one line naming the variant). The plan selection is checked before TensorRT is imported, so refusals need no GPU.
 """

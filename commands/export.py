@@ -122,6 +122,7 @@ def export_command(args: argparse.Namespace) -> int:
               + (f"  cosine min {cosine:.6f}" if isinstance(cosine, float) else "")
               + ("" if variant.passed else f"  ({', '.join(variant.parity.get('failures', []))})"))
     print(f"bundle: {bundle.manifest_path.parent}")
+    print(bundle.pin_line())
     message = pipeline.gate_failure(bundle)
     if message and not settings.export.allow_failed:
         print(message, file=sys.stderr)

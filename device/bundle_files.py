@@ -98,7 +98,7 @@ def check_tensorrt_plan(bundle_dir: Path | str, relative: str, entry: dict[str, 
     from edge_encoder.device.tensorrt import (
         read_engine_key,  # the module imports tensorrt lazily, not here
     )
-    from edge_encoder.device.trt_plans import key_path, rebuild_command
+    from edge_encoder.device.trt_plans import key_path, rebuild_command, variant_graph_hashes
 
     plan = bundle_path(bundle_dir, relative, key=relative)
     if not plan.is_file():
@@ -112,9 +112,17 @@ def check_tensorrt_plan(bundle_dir: Path | str, relative: str, entry: dict[str, 
         logger.warning("%s has no engine key (built by trtexec?): its bytes are not hash-checked", relative)
         return plan
     onnx_sha = key.get("onnx_sha256")
-    if isinstance(onnx_sha, str) and onnx_sha != entry["sha256"]:
-        raise BundleFileError(f"TensorRT plan {relative} was built from another {entry['file']} (sha256 "
-                              f"{onnx_sha[:12]}...) than the manifest's ({entry['sha256'][:12]}...); rebuild it: "
+    graphs = variant_graph_hashes(entry)  # the variant's graph, and int8_trt's DLA graphs (export.dla_int8)
+    if isinstance(onnx_sha, str) and onnx_sha not in graphs:
+        raise BundleFileError(f"TensorRT plan {relative} was built from another {key.get('onnx') or entry['file']} "
+                              f"(sha256 {onnx_sha[:12]}...) than the manifest's ({entry['sha256'][:12]}...); rebuild "
+                              f"it: {rebuild_command(Path(bundle_dir) / relative)}")
+    build = key.get("build") if isinstance(key.get("build"), dict) else {}
+    cache_sha = build.get("calibration_cache_sha256")  # a TensorRT 10 DLA INT8 plan: the cache its calibrator read
+    recorded = (((entry.get("dla") or {}).get("tensorrt10") or {}).get("calibration_cache") or {}).get("sha256")
+    if isinstance(cache_sha, str) and cache_sha != recorded:
+        raise BundleFileError(f"TensorRT plan {relative} was built with another calibration cache (sha256 "
+                              f"{cache_sha[:12]}...) than the manifest's; rebuild it: "
                               f"{rebuild_command(Path(bundle_dir) / relative)}")
     if isinstance(key.get("sha256"), str):
         return resolve_bundle_file(bundle_dir, relative, key["sha256"], key="sha256",

@@ -8,14 +8,20 @@ contains ``..`` or resolves (symlinks followed) outside the bundle directory is 
 SHA-256 differs from the one recorded for it. Every refusal is a ``ValueError`` (:class:`BundleFileError`) of one
 line naming the manifest key, the file and, for a hash, the expected and actual digest prefixes. Standard library
 and NumPy only (no torch, no onnx).
+
+The manifest records every other file of the bundle (``files``: path -> SHA-256, taken by :func:`record_bundle_files`
+once the export has written everything else) and the patterns of the files the device may add (``device_files``,
+:data:`DEVICE_FILES`); ``device.verify`` compares :func:`list_bundle_files` with both.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -28,6 +34,18 @@ MANIFEST_FORMAT = "edge-encoder/deploy-bundle/1"
 MANIFEST_NAME = "manifest.json"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _REPR_LIMIT = 60
+# What the device adds to a bundle after export (``edge-encoder build``, ``edge-encoder key``, ``edge-encoder verify``),
+# by pattern (``/`` separates folders, ``*`` never crosses one): the export records these in the manifest's
+# ``device_files``; verify accepts a file the manifest's ``files`` does not record only when it matches one, and checks
+# the plans among them against their engine keys.
+DEVICE_FILES = (
+    "tensorrt/*.plan",                     # edge-encoder build / trtexec (device.trt_plans.plan_relpath)
+    "tensorrt/*.plan.key.json",            # engine keys (device.trt_plans.key_path)
+    "tensorrt/timing.cache",               # TensorRT's timing cache (edge-encoder build, trtexec.txt)
+    "device_report.json", "device_report.md",  # edge-encoder verify
+    "triton/encoder_trt_*/config.pbtxt",   # Triton TensorRT models
+    "triton/encoder_trt_*/1/model.plan",   # a copy of the matching tensorrt/ plan (edge-encoder build)
+)
 
 
 class BundleFileError(ValueError):
@@ -80,12 +98,52 @@ def check_manifest(manifest: Any, path: Path | str = MANIFEST_NAME) -> None:
         for key, kind, what in (("engine_name", str, "a string"), ("passed", bool, "true or false")):
             if key in entry:
                 m.require(entry[key], f"variants.{name}.{key}", kind, what)
+        if "dla" in entry:
+            _check_dla_graphs(m, entry["dla"], f"variants.{name}.dla")
     if "tensorrt_profile" in manifest:
         _check_profile(m, manifest["tensorrt_profile"])
     if "dla_batch" in manifest and not (_is_int(manifest["dla_batch"]) and manifest["dla_batch"] >= 0):
         m.fail("dla_batch", "an integer >= 0 (0: no DLA plans)", manifest["dla_batch"])
     if "reference" in manifest:
         _check_reference(m, manifest["reference"], manifest["variants"])
+    if "files" in manifest:
+        _check_files(m, manifest["files"])
+    if "device_files" in manifest:
+        patterns = manifest["device_files"]
+        if not (isinstance(patterns, list) and all(isinstance(p, str) and p and _is_relative(p) for p in patterns)):
+            m.fail("device_files", "a list of file patterns inside the bundle (e.g. 'tensorrt/*.plan')", patterns)
+
+
+def _check_files(m: _Checker, files: Any) -> None:
+    """``files``: ``{relative POSIX path: sha256}`` of every file of the bundle but the manifest itself."""
+    m.require(files, "files", dict, "an object {path inside the bundle: sha256}")
+    for name, sha in files.items():
+        if not name or not _is_relative(name) or name == MANIFEST_NAME:
+            m.fail("files", f"paths inside the bundle other than {MANIFEST_NAME}", name)
+        if not isinstance(sha, str) or not _SHA256.match(sha):
+            m.fail(f"files.{name}", "64 lowercase hex digits", sha)
+
+
+def _is_relative(name: str) -> bool:
+    """A lexically relative path without ``..`` (containment itself is checked when the file is read)."""
+    posix, windows = PurePosixPath(name), PureWindowsPath(name)
+    return not (posix.is_absolute() or windows.is_absolute() or windows.drive or name.startswith(("/", "\\"))
+                or ".." in posix.parts or ".." in windows.parts or "\x00" in name)
+
+
+def _check_dla_graphs(m: _Checker, dla: Any, where: str) -> None:
+    """``variants.int8_trt.dla`` (``export.dla_int8``): ``tensorrt10`` (the Q/DQ-free graph, with its
+    ``calibration_cache``) and ``tensorrt11`` (the Q/DQ graph), each a file entry; what ``device.trt_plans.
+    resolve_dla_graph`` builds a DLA plan from. Their files are hash-checked like every recorded file."""
+    m.require(dla, where, dict, "an object")
+    for generation in ("tensorrt10", "tensorrt11"):
+        if generation in dla:
+            graph = m.require(dla[generation], f"{where}.{generation}", dict, "an object")
+            m.file_entry(graph, f"{where}.{generation}")
+    if "tensorrt10" in dla:
+        cache = m.require(m.get(dla["tensorrt10"], "calibration_cache", f"{where}.tensorrt10"),
+                          f"{where}.tensorrt10.calibration_cache", dict, "an object")
+        m.file_entry(cache, f"{where}.tensorrt10.calibration_cache")
 
 
 def _check_preprocessing(m: _Checker, pre: dict[str, Any]) -> None:
@@ -258,6 +316,41 @@ def recorded_files(manifest: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
                 yield from walk(value, f"{where}[{i}]")
 
     yield from walk(manifest, "")
+
+
+def list_bundle_files(bundle_dir: Path | str) -> list[str]:
+    """Every file under the bundle directory but ``manifest.json``: relative POSIX paths, sorted. Anything that is not
+    a directory counts (a symlink too, also one to a directory, which is listed and not entered); empty directories
+    do not. What the export records in ``files``, and what verify compares with it.
+
+    Raises:
+        OSError: a directory of the bundle cannot be read.
+    """
+    root = Path(bundle_dir)
+
+    def fail(exc: OSError) -> None:
+        raise exc
+
+    found = []
+    for folder, dirs, names in os.walk(root, onerror=fail):  # symlinked directories are not followed
+        here = Path(folder)
+        found += [(here / name).relative_to(root).as_posix()
+                  for name in names + [d for d in dirs if (here / d).is_symlink()]]
+    return sorted(f for f in found if f != MANIFEST_NAME)
+
+
+def record_bundle_files(bundle_dir: Path | str) -> dict[str, str]:
+    """``{relative path: sha256}`` of :func:`list_bundle_files`: the manifest's ``files``, taken when every other
+    file of the bundle is written."""
+    return {name: file_sha256(Path(bundle_dir) / name) for name in list_bundle_files(bundle_dir)}
+
+
+def is_device_file(relative: str, patterns: Any = DEVICE_FILES) -> bool:
+    """Whether ``relative`` (POSIX) matches one of ``patterns``, folder by folder (``*`` never crosses a ``/``)."""
+    parts = relative.split("/")
+    return any(isinstance(p, str) and len(p.split("/")) == len(parts)
+               and all(fnmatch.fnmatchcase(part, pat) for part, pat in zip(parts, p.split("/")))
+               for p in (patterns or ()))
 
 
 # ------------------------------------------------------------------------------------------------------ engines

@@ -20,6 +20,7 @@ and a stream from the CUDA runtime through ``ctypes`` (``device.cuda``, as Polyg
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import asdict
@@ -30,6 +31,7 @@ import numpy as np
 from edge_encoder.core.contract import InputSpec, normalize_images
 from edge_encoder.core.files import atomic_write_bytes, file_sha256
 from edge_encoder.device.engines import EngineBase
+from edge_encoder.device.calibration_cache import retag
 from edge_encoder.device.trt_plans import (  # noqa: F401 - re-exported (tests, bundle_files)
     DEFAULT_PROFILE,
     BuildMode,
@@ -45,7 +47,9 @@ from edge_encoder.device.trt_plans import (  # noqa: F401 - re-exported (tests, 
     parse_plan_name,
     rebuild_command,
     rebuild_hint,
+    resolve_dla_graph,
     select_plans,
+    summarize_engine_layers,
 )
 
 logger = logging.getLogger(__name__)
@@ -128,7 +132,7 @@ def write_engine_key(plan_path: Path, onnx_path: Path, *, profile: dict[str, int
 
 def build_engine(onnx_path: Path, plan_path: Path, *, profile: dict[str, int] | None = None,
                  workspace_mib: int = 1024, timing_cache: Path | None = None, dla_core: int | None = None,
-                 variant: str | None = None) -> Path:
+                 variant: str | None = None, calibration_cache: bytes | None = None) -> Path:
     """Build a serialized engine from an encoder ONNX file; writes the plan and its key.
 
     Args:
@@ -139,16 +143,29 @@ def build_engine(onnx_path: Path, plan_path: Path, *, profile: dict[str, int] | 
         timing_cache: file read before and updated after the build (speeds up rebuilds).
         dla_core: build for this Jetson DLA core, with GPU fallback (see ``trt_plans.build_mode``).
         variant: the bundle variant (decides the DLA precision flags on TensorRT 10); default: from ``plan_path``.
+        calibration_cache: the TensorRT calibration cache of int8_trt's Q/DQ-free DLA graph (TensorRT 10 DLA INT8,
+            implicit quantization; ``trt_plans.resolve_dla_graph``): handed to the builder by a calibrator that only
+            returns it (:func:`_cache_calibrator`). Unverified on an Orin.
+
+    Every build sets ``ProfilingVerbosity.DETAILED`` so that the engine key records, from the engine inspector, what
+    TensorRT placed on the DLA / GPU in which precision (``layers``, ``trt_plans.summarize_engine_layers``).
     """
     trt = require_tensorrt()
     profile = profile or DEFAULT_PROFILE
     if dla_core is not None and not profile["min"] == profile["opt"] == profile["max"]:
         raise ValueError(f"a DLA build needs a static profile (min = opt = max), got {profile}")
-    mode = build_mode(trt.__version__, variant or parse_plan_name(plan_path)[0], dla_core is not None)
+    mode = build_mode(trt.__version__, variant or parse_plan_name(plan_path)[0], dla_core is not None,
+                      calibration_cache=calibration_cache is not None and dla_core is not None)
     trt_logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(trt_logger)
     network, parser = _parse_onnx(trt, builder, trt_logger, Path(onnx_path), mode)
     config = _builder_config(trt, builder, network, profile, workspace_mib, mode, dla_core)
+    calibrator = None
+    if mode.calibrator:
+        calibrator = _cache_calibrator(trt, retag(calibration_cache, trt.__version__), profile["max"])
+        config.int8_calibrator = calibrator  # kept referenced (``calibrator``) until the build returns
+        if hasattr(config, "set_calibration_profile"):  # the shapes calibration runs at: the static DLA shape
+            config.set_calibration_profile(_calibration_profile(builder, network, profile))
     cache_bytes = Path(timing_cache).read_bytes() if timing_cache and Path(timing_cache).is_file() else b""
     config.set_timing_cache(config.create_timing_cache(cache_bytes), ignore_mismatch=False)
     dla = _dla_layers(config, network, dla_core, profile) if dla_core is not None else None
@@ -159,10 +176,71 @@ def build_engine(onnx_path: Path, plan_path: Path, *, profile: dict[str, int] | 
     atomic_write_bytes(Path(plan_path), bytes(serialized))
     if timing_cache:
         atomic_write_bytes(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
-    build = {"strongly_typed": mode.strongly_typed, "flags": list(mode.flags), "built_by": "device.tensorrt"}
+    del calibrator
+    build = {"strongly_typed": mode.strongly_typed, "flags": list(mode.flags), "built_by": "device.tensorrt",
+             **({"calibration_cache_sha256": hashlib.sha256(calibration_cache).hexdigest()} if mode.calibrator else {})}
+    layers = _layer_summary(trt, bytes(serialized), dla_core)
     write_engine_key(Path(plan_path), Path(onnx_path), profile=profile, dla_core=dla_core,
-                     extra={"build": build} | ({"dla": dla} if dla else {}))
+                     extra={"build": build, "layers": layers} | ({"dla": dla} if dla else {}))
     return Path(plan_path)
+
+
+def _cache_calibrator(trt: Any, cache: bytes, batch: int) -> Any:
+    """An ``IInt8EntropyCalibrator2`` that hands TensorRT ``cache`` and no calibration data: ``get_batch`` returns
+    None ("we return either [] or None. This signals to TensorRT that there is no calibration data remaining"),
+    ``read_calibration_cache`` the cache ("If there is a cache, use it instead of calibrating again"), TensorRT 10
+    Python API docstrings (NVIDIA/TensorRT python/docstrings/infer/pyInt8Doc.h); IInt8EntropyCalibrator2 is "the
+    required calibrator for DLA" (same file). The base class is instantiated explicitly in ``__init__``, as those
+    docstrings require. Deprecated since TensorRT 10.1, removed in 11 (INT8 from Q/DQ there). Unverified on an Orin."""
+
+    class CacheCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self._cache = bytes(cache)
+
+        def get_batch_size(self) -> int:
+            return int(batch)
+
+        def get_batch(self, names: Any) -> None:
+            return None
+
+        def read_calibration_cache(self) -> bytes:
+            return self._cache
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            return None  # the bundle's cache is hash-checked: never rewritten on the device
+
+    return CacheCalibrator()
+
+
+def _calibration_profile(builder: Any, network: Any, profile: dict[str, int]) -> Any:
+    """An optimization profile of the static DLA shape, for ``IBuilderConfig.set_calibration_profile`` (TensorRT 10
+    C++ ``IBuilderConfig::setCalibrationProfile``, deprecated in 10.1, removed in 11: the input shapes INT8
+    calibration uses; trtexec likewise calibrates at its build profile, ``shapesCalib = optProfiles[calibProfile]``
+    with ``--int8 --calib``, samples/common/sampleOptions.cpp)."""
+    calib = builder.create_optimization_profile()
+    inp = network.get_input(0)
+    shape = (profile["max"], *tuple(inp.shape)[1:])
+    calib.set_shape(inp.name, shape, shape, shape)
+    return calib
+
+
+def _layer_summary(trt: Any, plan: bytes, dla_core: int | None) -> dict[str, Any]:
+    """What the engine runs where, in which precision: ``ICudaEngine.create_engine_inspector()`` and
+    ``EngineInspector.get_engine_information(LayerInformationFormat.JSON)`` (TensorRT Python API, EngineInspector:
+    "The amount of printed information depends on the profiling verbosity setting of the builder config"), parsed by
+    ``trt_plans.summarize_engine_layers``. Informational: a failure is recorded, never raised."""
+    try:
+        trt_logger = trt.Logger(trt.Logger.ERROR)  # kept alive as long as the runtime
+        runtime = trt.Runtime(trt_logger)
+        if dla_core is not None:
+            runtime.DLA_core = int(dla_core)
+        engine = runtime.deserialize_cuda_engine(plan)
+        inspector = engine.create_engine_inspector()
+        info = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+        return summarize_engine_layers(info, dla_build=dla_core is not None)
+    except Exception as exc:  # noqa: BLE001 - a summary for the key, never a reason to fail the build
+        return {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"}
 
 
 def _parse_onnx(trt: Any, builder: Any, trt_logger: Any, onnx_path: Path, mode: BuildMode) -> tuple[Any, Any]:
@@ -196,6 +274,10 @@ def _builder_config(trt: Any, builder: Any, network: Any, profile: dict[str, int
         config.set_flag(getattr(trt.BuilderFlag, flag))
     for flag in mode.cleared:
         config.clear_flag(getattr(trt.BuilderFlag, flag))
+    # Per-layer detail for the engine inspector (layer types, tensor formats and precisions): "the level of detail in
+    # the engine/layer information depends on the ProfilingVerbosity builder config setting", default
+    # kLAYER_NAMES_ONLY (TensorRT "Engine Inspector"; Python IBuilderConfig.profiling_verbosity).
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     return config
 
 
@@ -339,7 +421,8 @@ def write_key_for_plan(plan_path: Path, onnx_path: Path, *, dla_core: int | None
     name = next(n for n in (engine.get_tensor_name(i) for i in range(engine.num_io_tensors))
                 if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
     return write_engine_key(plan_path, onnx_path, profile=_engine_profile(engine, name), dla_core=core,
-                            extra={"build": {"built_by": "trtexec (key written by `edge-encoder key`)"}})
+                            extra={"build": {"built_by": "trtexec (key written by `edge-encoder key`)"},
+                                   "layers": _layer_summary(trt, plan_path.read_bytes(), core)})
 
 
 # ------------------------------------------------------------------------------------------------- bundle CLI
@@ -365,41 +448,52 @@ def build_bundle(bundle_dir: Path, variants: Sequence[str] | None = None, *, dla
 
 def build_plans(bundle: Path, manifest: dict[str, Any], specs: Sequence[PlanSpec], *,
                 workspace_mib: int = 1024) -> list[Path]:
-    """Build each of ``specs`` (from :func:`trt_plans.select_plans`) from its hash-checked ONNX file."""
-    from edge_encoder.device.manifest import resolve_bundle_file
+    """Build each of ``specs`` (from :func:`trt_plans.select_plans`) from its hash-checked ONNX file, and after each
+    plan its Triton model (:func:`write_triton_model`), so a later failure keeps the models already served."""
+    from edge_encoder.device.manifest import read_bundle_file, resolve_bundle_file
 
     plans = []
     for spec in specs:
-        onnx_path = resolve_bundle_file(bundle, spec.onnx_file, spec.onnx_sha256, key=f"variants.{spec.variant}.file")
+        if spec.dla_core is not None:  # which graph the DLA plan builds from depends on the TensorRT major
+            spec, notes = resolve_dla_graph(manifest, spec, require_tensorrt().__version__)
+            for note in notes:
+                logger.warning(note)
+        key = f"variants.{spec.variant}" + (f".dla.{spec.graph[4:]}" if spec.graph.startswith("dla_") else "") + ".file"
+        onnx_path = resolve_bundle_file(bundle, spec.onnx_file, spec.onnx_sha256, key=key)
+        calibration = None if spec.calibration_cache is None else read_bundle_file(
+            bundle, spec.calibration_cache, spec.calibration_cache_sha256,
+            key=f"variants.{spec.variant}.dla.tensorrt10.calibration_cache.file")
         plan = bundle / spec.plan
         plan.parent.mkdir(exist_ok=True)
         try:
             build_engine(onnx_path, plan, profile=spec.profile, workspace_mib=workspace_mib,
                          timing_cache=bundle / "tensorrt" / "timing.cache", dla_core=spec.dla_core,
-                         variant=spec.variant)
+                         variant=spec.variant, calibration_cache=calibration)
         except ValueError:
             raise
         except Exception as exc:  # TensorRT's own errors: one line naming the variant, the plans built so far kept
             first = (" ".join(str(exc).split()) or type(exc).__name__)[:300]
             raise BuildFailure(f"{spec.variant}: TensorRT could not build {spec.plan} from {spec.onnx_file}: {first}"
                                + (f" (built before it: {', '.join(str(p) for p in plans)})" if plans else "")) from exc
-        _copy_to_triton(bundle, spec, plan, manifest.get("dla_batch", 0))
         plans.append(plan)
+        try:
+            write_triton_model(bundle, manifest, spec)
+        except OSError as exc:  # the plan is built and kept; its Triton model could not be written
+            raise BuildFailure(f"{spec.variant}: built {spec.plan} but could not write its Triton model: {exc}") from exc
     return plans
 
 
-def _copy_to_triton(bundle: Path, spec: PlanSpec, plan: Path, manifest_dla_batch: int) -> None:
-    """Put the plan in the bundle's Triton model (``encoder_trt_<v>`` or, for the manifest's DLA batch,
-    ``encoder_trt_<v>_dla``, whose config.pbtxt has that static shape)."""
-    model = f"encoder_trt_{spec.variant}" + ("" if spec.dla_core is None else "_dla")
-    triton_plan = bundle / "triton" / model / "1" / "model.plan"
-    if not triton_plan.parent.is_dir():
-        return
-    if spec.dla_core is not None and spec.dla_batch != manifest_dla_batch:
-        logger.warning("not copied to triton/%s: its config.pbtxt is for batch %s, this plan for batch %s", model,
-                       manifest_dla_batch, spec.dla_batch)
-        return
-    if spec.dla_core not in (None, 0):
-        logger.warning("triton/%s/config.pbtxt names DLA core 0 (secondary_devices device_id); set it to %d",
-                       model, spec.dla_core)
-    atomic_write_bytes(triton_plan, plan.read_bytes())
+def write_triton_model(bundle: Path, manifest: dict[str, Any], spec: PlanSpec) -> Path | None:
+    """The Triton model of a built plan, next to the bundle's other models: ``triton/encoder_trt_<v>`` (GPU plan,
+    ``max_batch_size`` its profile's max) or ``triton/encoder_trt_<v>_dla`` (fixed batch, the plan's DLA core as the
+    instance's ``KIND_NVDLA`` secondary device), written whole by ``device.triton.write_tensorrt_model``. Needs no
+    TensorRT. A bundle without ``triton/`` gets none (logged); returns the model folder or None."""
+    from edge_encoder.device.triton import write_tensorrt_model
+
+    model = write_tensorrt_model(bundle, manifest, spec.variant, Path(bundle) / spec.plan,
+                                 max_batch_size=spec.profile["max"], dla_core=spec.dla_core, dla_batch=spec.dla_batch)
+    if model is None:
+        logger.info("no Triton model for %s: %s has no triton/ folder", spec.plan, bundle)
+    else:
+        logger.info("Triton model %s (%s)", model, spec.plan)
+    return model

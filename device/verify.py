@@ -1,6 +1,10 @@
 """Verify a deploy bundle on the device it was copied to: its files, each engine's quality and latency.
 
-1. Every file the manifest records is hash-checked (each variant, the reference set, and whatever else it records).
+1. Every file of the bundle folder is checked: each one the manifest records (``files``: every file the export
+   wrote but the manifest itself; the variants; the reference set) against its SHA-256, each one the device added
+   (``device_files``: TensorRT plans and engine keys, Triton plans, the timing cache, device reports) where it can
+   be (a plan against its engine key); any other file is refused as unexpected. ``--manifest-sha256`` pins the
+   manifest itself (the export prints its SHA-256).
 2. Each engine (ONNX Runtime, or the TensorRT plans built on this device) embeds the bundle's reference images; the
    embeddings are compared with the FP32 PyTorch reference embeddings exported with the bundle and gated with the
    thresholds the manifest records (``reference.gates``).
@@ -9,9 +13,9 @@
 
     edge-encoder verify BUNDLE [--backend onnxruntime|tensorrt] [--variant V ...] [--seconds 1.0]
 
-Exit codes: 0 every file intact and every gate passed; 2 a bad, missing or changed file, or a usage error (unknown
-variant, TensorRT not installed); 3 a gate failed. One line per problem on stderr; the report is still written for
-the variants that ran.
+Exit codes: 0 every file intact and every gate passed; 2 a bad, missing, changed or unexpected file, or a usage
+error (unknown variant, TensorRT not installed); 3 a gate failed. One line per problem on stderr; the report is still
+written for the variants that ran.
 
 The ONNX Runtime path imports neither torch nor onnx (a device may have only onnxruntime and numpy).
 """
@@ -22,26 +26,32 @@ import datetime as dt
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 from edge_encoder.core.files import atomic_write_json, atomic_write_text, file_sha256
 from edge_encoder.device.bundle_files import open_engine
 from edge_encoder.device.manifest import (
+    MANIFEST_NAME,
     BundleFileError,
+    bundle_path,
+    is_device_file,
+    list_bundle_files,
     load_manifest,
     recorded_files,
     resolve_bundle_file,
     variant_entry,
 )
-from edge_encoder.device.parity import ParityThresholds, compare_embeddings
+from edge_encoder.core.knn import DEFAULT_K, DEFAULT_TEMPERATURE
+from edge_encoder.device.parity import ParityThresholds, compare_embeddings, loose_gate_fields
 from edge_encoder.device.reference import ReferenceSet, load_reference_set
 
 logger = logging.getLogger(__name__)
@@ -50,9 +60,6 @@ REPORT_FORMAT = "edge-encoder/device-report/1"
 REPORT_JSON, REPORT_MD = "device_report.json", "device_report.md"
 BACKENDS = ("onnxruntime", "tensorrt")
 EXIT_OK, EXIT_FILE, EXIT_GATE, EXIT_INTERRUPTED = 0, 2, 3, 130
-# Weighted kNN as in evaluate/knn.py's defaults (k = 20, T = 0.07; Wu et al. 2018, DINO), so the device figure
-# reads like the run report's; export/ does not import evaluate/, hence the small NumPy copy below.
-KNN_K, KNN_TEMPERATURE = 20, 0.07
 DEFAULT_PROFILE_MAX = 64
 
 
@@ -102,28 +109,6 @@ class VerifyResult:
 # ------------------------------------------------------------------------------------------------------ metrics
 
 
-def weighted_knn_top1(embeddings: np.ndarray, labels: np.ndarray, k: int = KNN_K,
-                      temperature: float = KNN_TEMPERATURE) -> float:
-    """Leave-one-out weighted kNN top-1 accuracy in [0, 1] within one labelled set.
-
-    Each row is classified by its ``k`` most similar other rows (inner product of float ``(N, D)`` L2-normalised
-    ``embeddings``), each voting ``exp(sim / temperature)`` for its label (int ``(N,)``, ids >= 0); ties go to the
-    lower class id, as in ``evaluate.knn``.
-    """
-    if len(embeddings) < 2 or labels.shape != (len(embeddings),):
-        raise ValueError(f"weighted kNN needs >= 2 rows and one label per row, got {embeddings.shape} and "
-                         f"{labels.shape}")
-    emb = embeddings.astype(np.float64)
-    sims = emb @ emb.T  # N x N
-    np.fill_diagonal(sims, -np.inf)  # leave one out
-    k = min(k, len(emb) - 1)
-    ids = np.argpartition(-sims, kth=k - 1, axis=1)[:, :k]  # N x k, unordered (the vote does not need order)
-    weights = np.exp(np.take_along_axis(sims, ids, axis=1) / temperature)  # N x k
-    scores = np.zeros((len(emb), int(labels.max()) + 1))
-    np.add.at(scores, (np.repeat(np.arange(len(emb)), k), labels[ids].ravel()), weights.ravel())
-    return float((scores.argmax(axis=1) == labels).mean())
-
-
 def measure_latency(engine: Any, images: np.ndarray, batch_sizes: Sequence[int], *, seconds: float,
                     warmup: int, min_runs: int) -> dict[str, dict[str, float]]:
     """Per batch size: p50 / p90 / p99 / mean of ``engine.embed`` wall time in ms and images/s (from the median).
@@ -168,17 +153,152 @@ def batch_sizes(manifest: dict[str, Any], backend: str, plan: Path | None = None
 # ------------------------------------------------------------------------------------------------------- checks
 
 
+def require_file_list(bundle: Path, manifest: dict[str, Any]) -> None:
+    """Refuse (``BundleFileError``, exit 2) a manifest without ``files``: an older export recorded only the variants
+    and the reference set, so its ``triton/`` copies, ``trtexec.txt``... could not be checked."""
+    if "files" not in manifest:
+        raise BundleFileError(f"{bundle / MANIFEST_NAME} records no 'files' (exported by an older edge-encoder that "
+                              "did not record every bundle file, so triton/, trtexec.txt, calibration.json and "
+                              "README.md cannot be checked): re-export the bundle (edge-encoder export RUN) and "
+                              "copy it again")
+
+
 def check_recorded_files(bundle: Path, manifest: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Hash every file the manifest records: ``(rows {key, file, sha256, ok, problem}, one-line problems)``."""
-    rows, problems = [], []
-    for key, relative, sha in recorded_files(manifest):
+    """Check every file of the bundle folder: ``(rows {key, file, sha256, ok, problem}, one-line problems)``.
+
+    Each file the manifest records (``files``, and the variants and reference set, each path hashed once) must be
+    there with its SHA-256. A file it does not record must match a ``device_files`` pattern (what the device adds);
+    the plans among those are checked against their engine keys (:func:`check_device_file`). Anything else is an
+    unexpected file.
+    """
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    checked: dict[str, str] = {}
+    recorded = [*recorded_files(manifest), *(("files", name, sha) for name, sha in manifest.get("files", {}).items())]
+    for key, relative, sha in recorded:
+        if isinstance(relative, str) and checked.get(_posix(relative)) == sha:
+            continue  # the same file with the same digest under another key (a variant is in `files` too)
         try:
             resolve_bundle_file(bundle, relative, sha, key=key)
             rows.append({"key": key, "file": relative, "sha256": sha, "ok": True})
         except BundleFileError as exc:
             rows.append({"key": key, "file": relative, "sha256": sha, "ok": False, "problem": str(exc)})
             problems.append(str(exc))
+        if isinstance(relative, str):
+            checked.setdefault(_posix(relative), sha)
+    try:
+        present = list_bundle_files(bundle)
+    except OSError as exc:
+        problems.append(f"cannot list the files of {bundle}: {exc.strerror} ({exc.filename}); every file must be "
+                        "readable to be checked")
+        return rows, problems
+    patterns = manifest.get("device_files", [])
+    for relative in present:
+        if relative in checked:
+            continue
+        if is_device_file(relative, patterns):
+            problem = check_device_file(bundle, relative, manifest)
+            key = "device_files"
+        else:
+            problem, key = unexpected_file(bundle, relative), None
+        rows.append({"key": key, "file": relative, "sha256": None, "ok": problem is None,
+                     **({"problem": problem} if problem else {})})
+        if problem:
+            problems.append(problem)
     return rows, problems
+
+
+def _posix(relative: str) -> str:
+    return PurePosixPath(relative.replace("\\", "/")).as_posix()
+
+
+def unexpected_file(bundle: Path, relative: str) -> str:
+    """The one line for a file neither recorded by the manifest nor one the device writes."""
+    parts = relative.split("/")
+    litter = (any(p.startswith(".") for p in parts) or parts[0] == "__MACOSX"
+              or parts[-1] in ("Thumbs.db", "desktop.ini"))
+    kind = " (hidden or OS file, e.g. left by a file manager or an archive tool)" if litter else ""
+    return (f"unexpected file {relative}{kind}: {MANIFEST_NAME} does not record it and it is none of the files the "
+            f"device writes (tensorrt/ plans and keys, device_report.*, Triton TensorRT plans); remove it "
+            f"(rm -r {shlex.quote(str(bundle / relative))}) or re-export the bundle")
+
+
+def check_device_file(bundle: Path, relative: str, manifest: dict[str, Any]) -> str | None:
+    """``None`` when a file the device added (``device_files``) checks out, else the one-line problem.
+
+    ``tensorrt/<plan>.plan``: its variant must be the manifest's and the plan must match its engine key (SHA-256 of
+    the plan and of the ONNX file it was built from; a plan without a key, built by trtexec, is accepted with a
+    warning). ``<plan>.key.json``: its plan must be there. ``triton/encoder_trt_<v>[_dla]/1/model.plan``: the same
+    bytes as the ``tensorrt/`` plan it copies (:func:`check_triton_plan`). Other matches (timing cache, reports, Triton
+    configs) cannot be checked: accepted.
+    """
+    from edge_encoder.device.bundle_files import check_tensorrt_plan
+    from edge_encoder.device.trt_plans import parse_plan_name, rebuild_command
+
+    parts = relative.split("/")
+    try:
+        if len(parts) == 2 and parts[0] == "tensorrt" and parts[1].endswith(".plan"):
+            variant = parse_plan_name(relative)[0]
+            if variant not in manifest["variants"]:
+                return (f"TensorRT plan {relative} is for variant {variant!r}, which {MANIFEST_NAME} does not have "
+                        f"(variants: {', '.join(manifest['variants'])}); remove it")
+            check_tensorrt_plan(bundle, relative, manifest["variants"][variant])
+        elif len(parts) == 2 and parts[0] == "tensorrt" and parts[1].endswith(".plan.key.json"):
+            plan = relative.removesuffix(".key.json")
+            if not (bundle / plan).is_file():
+                return (f"engine key {relative} has no plan {plan} beside it; remove the key, or rebuild the plan: "
+                        f"{rebuild_command(bundle / plan)}")
+        elif len(parts) == 4 and parts[0] == "triton" and parts[2:] == ["1", "model.plan"]:
+            return check_triton_plan(bundle, relative, manifest)
+    except ValueError as exc:  # BundleFileError, a damaged engine key
+        return _one_line(str(exc))
+    except OSError as exc:
+        return f"bundle file {relative} cannot be read: {exc.strerror}"
+    return None
+
+
+def check_triton_plan(bundle: Path, relative: str, manifest: dict[str, Any]) -> str | None:
+    """``triton/encoder_trt_<v>/1/model.plan`` (``_dla``: a DLA plan of ``<v>``) must be byte for byte the
+    ``tensorrt/`` plan ``edge-encoder build`` copied there: its SHA-256 must be the one that plan's engine key records
+    (or, for a plan without a key, the plan's own)."""
+    from edge_encoder.device.tensorrt import read_engine_key
+    from edge_encoder.device.trt_plans import key_path, parse_plan_name, plan_relpath, rebuild_command
+
+    model = relative.split("/")[1]
+    name = model.removeprefix("encoder_trt_")
+    variants = manifest["variants"]
+    if name in variants:
+        variant, sources = name, [plan_relpath(name)]
+    elif name.endswith("_dla") and name.removesuffix("_dla") in variants:
+        variant = name.removesuffix("_dla")
+        sources = sorted(f"tensorrt/{p.name}" for p in (bundle / "tensorrt").glob(f"encoder_{variant}.dla*.plan")
+                         if parse_plan_name(p)[0] == variant and parse_plan_name(p)[1] is not None)
+    else:
+        return (f"Triton plan {relative}: model {model} is for no variant of {MANIFEST_NAME} (variants: "
+                f"{', '.join(variants)}); remove it")
+    expected = {}
+    for source in sources:
+        plan = bundle_path(bundle, source, key=source)
+        if not plan.is_file():
+            continue
+        key = read_engine_key(plan)
+        sha = key.get("sha256") if key is not None else None
+        expected[source] = (sha, f"the engine key {key_path(source).as_posix()}") if isinstance(sha, str) else \
+            (file_sha256(plan), f"the plan {source}")
+    if not expected:
+        plan = sources[0] if sources else plan_relpath(variant)
+        return (f"Triton plan {relative} has no TensorRT plan {plan} to be checked against: rebuild it on this "
+                f"device ({rebuild_command(bundle / plan)} writes both), or remove it")
+    path = bundle_path(bundle, relative, key=relative)
+    actual = file_sha256(path)
+    if actual in {sha for sha, _ in expected.values()}:
+        return None
+    source, (sha, recorded_in) = next(iter(expected.items()))
+    try:
+        resolve_bundle_file(bundle, relative, sha, key="sha256", recorded_in=recorded_in)
+    except BundleFileError as exc:
+        return f"{exc}; copy it again: cp {source} {relative} (edge-encoder build does)"
+    return None
 
 
 def verify_variant(bundle: Path, variant: str, manifest: dict[str, Any], reference: ReferenceSet,
@@ -192,12 +312,17 @@ def verify_variant(bundle: Path, variant: str, manifest: dict[str, Any], referen
         latency = measure_latency(engine, reference.images, sizes, seconds=options.seconds, warmup=options.warmup,
                                   min_runs=options.min_runs)
         providers = list(getattr(engine, "providers", []) or [])
+    placement = None
+    if options.backend == "tensorrt":  # what TensorRT placed on the DLA / GPU, in which precision (engine key, build)
+        from edge_encoder.device.tensorrt import read_engine_key
+
+        placement = (read_engine_key(path) or {}).get("layers")
     gates = ParityThresholds(**manifest["reference"]["gates"][variant])
-    parity = compare_embeddings(reference.embeddings, candidate, reference.labels, gates)
-    knn = knn_ref = None
-    if reference.labels is not None:
-        knn, knn_ref = weighted_knn_top1(candidate, reference.labels), weighted_knn_top1(reference.embeddings,
-                                                                                         reference.labels)
+    k, temperature = knn_setting(manifest)
+    # One kNN (core.knn, weighted, the manifest's k and T): the figure printed below is the one the gate checks.
+    parity = compare_embeddings(reference.embeddings, candidate, reference.labels, gates, knn_k=k,
+                                knn_temperature=temperature)
+    knn, knn_ref = parity.knn_accuracy_candidate, parity.knn_accuracy_reference
     size = path.stat().st_size
     return {
         "engine": name, "backend": options.backend, "file": path.relative_to(bundle.resolve()).as_posix(),
@@ -207,6 +332,7 @@ def verify_variant(bundle: Path, variant: str, manifest: dict[str, Any], referen
         "knn_top1": knn, "knn_top1_fp32": knn_ref, "knn_top1_delta": None if knn is None else knn - knn_ref,
         "latency": latency, "images_per_s": max(v["images_per_s"] for v in latency.values()),
         "parity": parity.to_dict(), "failures": list(parity.failures), "passed": parity.passed,
+        **({"tensorrt_layers": placement} if placement else {}),
     }
 
 
@@ -220,6 +346,7 @@ def verify_bundle(bundle_dir: Path | str, options: VerifyOptions = VerifyOptions
     if options.manifest_sha256 is not None:
         check_manifest_digest(bundle, options.manifest_sha256)
     manifest = load_manifest(bundle)
+    require_file_list(bundle, manifest)
     if options.backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {options.backend!r}")
     if options.backend == "tensorrt":
@@ -228,6 +355,8 @@ def verify_bundle(bundle_dir: Path | str, options: VerifyOptions = VerifyOptions
         require_tensorrt()
     if options.dla_core is not None and options.backend != "tensorrt":
         raise ValueError("--dla-core runs TensorRT DLA plans: add --backend tensorrt")
+    if not options.allow_loose_gates:
+        check_gate_floors(manifest)
     chosen = list(dict.fromkeys(options.variants)) or _default_variants(manifest, options)
     for variant in chosen:
         variant_entry(manifest, variant, bundle)
@@ -271,6 +400,27 @@ def check_manifest_digest(bundle: Path, expected: str) -> None:
         raise BundleFileError(f"bundle file manifest.json does not match --manifest-sha256: its sha256 is "
                               f"{actual[:12]}... but {wanted[:12]}... was pinned; the manifest was rewritten "
                               "after export (or this is another bundle)")
+
+
+def knn_setting(manifest: dict[str, Any]) -> tuple[int, float]:
+    """``(k, T)`` of the bundle's kNN (``reference.knn``; bundles without it used core.knn's defaults)."""
+    knn = (manifest.get("reference") or {}).get("knn") or {}
+    return int(knn.get("k", DEFAULT_K)), float(knn.get("temperature", DEFAULT_TEMPERATURE))
+
+
+def check_gate_floors(manifest: dict[str, Any]) -> None:
+    """Refuse (one-line ``ValueError``, exit 2) a manifest whose gates are missing or looser than
+    ``device.parity.GATE_FLOORS``: a manifest with null gates must not pass anything."""
+    if not isinstance(manifest.get("reference"), dict):
+        return  # no reference set at all: load_reference_set names that (re-export)
+    gates = manifest["reference"].get("gates") or {}
+    for variant in manifest["variants"]:
+        gate = gates.get(variant)
+        loose = ["no gate at all"] if not isinstance(gate, dict) else loose_gate_fields(variant, gate)
+        if loose:
+            raise ValueError(f"manifest.json: key 'reference.gates.{variant}' is looser than the built-in floor: "
+                             f"{'; '.join(loose)}; re-export with stricter gates, or pass --allow-loose-gates to "
+                             "accept it")
 
 
 def _one_line(text: str, limit: int = 400) -> str:
@@ -357,24 +507,74 @@ def _gpu_name(backend: str) -> str | None:
                 return res.stdout.strip().splitlines()[0]
         except (OSError, subprocess.SubprocessError):
             pass
-    try:  # Jetson: an integrated GPU, named by the board
-        return Path("/proc/device-tree/model").read_text(errors="replace").strip("\x00\n ") or None
+    return board_model()  # Jetson: an integrated GPU, named by the board
+
+
+# The board's name on a device-tree machine (a Jetson: "NVIDIA Jetson AGX Orin Developer Kit"); absent elsewhere.
+DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
+NVPMODEL_TIMEOUT_S = 10.0
+
+
+def board_model() -> str | None:
+    """``/proc/device-tree/model`` (NUL-terminated), or None where there is none (x86, macOS)."""
+    try:
+        return DEVICE_TREE_MODEL.read_text(errors="replace").strip("\x00\n ") or None
     except OSError:
         return None
 
 
+def parse_nvpmodel(text: str) -> dict[str, Any] | None:
+    """The power mode in the output of ``nvpmodel -q``: ``{"name": "MAXN", "id": 0}`` (``id`` None when no number
+    follows), or None when ``text`` names no mode.
+
+    ``nvpmodel -q`` prints ``NV Power Mode: <NAME>`` and, on the next line, the mode's ID (Jetson Linux Developer
+    Guide, "Platform Power and Performance": ``sudo /usr/sbin/nvpmodel -q`` displays the current power mode; the
+    two-line format is what jetson_stats parses, jtop/core/nvpmodel.py). With ``--verbose`` the line carries an
+    ``NVPM VERB: Current mode:`` prefix, and other ``NVPM``/``NV Fan Mode`` lines may come first.
+    """
+    lines = [line.strip() for line in text.replace("\r", "\n").splitlines()]
+    for i, line in enumerate(lines):
+        marker = line.find("NV Power Mode:")
+        if marker < 0:
+            continue
+        name = line[marker + len("NV Power Mode:"):].strip()
+        if not name:
+            return None
+        following = next((rest for rest in lines[i + 1:] if rest), "")
+        return {"name": name, "id": int(following) if following.isascii() and following.isdigit() else None}
+    return None
+
+
+def jetson_power_mode() -> dict[str, Any] | None:
+    """The Jetson power mode from ``nvpmodel -q`` when ``nvpmodel`` is on PATH (None otherwise, or when it fails or
+    takes longer than ``NVPMODEL_TIMEOUT_S``): a report detail, never a reason for ``verify`` to fail."""
+    command = shutil.which("nvpmodel")
+    if command is None:
+        return None
+    try:
+        res = subprocess.run([command, "-q"], capture_output=True, text=True, timeout=NVPMODEL_TIMEOUT_S,
+                             check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        logger.warning("nvpmodel -q failed (%s): the power mode is not recorded", _one_line(str(exc), 200))
+        return None
+    mode = parse_nvpmodel(res.stdout) or parse_nvpmodel(res.stderr)
+    if mode is None:
+        logger.warning("nvpmodel -q (exit %s) printed no power mode: it is not recorded", res.returncode)
+    return mode
+
+
 def device_info(backend: str) -> dict[str, Any]:
     return {"cpu": _cpu_model(), "cpu_count": os.cpu_count(), "gpu": _gpu_name(backend),
-            "platform": platform.platform(), "machine": platform.machine()}
+            "platform": platform.platform(), "machine": platform.machine(),
+            "board": board_model(), "power_mode": jetson_power_mode()}
 
 
 def _report(bundle: Path, manifest: dict[str, Any], options: VerifyOptions, chosen: list[str],
             reference: ReferenceSet | None, files: list[dict[str, Any]], variants: dict[str, Any],
             problems: list[str], gate_failures: list[str]) -> dict[str, Any]:
     ref = manifest.get("reference") or {}
-    knn_fp32 = None
-    if reference is not None and reference.labels is not None:
-        knn_fp32 = weighted_knn_top1(reference.embeddings, reference.labels)
+    k, temperature = knn_setting(manifest)
+    knn_fp32 = next((e["knn_top1_fp32"] for e in variants.values() if e.get("knn_top1_fp32") is not None), None)
     return {
         "format": REPORT_FORMAT,
         "bundle": str(bundle.resolve()),
@@ -385,7 +585,8 @@ def _report(bundle: Path, manifest: dict[str, Any], options: VerifyOptions, chos
         "device": device_info(options.backend),
         "versions": runtime_versions(options.backend),
         "reference": {"count": ref.get("count"), "labels": "labels" in ref, "knn_top1_fp32": knn_fp32,
-                      "knn": {"k": KNN_K, "temperature": KNN_TEMPERATURE, "leave_one_out": True}},
+                      "knn": {"k": k, "temperature": temperature, "vote": "weighted", "leave_one_out": True,
+                              "gated": "max_knn_accuracy_drop applies to exactly the kNN top-1 printed"}},
         "timing": {"seconds_per_batch": options.seconds, "warmup_calls": options.warmup, "min_runs": options.min_runs,
                    "batch_sizes": sorted({int(b) for e in variants.values() for b in e["latency"]})
                    or batch_sizes(manifest, options.backend)},
@@ -396,6 +597,15 @@ def _report(bundle: Path, manifest: dict[str, Any], options: VerifyOptions, chos
         "gate_failures": gate_failures,
         "passed": not problems and not gate_failures,
     }
+
+
+def _board_text(dev: dict[str, Any]) -> str:
+    """``; board: <model>; power mode: MAXN (0)`` for the device line, from what the report holds (if anything)."""
+    text = f"; board: {dev['board']}" if dev.get("board") else ""
+    mode = dev.get("power_mode")
+    if mode:
+        text += f"; power mode: {mode['name']}" + (f" ({mode['id']})" if mode.get("id") is not None else "")
+    return text
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -435,7 +645,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     dev, ver, ref = report["device"], report["versions"], report["reference"]
     lines = [f"# Device report: {Path(report['bundle']).name}", "",
              f"- backend: {report['backend']}; verdict: **{'PASSED' if report['passed'] else 'FAILED'}**",
-             f"- device: {dev['cpu']} ({dev['cpu_count']} CPUs); GPU: {dev['gpu'] or 'none'}; {dev['platform']}",
+             (f"- device: {dev['cpu']} ({dev['cpu_count']} CPUs); GPU: {dev['gpu'] or 'none'}; {dev['platform']}"
+              + _board_text(dev)),
              (f"- versions: ONNX Runtime {ver['onnxruntime'] or '-'}, TensorRT {ver['tensorrt'] or '-'}, "
               f"NumPy {ver['numpy']}, Python {ver['python']}"),
              (f"- reference set: {ref['count']} images; FP32 reference kNN top-1 (leave-one-out, weighted, "

@@ -4,10 +4,15 @@ Layout::
 
     deploy/
       encoder_fp32.onnx  encoder_fp16.onnx  encoder_int8_trt.onnx  encoder_int8_cpu.onnx
-      manifest.json        preprocessing + embedding contract, variants (file, sha256, parity, passed), provenance
+      encoder_int8_trt_dla.onnx  calibration_dla.cache  encoder_int8_trt_dla_qdq.onnx   with export.dla_batch > 0:
+                           int8_trt's DLA INT8 graphs (TensorRT 10 / >= 11.4.1; export.dla_int8, manifest
+                           variants.int8_trt.dla; unverified on an Orin)
+      manifest.json        preprocessing + embedding contract, variants (file, sha256, parity, passed), provenance,
+                           files (every other file of the bundle: sha256), device_files (what the device may add)
       calibration.json     which images calibrated the INT8 variants and how they were chosen
       trtexec.txt          equivalent trtexec command lines (strongly typed, same profile)
-      triton/<model>/config.pbtxt (+ 1/model.onnx)   onnxruntime_onnx and tensorrt_plan models
+      triton/encoder_onnx_<variant>/config.pbtxt + 1/model.onnx   ONNX Runtime models, ready to serve
+                           (edge-encoder build adds triton/encoder_trt_<variant>[_dla]/ with each plan)
       README.md            build, verify, run on the device
 
 One input layout per bundle (``input_layout``): ``uint8_nhwc`` (default, preprocessing in every graph)
@@ -34,7 +39,12 @@ from typing import Any, Mapping
 import numpy as np
 from edge_encoder.core.contract import check_uint8_nhwc
 from edge_encoder.core.files import atomic_write_bytes, file_sha256
-from edge_encoder.device.manifest import MANIFEST_FORMAT, load_manifest  # noqa: F401 - re-exported
+from edge_encoder.device.manifest import (  # noqa: F401 - load_manifest re-exported
+    DEVICE_FILES,
+    MANIFEST_FORMAT,
+    load_manifest,
+    record_bundle_files,
+)
 from edge_encoder.export.config import ExportConfig
 from edge_encoder.device.engines import OnnxRuntimeEngine
 from edge_encoder.export.engines import TorchEngine
@@ -59,6 +69,7 @@ from edge_encoder.export.precision import (
 from edge_encoder.device.reference import write_reference_set
 from edge_encoder.export.trt_conformance import bundle_conformance
 from edge_encoder.device.trt_plans import DLA_VARIANTS, TENSORRT_VARIANTS, key_command, plan_relpath
+from edge_encoder.device.triton import write_onnx_models
 
 logger = logging.getLogger(__name__)
 
@@ -89,11 +100,24 @@ class BundleResult:
     manifest_path: Path
     variants: dict[str, VariantResult]
 
+    @property
+    def manifest_sha256(self) -> str:
+        """The SHA-256 of ``manifest.json``: what ``edge-encoder verify --manifest-sha256`` pins."""
+        return file_sha256(self.manifest_path)
+
+    def pin_line(self) -> str:
+        """The line the export prints so that a user can pin the manifest on the device."""
+        sha = self.manifest_sha256
+        return (f"manifest sha256: {sha} (pin it: edge-encoder verify {self.manifest_path.parent} "
+                f"--manifest-sha256 {sha})")
+
     def summary(self) -> dict[str, Any]:
-        """The report's ``export`` entry: the bundle location and, per variant, file, precision and parity."""
+        """The report's ``export`` entry: the bundle location, the manifest's SHA-256 and, per variant, file,
+        precision and parity."""
         manifest = json.loads(self.manifest_path.read_text())
         return {
             "bundle": str(self.manifest_path.parent),
+            "manifest_sha256": self.manifest_sha256,
             "opset": manifest.get("opset"),
             "exporter": manifest.get("exporter"),
             "variants": {
@@ -253,8 +277,13 @@ def _build_variant(fp32: Any, variant: str, pre: Preprocess, images: BundleImage
     with OnnxRuntimeEngine(folder / file, name=f"onnx_{variant}", preprocess=pre.to_dict()) as engine:
         candidate = engine.embed(images.parity)
     report = compare_embeddings(reference, candidate, images.parity_labels, thresholds)
+    # A DLA bundle's int8_trt also gets the graphs its DLA plans build from (export.dla_int8), written now so that
+    # the manifest records them and their conformance counts for the variant.
+    dla_entry, dla_graphs = (_build_dla_int8(fp32, model, pre, images, reference, thresholds, config, folder)
+                             if variant == "int8_trt" and config.dla_batch else (None, None))
     # TensorRT-bound variants: a documented parser/DLA rule broken fails the variant like parity does
-    conformance, trt_failures = bundle_conformance(model, variant, profile=PROFILE, dla_batch=config.dla_batch)
+    conformance, trt_failures = bundle_conformance(model, variant, profile=PROFILE, dla_batch=config.dla_batch,
+                                                   dla_graphs=dla_graphs)
     report.failures.extend(trt_failures)
     logger.info("%s: cosine min %.6f, top-1 agreement %.3f, %s", variant, report.cosine_min,
                 report.top1_agreement, "passed" if report.passed else f"FAILED {report.failures}")
@@ -262,28 +291,55 @@ def _build_variant(fp32: Any, variant: str, pre: Preprocess, images: BundleImage
              "sha256": sha, "bytes": (folder / file).stat().st_size,
              "quantization": _quant_desc(variant, config.quant_configs), "parity": report.to_dict(),
              "passed": report.passed,
-             **({"tensorrt_conformance": conformance} if conformance else {})}
+             **({"tensorrt_conformance": conformance} if conformance else {}),
+             **({"dla": dla_entry} if dla_entry else {})}
     return BuiltVariant(variant, file, entry, report.passed)
+
+
+def _build_dla_int8(fp32: Any, int8_model: Any, pre: Preprocess, images: BundleImages, reference: np.ndarray,
+                    thresholds: ParityThresholds, config: ExportConfig,
+                    folder: Path) -> tuple[dict[str, Any], dict[str, tuple[str, Any, Any]]]:
+    """int8_trt's DLA graphs and calibration cache (``export.dla_int8``) written into ``folder``: the manifest entry
+    ``variants.int8_trt.dla`` and the graphs for ``bundle_conformance``. The strongly typed graph (INT8 on every DLA
+    tensor) also runs on ONNX Runtime against the FP32 reference: an estimate of what INT8 on every DLA tensor
+    costs, recorded (``onnxruntime_parity``), not gated. Unverified on an Orin."""
+    from edge_encoder.export.dla_int8 import EXPLICIT_FILE, IMPLICIT_FILE, build_dla_int8, write_dla_int8
+
+    graphs = build_dla_int8(fp32, int8_model, images.calibration, config.quant_configs.get("int8_trt"))
+    entry = write_dla_int8(graphs, folder)
+    with OnnxRuntimeEngine(folder / EXPLICIT_FILE, name="onnx_int8_trt_dla_qdq", preprocess=pre.to_dict()) as engine:
+        emulated = compare_embeddings(reference, engine.embed(images.parity), images.parity_labels, thresholds)
+    entry["tensorrt11"]["onnxruntime_parity"] = {**emulated.to_dict(), "gated": False,
+                                                 "note": "ONNX Runtime running the Q/DQ graph (every DLA tensor INT8) "
+                                                         "against the FP32 reference; not the DLA itself"}
+    logger.info("int8_trt DLA graphs: %d tensor scales (%d from int8_trt's Q/DQ); all-INT8 emulation cosine min %.6f",
+                graphs.stats["tensors"], graphs.stats["from_int8_trt_qdq"], emulated.cosine_min)
+    return entry, {"tensorrt10": (IMPLICIT_FILE, graphs.implicit, set(graphs.scales)),
+                   "tensorrt11": (EXPLICIT_FILE, graphs.explicit, None)}
 
 
 def write_bundle(folder: Path, built: BuiltVariants, pre: Preprocess, backbone_config: dict[str, Any],
                  ckpt_sha: str | None, images: BundleImages, config: ExportConfig) -> dict[str, Any]:
-    """Write what accompanies the variants in ``folder``: ``manifest.json``, ``calibration.json``, the reference
-    set, ``trtexec.txt``, ``triton/`` and the device ``README.md``. Returns the manifest."""
+    """Write what accompanies the variants in ``folder``: ``calibration.json``, the reference set, ``trtexec.txt``,
+    ``triton/``, the device ``README.md`` and, last, ``manifest.json`` recording every other file of ``folder`` in
+    ``files`` (path: SHA-256). Returns the manifest."""
     variants = [b.name for b in built.variants]
-    out_dim = int(built.reference.shape[1])
     manifest = _manifest(pre, built, backbone_config, ckpt_sha, images, config)
     thresholds = {**DEFAULT_THRESHOLDS, **config.thresholds}
     manifest["reference"] = write_reference_set(folder, images.parity, images.parity_labels, built.reference,
                                                 {v: thresholds[v] for v in variants})
     manifest["dla_batch"] = int(config.dla_batch)  # static batch of the DLA plans (device.tensorrt --dla-core); 0 = none
-    _write_json(folder / "manifest.json", manifest)
+    manifest["device_files"] = list(DEVICE_FILES)  # what the device may add (plans, keys, reports): verify checks them
     _write_json(folder / "calibration.json", _calibration_record(images.calibration, images.calibration_indices))
     _write_text(folder / "trtexec.txt", trtexec_commands(variants, pre.image_size, input_layout=config.input_layout,
                                                          dla_batch=config.dla_batch))
-    write_triton_repository(folder, variants, pre.image_size, out_dim, input_layout=config.input_layout,
-                            dla_batch=config.dla_batch)
+    write_triton_repository(folder, manifest)
     _write_text(folder / "README.md", device_readme(manifest))
+    # Last: every file written above (and any a later step adds before this line) is recorded with its SHA-256, so
+    # verify refuses a changed, missing or unexpected one. The manifest is the one file it cannot record; the export
+    # prints its own SHA-256 for `edge-encoder verify --manifest-sha256`.
+    manifest["files"] = record_bundle_files(folder)
+    _write_json(folder / "manifest.json", manifest)
     return manifest
 
 
@@ -400,8 +456,8 @@ def trtexec_commands(variants: list[str], image_size: int, profile: dict[str, in
     """``trtexec`` lines equivalent to ``edge-encoder build``, each followed by its key step.
 
     GPU lines: strongly typed, the dynamic ``profile``. DLA lines (fp16 / int8_trt; commented examples at batch 1
-    when ``dla_batch`` is 0): one static shape, min = opt = max = ``--shapes`` (TensorRT's DLA restrictions), weakly
-    typed with ``--fp16`` / ``--int8`` for TensorRT 10 (see ``trt_plans.build_mode`` for why and for TensorRT 11).
+    when ``dla_batch`` is 0): one static shape, min = opt = max = ``--shapes`` (TensorRT's DLA restrictions), one
+    line per TensorRT major (:func:`_trtexec_dla_lines`; see ``trt_plans.build_mode``).
     Flags: NVIDIA/TensorRT samples/trtexec/README.md and ``trtexec --help`` (``--useDLACore``, ``--allowGPUFallback``,
     ``--shapes``, ``--saveEngine``, ``--stronglyTyped``).
     """
@@ -427,70 +483,73 @@ def trtexec_commands(variants: list[str], image_size: int, profile: dict[str, in
 
 
 def _trtexec_dla_lines(variants: list[str], shape: Any, dla_batch: int) -> list[str]:
+    """DLA lines for TensorRT 10 (uncommented when ``dla_batch`` > 0) and for TensorRT >= 11.4.1 (commented: run them
+    instead of the TensorRT 10 ones there). Flags checked against trtexec's sources (NVIDIA/TensorRT
+    samples/common/sampleOptions.cpp; tests/device/test_export_tensorrt.py lists them per major):
+
+    - TensorRT 10 (JetPack 6, 10.3): weakly typed as trtexec 10.x builds for DLA: ``--fp16``; int8_trt builds from
+      its Q/DQ-free DLA graph with ``--int8 --fp16 --calib=<cache>`` (implicit quantization, NVIDIA qdq-translator
+      README: ``trtexec --onnx=<noqdq> --calib=<cache> --useDLACore=0 --int8 --fp16 ... --allowGPUFallback``).
+    - TensorRT >= 11.4.1 (JetPack 7.2.2+): no ``--fp16`` / ``--int8`` / ``--calib`` ("TensorRT 11.x removes all
+      precision flags ... removes the --int8 and --calib flags", 10.x -> 11.x trtexec migration); ``--stronglyTyped``
+      is always on there and accepted; int8_trt builds from the graph with Q/DQ on every DLA tensor.
+
+    Without a DLA batch the bundle has no DLA INT8 graphs: fp16 examples only, commented. Unverified on an Orin.
+    """
+    from edge_encoder.export.dla_int8 import CACHE_FILE, EXPLICIT_FILE, IMPLICIT_FILE
+
     dla = [v for v in variants if v in DLA_VARIANTS]
     batch = dla_batch or 1
+    shapes = (f"--minShapes={shape(batch)} --optShapes={shape(batch)} --maxShapes={shape(batch)} "
+              f"--shapes={shape(batch)} --memPoolSize=workspace:1024M --timingCacheFile=tensorrt/timing.cache")
     lines = [f"# Jetson DLA core 0: {', '.join(dla) or 'no DLA variant in this bundle'} (DLA has no FP32), one static "
              f"batch {batch}" + ("" if dla_batch else " (export.dla_batch = 0: examples only, uncomment to use)") + ".",
-             "# TensorRT 10 (JetPack 6): weakly typed with --fp16 / --int8, as trtexec 10.x sets them for DLA; on TensorRT 11",
-             "# (JetPack 7.2.2+) drop --fp16 / --int8 and add --stronglyTyped. Layers DLA cannot run fall back to the GPU."]
+             "# Layers DLA cannot run fall back to the GPU (--allowGPUFallback); the key step records what ran where.",
+             "# TensorRT 10 (JetPack 6): weakly typed with --fp16 / --int8, as trtexec 10.x builds for DLA. int8_trt",
+             f"# builds from {IMPLICIT_FILE} (no Q/DQ: DLA takes INT8 from implicit quantization) with the scales",
+             f"# of {CACHE_FILE} (--calib); its first line names TensorRT 10.3.0 (TRT-100300-...): on another 10.x",
+             "# put the version there in a copy (major*10000 + minor*100 + patch) or TensorRT may ignore the cache."]
     prefix = "" if dla_batch else "# "
+    builds: dict[str, list[tuple[str, str]]] = {"10": [], "11": []}
     for v in dla:
-        plan = plan_relpath(v, 0, batch)
-        precision = "--int8 --fp16" if v.startswith("int8") else "--fp16"
-        lines += [f"{prefix}trtexec --onnx=encoder_{v}.onnx --useDLACore=0 --allowGPUFallback {precision} --noTF32 "
-                  f"--minShapes={shape(batch)} --optShapes={shape(batch)} --maxShapes={shape(batch)} "
-                  f"--shapes={shape(batch)} --memPoolSize=workspace:1024M --timingCacheFile=tensorrt/timing.cache "
-                  f"--saveEngine={plan}",
-                  f"{prefix}{key_command(plan, f'encoder_{v}.onnx', 0)}"]
+        if v == "int8_trt" and not dla_batch:
+            lines.append("# int8_trt: export with export.dla_batch = B for its DLA INT8 graphs and calibration cache.")
+            continue
+        if v == "int8_trt":
+            builds["10"].append((IMPLICIT_FILE, f"--int8 --fp16 --calib={CACHE_FILE}"))
+            builds["11"].append((EXPLICIT_FILE, "--stronglyTyped"))
+        else:
+            builds["10"].append((f"encoder_{v}.onnx", "--fp16"))
+            builds["11"].append((f"encoder_{v}.onnx", "--stronglyTyped"))
+    for major, entries in builds.items():
+        if major == "11":
+            lines += ["# TensorRT >= 11.4.1 (JetPack 7.2.2+, Jetson AGX Orin): strongly typed, no --fp16 / --int8 / "
+                      "--calib;", f"# int8_trt builds from {EXPLICIT_FILE} (Q/DQ on every DLA tensor). Uncomment "
+                      "these instead of the lines above."]
+        lead = prefix if major == "10" else "# "
+        for onnx_file, precision in entries:
+            plan = plan_relpath(parse_plan_variant(onnx_file), 0, batch)
+            lines += [f"{lead}trtexec --onnx={onnx_file} {precision} --useDLACore=0 --allowGPUFallback --noTF32 "
+                      f"{shapes} --saveEngine={plan}",
+                      f"{lead}{key_command(plan, onnx_file, 0)}"]
     return lines
 
 
-def _config_pbtxt(name: str, platform: str, image_size: int, out_dim: int, max_batch: int,
-                  input_layout: str = "uint8_nhwc", *, static_batch: int = 0) -> str:
-    """Triton ``config.pbtxt``. ``static_batch`` > 0: a fixed-batch (DLA) plan — ``max_batch_size: 0`` with the
-    batch in ``dims`` ("for models that do not support batching ... max_batch_size must be set to zero", the full
-    shape is then given by dims; triton-inference-server/server docs/user_guide/model_configuration.md, "Maximum
-    Batch Size"), no dynamic batcher, and the DLA as secondary device (``KIND_NVDLA``, server PR #2912)."""
-    spec = input_contract(input_layout, image_size)
-    dtype = {"uint8": "TYPE_UINT8", "float32": "TYPE_FP32"}[spec["dtype"]]
-    lead = [static_batch] if static_batch else []
-    dims = ", ".join(str(d) for d in lead + list(spec["shape"][1:]))
-    out_dims = ", ".join(str(d) for d in lead + [out_dim])
-    fmt = "" if static_batch else f'    format: FORMAT_{spec["layout"]}\n'  # a format means 3 dims without batch
-    text = (f'name: "{name}"\nplatform: "{platform}"\nmax_batch_size: {0 if static_batch else max_batch}\n'
-            f'input [\n  {{\n    name: "{INPUT_NAME}"\n    data_type: {dtype}\n{fmt}'
-            f'    dims: [ {dims} ]\n  }}\n]\n'
-            f'output [\n  {{\n    name: "{OUTPUT_NAME}"\n    data_type: TYPE_FP32\n    dims: [ {out_dims} ]\n  }}\n]\n')
-    if static_batch:
-        return text + ('instance_group [\n  {\n    kind: KIND_GPU\n    secondary_devices [\n      {\n'
-                       '        kind: KIND_NVDLA\n        device_id: 0\n      }\n    ]\n  }\n]\n')
-    return text + 'dynamic_batching {\n  max_queue_delay_microseconds: 500\n}\n'
+def parse_plan_variant(onnx_file: str) -> str:
+    """The variant a trtexec line's ONNX file builds: ``encoder_<v>.onnx``, or int8_trt for its DLA graphs."""
+    from edge_encoder.export.dla_int8 import EXPLICIT_FILE, IMPLICIT_FILE
+
+    return "int8_trt" if onnx_file in (IMPLICIT_FILE, EXPLICIT_FILE) else onnx_file[len("encoder_"):-len(".onnx")]
 
 
-def write_triton_repository(bundle: Path, variants: list[str], image_size: int, out_dim: int,
-                            profile: dict[str, int] = PROFILE, *, input_layout: str = "uint8_nhwc",
-                            dla_batch: int = 0) -> None:
-    """``triton/`` model repository: ``encoder_onnx_<v>`` (with ``1/model.onnx``), ``encoder_trt_<v>``
-    (max_batch_size = the TRT profile max) and, when ``dla_batch`` > 0, ``encoder_trt_<v>_dla`` for fp16 / int8_trt
-    (static batch ``dla_batch``). ``1/model.plan`` is written by ``edge-encoder build``."""
-    for v in variants:
-        onnx_dir = bundle / "triton" / f"encoder_onnx_{v}"
-        (onnx_dir / "1").mkdir(parents=True, exist_ok=True)
-        _write_text(onnx_dir / "config.pbtxt", _config_pbtxt(onnx_dir.name, "onnxruntime_onnx", image_size, out_dim, profile["max"],
-                                                              input_layout))
-        try:  # a hard link costs no space; fall back to a copy across filesystems
-            os.link(bundle / f"encoder_{v}.onnx", onnx_dir / "1" / "model.onnx")
-        except OSError:
-            shutil.copy2(bundle / f"encoder_{v}.onnx", onnx_dir / "1" / "model.onnx")
-        if v not in TENSORRT_VARIANTS:
-            continue  # int8_cpu: ONNX Runtime only
-        trt_dirs = [(bundle / "triton" / f"encoder_trt_{v}", 0)]
-        if dla_batch and v in DLA_VARIANTS:
-            trt_dirs.append((bundle / "triton" / f"encoder_trt_{v}_dla", dla_batch))
-        for trt_dir, static in trt_dirs:
-            (trt_dir / "1").mkdir(parents=True, exist_ok=True)
-            _write_text(trt_dir / "config.pbtxt", _config_pbtxt(trt_dir.name, "tensorrt_plan", image_size, out_dim,
-                                                                 profile["max"], input_layout, static_batch=static))
+def write_triton_repository(bundle: Path, manifest: dict[str, Any]) -> None:
+    """``triton/``: the ONNX Runtime models ``encoder_onnx_<v>`` (``config.pbtxt`` + ``1/model.onnx``, a hard link to
+    ``encoder_<v>.onnx``) of every variant, ready to serve as exported. int8_cpu is ONNX Runtime's CPU graph; int8_trt
+    is kept too (valid for ONNX Runtime, slow on a CPU: its Q/DQ layout is TensorRT's). The TensorRT models
+    (``encoder_trt_<v>``, ``encoder_trt_<v>_dla``) are written by ``edge-encoder build`` with their plan: an
+    exported repository holds no model folder without its model file, which would stop ``tritonserver`` at start
+    (see ``device.triton``). Configs come from ``device.triton``, as on the device."""
+    write_onnx_models(bundle, manifest)
 
 
 def device_readme(manifest: dict[str, Any]) -> str:
@@ -512,8 +571,7 @@ def device_readme(manifest: dict[str, Any]) -> str:
     dla_arg = "" if dla_batch else "--dla-batch 1"
     dla_text = (f"this bundle's is {dla_batch} (export.dla_batch), `tensorrt/encoder_<variant>.dla0.b{dla_batch}.plan`."
                 if dla_batch else "this bundle sets none (export.dla_batch = 0), so pass `--dla-batch B`.")
-    triton_dla = (f"\n`encoder_trt_<variant>_dla` (fp16, int8_trt): the DLA plan, fixed batch {dla_batch} "
-                  "(max_batch_size 0, the batch in dims)." if dla_batch else "")
+    triton_dla = f"{dla_batch} for this bundle, or `--dla-batch B`" if dla_batch else "`--dla-batch B`"
     return f"""# Edge encoder deploy bundle
 
 {input_text}
@@ -538,17 +596,44 @@ Layers DLA cannot run fall back to the GPU; the engine key records how many can 
     edge-encoder verify .                          # ONNX Runtime, every variant (imports only onnxruntime + numpy)
     edge-encoder verify . --backend tensorrt       # the plans built above (add --dla-core 0 for the DLA plans)
 
-checks every file against its SHA-256 in `manifest.json` (the variants and `reference/`:
-{manifest.get('reference', {}).get('count', 0)} of the parity images, their labels and their FP32 PyTorch embeddings),
-runs each engine on the reference images, gates it against the FP32 embeddings with the thresholds in
+checks every file of this folder against its SHA-256 in `manifest.json` (`files`: the variants, `triton/`,
+`trtexec.txt`, `calibration.json`, this README and `reference/`: {manifest.get('reference', {}).get('count', 0)} of the
+parity images, their labels and their FP32 PyTorch embeddings), checks what this device added (`device_files`:
+`tensorrt/` plans against their engine keys, `triton/encoder_trt_*/1/model.plan` against the plan it copies,
+the timing cache, the device reports) and refuses any other file (remove it; hidden files such as `.DS_Store`
+too), runs each engine on the reference images, gates it against the FP32 embeddings with the thresholds in
 `manifest.json` (`reference.gates`), times it at batch 1, 8 and {manifest['tensorrt_profile']['max']} after warm-up,
 and writes `device_report.json` and `device_report.md` here. Exit 0: every file intact and every gate passed;
-2: a missing or changed file; 3: a gate failed (each named in one line on stderr). In Python,
+2: a missing, changed or unexpected file; 3: a gate failed (each named in one line on stderr). In Python,
 `edge_encoder.device.bundle_files.open_engine('.', 'fp32')` opens a variant after the same file checks.
+
+`manifest.json` records every other file, so pin the manifest itself: the export printed
+`manifest sha256: HEX`; keep HEX where the bundle cannot rewrite it and run
+
+    edge-encoder verify . --manifest-sha256 HEX
+
+A manifest rewritten after export (another gate, another file's hash) is then refused (exit 2) before anything is
+read. `sha256sum manifest.json` prints the same HEX.
 
 ## Serve with Triton
 
-`triton/` is a model repository: `encoder_onnx_<variant>` (onnxruntime_onnx) and `encoder_trt_<variant>`
-(tensorrt_plan; copy `tensorrt/encoder_<variant>.plan` to `triton/encoder_trt_<variant>/1/model.plan`).
-max_batch_size = {manifest['tensorrt_profile']['max']} (the TensorRT profile's max batch).{triton_dla}
+`triton/` is a model repository that loads as exported:
+
+    tritonserver --model-repository=$PWD/triton
+
+It holds `encoder_onnx_<variant>` for every variant (onnxruntime_onnx; int8_cpu is the INT8 graph for CPUs,
+int8_trt runs on ONNX Runtime too, slowly on a CPU), max_batch_size = {manifest['tensorrt_profile']['max']} (the
+TensorRT profile's max batch), dynamic batching.
+
+The TensorRT models appear after `edge-encoder build`, which writes each plan it builds as a Triton model beside
+the others:
+
+- `triton/encoder_trt_<variant>/` (tensorrt_plan: config.pbtxt + 1/model.plan): the GPU plan, the same
+  max_batch_size;
+- `triton/encoder_trt_<variant>_dla/` with `--dla-core N` (fp16, int8_trt): the DLA plan at its fixed batch
+  ({triton_dla}) as max_batch_size 0 with the batch in dims, DLA core N as the instance's secondary device.
+
+Each model folder appears whole (built beside `triton/`, then renamed in): restart tritonserver, or run it with
+`--model-control-mode=poll`, to serve new ones. A plan built with `trtexec` gets no Triton model; build it with
+`edge-encoder build` instead.
 """

@@ -27,7 +27,15 @@ Sources (read for this module; cited per rule in ``RULES``):
 - TensorRT "DLA Supported Layers and Restrictions" (general restrictions: batch <= 4096, non-batch dims <= 8192,
   min = opt = max) and "Building and Launching the Loadable" ("DLA support is currently limited to networks
   running in FP16 and INT8 mode"); NVIDIA/Deep-Learning-Accelerator-SW ``operators/README.md`` (which ONNX
-  operators run natively on Orin DLA through TensorRT).
+  operators run natively on Orin DLA through TensorRT: QuantizeLinear / DequantizeLinear are "Reconstruction",
+  "Can be collapsed to INT8 scaling factor, switching from explicit to implicit quantization", not "Native").
+- DLA INT8 per TensorRT major (``dla_target``): TensorRT 10 takes INT8 on the DLA from implicit quantization, a
+  Q/DQ-free graph plus a calibration cache (NVIDIA/Deep-Learning-Accelerator-SW tools/qdq-translator: Q/DQ graph ->
+  Q/DQ-free graph + cache, a tensor without a scale sends its layers to FP16); TensorRT >= 11.4.1 builds DLA
+  networks strongly typed ("Strongly Typed Networks for DLA", TensorRT 11.4.1), INT8 from Q/DQ, placed on every
+  DLA tensor as NVIDIA Model-Optimizer's ``target_dla`` does (modelopt/onnx/quantization: int8.py, ort_utils.py,
+  quantize.py "Q/DQ nodes to be placed in all tensors for optimal DLA deployment"). ``export.dla_int8`` makes
+  both graphs; neither is verified on an Orin.
 - TensorRT ONNX Opset Guide (11.x: opsets 9 to 25), so [9, 20] holds for both 10.x and 11.
 """
 
@@ -48,7 +56,15 @@ SRC_NVINFER = "https://github.com/NVIDIA/TensorRT/blob/release/10.7/include/NvIn
 SRC_OPSET_GUIDE = "https://docs.nvidia.com/deeplearning/tensorrt/latest/reference/onnx-opset-guide.html"
 SRC_DLA = "https://docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/dla-layer-restrictions.html"
 SRC_DLA_PRECISION = "https://docs.nvidia.com/deeplearning/tensorrt/11.3.0/inference-library/dla-build-and-run.html"
-SRC_DLA_OPS = "https://github.com/NVIDIA/Deep-Learning-Accelerator-SW/blob/main/operators/README.md"
+SRC_DLA_OPS = ("https://github.com/NVIDIA/Deep-Learning-Accelerator-SW/blob/main/operators/README.md "
+               "(Operator/Function Support Matrix: 'Orin DLA support through TensorRT')")
+SRC_QDQ_TRANSLATOR = ("https://github.com/NVIDIA/Deep-Learning-Accelerator-SW/tree/main/tools/qdq-translator "
+                      "(qdq_translator.py: tensors without a scale -> fp16_nodes; README: trtexec --int8 --fp16 "
+                      "--calib --useDLACore)")
+SRC_DLA_STRONG = "https://docs.nvidia.com/deeplearning/tensorrt/11.4.1/inference-library/dla-strongly-typed-networks.html"
+SRC_MODELOPT_DLA = ("https://github.com/NVIDIA/Model-Optimizer/blob/main/modelopt/onnx/quantization/int8.py "
+                    "(target_dla: every op type quantized), ort_utils.py (configure_ort: no output "
+                    "quantization, shared Q/DQ pairs, per-channel Conv weights), quantize.py (target_dla docstring)")
 SRC_CONTRACT = "docs/CONTRACTS.md (engine output float32 (N, D)); Triton config TYPE_FP32 (export/bundle.py)"
 
 CHECKED = "TensorRT 10.x/11 ONNX parser rules (export/trt_conformance.py)"
@@ -99,9 +115,20 @@ RULES: dict[str, Rule] = {
     "dla_static_shape": Rule("DLA: no dynamic dimensions: profile min = opt = max = the DLA batch",
                              f"{SRC_DLA} (General Restrictions); {SRC_NVINFER} (addInput)"),
     "dla_limits": Rule("DLA: batch size <= 4096, every non-batch dimension <= 8192", f"{SRC_DLA} (General Restrictions)"),
-    "dla_precision": Rule("DLA: FP16 or INT8 only (an FP32 graph cannot run on the DLA)", SRC_DLA_PRECISION),
-    "dla_layer": Rule("DLA: every layer of the convolutional trunk natively supported on DLA through TensorRT",
-                      f"{SRC_DLA_OPS}; {SRC_DLA}"),
+    "dla_precision": Rule("DLA: FP16 or INT8 only (an FP32 graph cannot run on the DLA); a convolution is INT8 when "
+                          "its inputs are dequantized (explicit) or its input and output have calibration scales "
+                          "(implicit)", f"{SRC_DLA_PRECISION}; {SRC_QDQ_TRANSLATOR}"),
+    "dla_layer": Rule("DLA: every layer of the convolutional trunk 'Native' on Orin DLA through TensorRT; "
+                      "QuantizeLinear/DequantizeLinear are 'Reconstruction' (collapsed into INT8 scales): refused in "
+                      "a TensorRT 10 DLA graph (implicit quantization), folded into the INT8 layers by TensorRT "
+                      ">= 11.4.1 (strongly typed)", f"{SRC_DLA_OPS}; {SRC_DLA}; {SRC_DLA_STRONG}"),
+    "dla_calibration": Rule("TensorRT 10 DLA INT8 (implicit quantization): every tensor of the trunk has a scale in "
+                            "the calibration cache (a tensor without one sends its layers to FP16)",
+                            SRC_QDQ_TRANSLATOR),
+    "dla_qdq_placement": Rule("TensorRT >= 11.4.1 DLA INT8 (strongly typed): every activation the trunk reads (and "
+                              "the trunk's output into the head) through a Q/DQ pair, every convolution weight "
+                              "through a per-channel DequantizeLinear: Model-Optimizer's target_dla placement",
+                              f"{SRC_MODELOPT_DLA}; {SRC_DLA_STRONG}"),
     "dla_conv": Rule("DLA convolution: 2D, kernel [1, 32], stride [1, 8], padding [0, 31] and below the kernel, "
                      "dilation [1, 32], output maps [1, 8192], groups <= 8192", f"{SRC_NVINFER} (IConvolutionLayer)"),
     "dla_pool": Rule("DLA pooling: max or average, 2D, window [1, 8], stride [1, 16], padding [0, 7]",
@@ -146,12 +173,18 @@ _AXES_INPUT = {"ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "Reduc
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 _QDQ_ZERO_POINT_TYPES = ("INT8", "FLOAT8E4M3FN", "INT4")
 
-# Orin DLA through TensorRT, "Native" in Deep-Learning-Accelerator-SW operators/README.md; Q/DQ are folded into
-# the INT8 layers' scales. GlobalAveragePool, ReduceMean, Div, Sqrt, Min, Cast: "None" (they fall back to the GPU).
+# Orin DLA through TensorRT, "Native" in Deep-Learning-Accelerator-SW operators/README.md. GlobalAveragePool,
+# ReduceMean, Div, Sqrt, Min, Flatten, Cast: not native (see the table: "None" / "See RFE"; they fall back to the GPU).
 DLA_NATIVE = {"Abs", "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Constant", "Conv",
               "ConvTranspose", "Cos", "Equal", "Gemm", "LeakyRelu", "LRN", "MatMul", "Max", "MaxPool", "Mul",
-              "PRelu", "Relu", "Reshape", "Resize", "Sigmoid", "Slice", "Softmax", "Sub", "Sum", "Tanh",
-              "Transpose", "Upsample", "QuantizeLinear", "DequantizeLinear"}
+              "PRelu", "Relu", "Reshape", "Resize", "Sigmoid", "Slice", "Softmax", "Split", "Sub", "Sum", "Tanh",
+              "Transpose", "Upsample"}
+# Same table: QuantizeLinear and DequantizeLinear are "Reconstruction" through TensorRT: "Can be collapsed to INT8
+# scaling factor, switching from explicit to implicit quantization". TensorRT 10 DLA builds take the INT8 scales from
+# a calibration cache instead (qdq-translator); TensorRT >= 11.4.1 builds DLA strongly typed and folds the Q/DQ into
+# the INT8 layers itself (dla_target "tensorrt11").
+DLA_RECONSTRUCTED = {"QuantizeLinear", "DequantizeLinear"}
+DLA_TARGETS = ("tensorrt10", "tensorrt11")  # implicit INT8 (weakly typed + calibration cache) / strongly typed Q/DQ
 # Where the convolutional trunk ends: global pooling and all after it (pooled features, the L2 tail) are
 # expected to run on the GPU by GPU fallback; the DLA layer rules cover the trunk before it.
 _HEAD_OPS = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax"}
@@ -442,16 +475,70 @@ def _check_dla_pool(node: onnx.NodeProto) -> list[Violation]:
     return [_violation("dla_pool", node.name, "; ".join(problems))] if problems else []
 
 
-def _conv_precision(gr: _Graph, node: onnx.NodeProto) -> str:
-    """``"int8"`` (data and weight dequantized), ``"fp16"`` or the compute type's name."""
+def dla_trunk(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The nodes of ``model`` a DLA build is meant to run: the body before the global pooling head (``_HEAD_OPS``),
+    preprocessing, input adapters and the tail excluded, in graph order (Q/DQ nodes included when the graph has
+    them). Shared with ``export.dla_int8``, which quantizes exactly these."""
+    return _trunk(_Graph(model))
+
+
+def _conv_precision(gr: _Graph, node: onnx.NodeProto, scales: set[str] | frozenset[str] | None = None) -> str:
+    """``"int8"`` (data and weight dequantized, or, implicitly, input and output both with a calibration scale in
+    ``scales``), ``"fp16"`` or the compute type's name."""
     src = [gr.producer.get(name) for name in node.input[:2]]
     if all(p is not None and p.op_type == "DequantizeLinear" for p in src):
+        return "int8"
+    if scales is not None and node.input[0] in scales and node.output[0] in scales:
         return "int8"
     dtype = gr.types.get(node.input[1]) or gr.types.get(node.input[0])
     return "fp16" if dtype == TensorProto.FLOAT16 else _type_name(dtype or 0).lower()
 
 
-def _check_dla(gr: _Graph, profile: dict[str, int], dla_batch: int) -> list[Violation]:
+def _trunk_tensors(gr: _Graph, trunk: list[onnx.NodeProto]) -> list[str]:
+    """Activation tensors read or written by the trunk's layers (Q/DQ nodes and constants left out)."""
+    return list(dict.fromkeys(t for n in trunk if n.op_type not in DLA_RECONSTRUCTED
+                              for t in list(n.input) + list(n.output)
+                              if t and t not in gr.inits and t not in gr.constants))
+
+
+def _check_dla_calibration(gr: _Graph, trunk: list[onnx.NodeProto], scales: set[str] | frozenset[str]) -> list[Violation]:
+    missing = [t for t in _trunk_tensors(gr, trunk) if t not in scales]
+    if not missing:
+        return []
+    return [_violation("dla_calibration", missing[0], f"{len(missing)} trunk tensor(s) have no scale in the calibration "
+                       f"cache (e.g. {', '.join(repr(t) for t in missing[:3])}); their layers would run FP16, not INT8")]
+
+
+def _check_dla_qdq_placement(gr: _Graph, trunk: list[onnx.NodeProto]) -> list[Violation]:
+    """Model-Optimizer ``target_dla``: every activation input of a trunk layer and every trunk tensor the head reads
+    comes out of a DequantizeLinear; every convolution weight too. Only for a graph with Q/DQ in its trunk (an INT8
+    graph): an FP16 graph has none and needs none."""
+    layers = [n for n in trunk if n.op_type not in DLA_RECONSTRUCTED]
+    if len(layers) == len(trunk):
+        return []
+    names = {n.name for n in trunk}
+    trunk_out = {o for n in trunk for o in n.output}
+    head_reads = [(n, i) for n in gr.graph.node if n.name not in names and not n.name.startswith(TAIL_PREFIX)
+                  for i, t in enumerate(n.input) if t in trunk_out]
+    bare = []
+    for node, index in [(n, i) for n in layers for i in range(len(n.input))] + head_reads:
+        name = node.input[index]
+        if not name or name in gr.constants or (name in gr.inits and not (node.op_type == "Conv" and index == 1)):
+            continue  # biases and other constants stay float (Model-Optimizer: QuantizeBias False)
+        src = gr.producer.get(name)
+        if src is None or src.op_type != "DequantizeLinear":
+            bare.append((node.name, name))
+    if not bare:
+        return []
+    return [_violation("dla_qdq_placement", bare[0][0], f"{len(bare)} input(s) of trunk layers read no "
+                       f"DequantizeLinear (e.g. {bare[0][1]!r} into {bare[0][0]}): a strongly typed DLA build runs "
+                       "them in float, i.e. not on the DLA or not in INT8")]
+
+
+def _check_dla(gr: _Graph, profile: dict[str, int], dla_batch: int, target: str = "tensorrt10",
+               scales: set[str] | frozenset[str] | None = None) -> list[Violation]:
+    if target not in DLA_TARGETS:
+        raise ValueError(f"dla_target must be one of {DLA_TARGETS}, got {target!r}")
     lo, opt, hi = _check_profile(profile)
     out = []
     if not lo == opt == hi == dla_batch:
@@ -466,12 +553,21 @@ def _check_dla(gr: _Graph, profile: dict[str, int], dla_batch: int) -> list[Viol
         if big:
             out.append(_violation("dla_limits", name, f"non-batch dimension {big[0]} > {DLA_MAX_DIM}"))
     convs = [n for n in trunk if n.op_type == "Conv"]
-    wide = [(n, p) for n in convs if (p := _conv_precision(gr, n)) not in ("int8", "fp16")]
+    wide = [(n, p) for n in convs if (p := _conv_precision(gr, n, scales)) not in ("int8", "fp16")]
     if wide:  # one line for the graph: it is the variant's precision that is wrong, not a layer
         out.append(_violation("dla_precision", wide[0][0].name, f"{len(wide)} of {len(convs)} convolutions compute "
                               f"in {wide[0][1]}; DLA runs FP16 or INT8 only (use the fp16 or int8_trt variant)"))
+    if scales is not None:
+        out += _check_dla_calibration(gr, trunk, scales)
+    if target == "tensorrt11":
+        out += _check_dla_qdq_placement(gr, trunk)
     for node in trunk:
-        if node.op_type not in DLA_NATIVE:
+        if node.op_type in DLA_RECONSTRUCTED:
+            if target == "tensorrt10":
+                out.append(_violation("dla_layer", node.name, f"{node.op_type} is 'Reconstruction', not native, on "
+                                      "Orin DLA through TensorRT: a TensorRT 10 DLA build takes INT8 from a "
+                                      "Q/DQ-free graph and a calibration cache (export.dla_int8)"))
+        elif node.op_type not in DLA_NATIVE:
             out.append(_violation("dla_layer", node.name, f"{node.op_type} has no native DLA support through "
                                                           "TensorRT (it would fall back to the GPU)"))
         elif node.op_type == "Conv":
@@ -481,8 +577,8 @@ def _check_dla(gr: _Graph, profile: dict[str, int], dla_batch: int) -> list[Viol
     return out
 
 
-def check_tensorrt_graph(model: onnx.ModelProto, *, profile: dict[str, int],
-                         dla_batch: int | None = None) -> list[Violation]:
+def check_tensorrt_graph(model: onnx.ModelProto, *, profile: dict[str, int], dla_batch: int | None = None,
+                         dla_target: str = "tensorrt10", dla_scales: Any = None) -> list[Violation]:
     """Every documented TensorRT 10.x/11 rule ``model`` breaks (empty list: conformant), in rule order.
 
     Args:
@@ -490,25 +586,36 @@ def check_tensorrt_graph(model: onnx.ModelProto, *, profile: dict[str, int],
         profile: the TensorRT batch profile ``{"min": int, "opt": int, "max": int}`` the bundle builds with.
         dla_batch: the static DLA batch when a DLA build is asked for (adds the ``dla_*`` rules, which expect
             ``profile`` to be that DLA build's profile), else ``None`` (0 means the same: ``export.dla_batch = 0``).
+        dla_target: which DLA build the ``dla_*`` rules check for: ``"tensorrt10"`` (weakly typed, INT8 from a
+            calibration cache: Q/DQ are refused, 'Reconstruction' in NVIDIA's table) or ``"tensorrt11"``
+            (TensorRT >= 11.4.1, strongly typed: INT8 from Q/DQ on every DLA tensor, ``dla_qdq_placement``).
+        dla_scales: tensor names that have a scale in the calibration cache the TensorRT 10 build reads (adds
+            ``dla_calibration``; with them a float convolution counts as INT8), or ``None``.
 
     Raises:
-        ValueError / TypeError: ``profile`` lacks min/opt/max or holds non-ints.
+        ValueError / TypeError: ``profile`` lacks min/opt/max or holds non-ints; an unknown ``dla_target``.
     """
     gr = _Graph(model)
     out = _check_opset(model) + _check_operators(gr) + _check_restrictions(gr) + _check_qdq(gr)
     out += _check_casts_and_uint8(gr) + _check_dims(gr, profile) + _check_output(gr)
     if dla_batch:
-        out += _check_dla(gr, profile, dla_batch)
+        out += _check_dla(gr, profile, dla_batch, dla_target, None if dla_scales is None else frozenset(dla_scales))
     return list(dict.fromkeys(out))  # one entry per (rule, node, detail)
 
 
 def bundle_conformance(model: onnx.ModelProto, variant: str, *, profile: dict[str, int],
-                       dla_batch: int | None = None) -> tuple[dict[str, Any] | None, list[str]]:
+                       dla_batch: int | None = None,
+                       dla_graphs: dict[str, tuple[str, onnx.ModelProto, Any]] | None = None,
+                       ) -> tuple[dict[str, Any] | None, list[str]]:
     """The manifest fragment and parity-style failures of one bundle variant.
 
     ``profile`` is the bundle's GPU profile (dynamic batch). With ``dla_batch`` > 0 (``export.dla_batch``) the
     variants that get a DLA plan (``device.trt_plans.DLA_VARIANTS``: fp16, int8_trt) are also checked against the
-    DLA rules under that plan's static profile (min = opt = max = ``dla_batch``); fp32 gets no DLA plan.
+    DLA rules under that plan's static profile (min = opt = max = ``dla_batch``), for both DLA builds
+    (``DLA_TARGETS``); fp32 gets no DLA plan. The DLA plans of int8_trt are built from its DLA graphs
+    (``export.dla_int8``), so with ``dla_graphs`` = ``{"tensorrt10": (file, graph, cache tensor names),
+    "tensorrt11": (file, graph, None)}`` those are checked instead of ``model`` (a violation's detail and failure
+    name the file). Without them the Q/DQ graph itself is checked, and fails the TensorRT 10 rules.
 
     Returns ``(None, [])`` for variants that are not TensorRT-bound (``int8_cpu``); otherwise
     ``({"passed", "checked", "violations": [Violation.to_dict()...]}, ["tensorrt:<rule> at <node>", ...])``.
@@ -516,11 +623,22 @@ def bundle_conformance(model: onnx.ModelProto, variant: str, *, profile: dict[st
     if variant not in TENSORRT_VARIANTS:
         return None, []
     violations = check_tensorrt_graph(model, profile=profile)
+    failures = [f"tensorrt:{v.rule} at {v.node}" for v in violations]
     dla = bool(dla_batch) and variant in DLA_VARIANTS
+    checked: dict[str, str] = {}
     if dla:
         static = {"min": dla_batch, "opt": dla_batch, "max": dla_batch}
-        violations += [v for v in check_tensorrt_graph(model, profile=static, dla_batch=dla_batch)
-                       if v.rule.startswith("dla_")]
+        graphs = dla_graphs if variant == "int8_trt" and dla_graphs else {t: (None, model, None) for t in DLA_TARGETS}
+        for target in DLA_TARGETS:
+            file, graph, scales = graphs[target]
+            found = [v for v in check_tensorrt_graph(graph, profile=static, dla_batch=dla_batch, dla_target=target,
+                                                     dla_scales=scales) if v.rule.startswith("dla_")]
+            if file:  # one of the DLA graphs: say which file broke the rule
+                checked[target] = file
+                found = [Violation(v.rule, v.node, f"[{file}, {target}] {v.detail}", v.source) for v in found]
+            new = [v for v in found if (v.rule, v.node, v.detail) not in {(w.rule, w.node, w.detail) for w in violations}]
+            violations += new
+            failures += [f"tensorrt:{v.rule} at {v.node}" + (f" ({file})" if file else "") for v in new]
     entry = {"passed": not violations, "checked": CHECKED, **({"dla_batch": dla_batch} if dla else {}),
-             "violations": [v.to_dict() for v in violations]}
-    return entry, [f"tensorrt:{v.rule} at {v.node}" for v in violations]
+             **({"dla_graphs": checked} if checked else {}), "violations": [v.to_dict() for v in violations]}
+    return entry, list(dict.fromkeys(failures))

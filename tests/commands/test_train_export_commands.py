@@ -3,6 +3,7 @@ exit code 3; mistakes one line, exit 2."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -58,6 +59,9 @@ def test_export_a_checkpoint_into_the_runs_bundle(capsys, trained: tuple[Path, P
     assert set(manifest["variants"]) == {"fp32"} and manifest["variants"]["fp32"]["passed"] is True
     assert manifest["input"]["image_size"] == 16  # the checkpoint's input size (tiny.toml: data.image_size = 16)
     assert "fp32" in out and f"bundle: {runs / 't' / 'deploy'}" in out
+    digest = hashlib.sha256((runs / "t" / "deploy" / "manifest.json").read_bytes()).hexdigest()  # issue 16: the pin
+    assert (f"manifest sha256: {digest} (pin it: edge-encoder verify {runs / 't' / 'deploy'} --manifest-sha256 "
+            f"{digest})") in out.splitlines()
 
 
 def test_a_failed_gate_exits_3_unless_allowed(capsys, trained: tuple[Path, Path], tmp_path: Path) -> None:

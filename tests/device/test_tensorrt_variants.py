@@ -32,10 +32,13 @@ def test_no_tensorrt_artefact_names_int8_cpu(bundle: Path) -> None:
     assert [s.variant for s in specs] == list(TENSORRT_VARIANTS)
     assert _default_variants(manifest, VerifyOptions(backend="tensorrt")) == list(TENSORRT_VARIANTS)
     assert "int8_cpu" in _default_variants(manifest, VerifyOptions(backend="onnxruntime"))
-    trt_models = [p.parent.name for p in (bundle / "triton").glob("*/config.pbtxt")
-                  if 'platform: "tensorrt_plan"' in p.read_text()]
-    assert not [m for m in trt_models if "int8_cpu" in m]
-    assert not list((bundle / "triton").glob("*trt*int8_cpu*"))
+    # The Triton TensorRT models are written by `edge-encoder build`, one per plan it builds (device.triton)
+    from edge_encoder.device.triton import tensorrt_model_config
+
+    assert not list((bundle / "triton").glob("encoder_trt_*"))  # none at export: they come with their plans
+    assert [tensorrt_model_config(manifest, s.variant)[0] for s in specs] == [f"encoder_trt_{v}" for v in TENSORRT_VARIANTS]
+    with pytest.raises(ValueError, match="int8_cpu"):
+        tensorrt_model_config(manifest, "int8_cpu")
 
 
 def test_verify_refuses_int8_cpu_on_tensorrt_by_name(bundle: Path, capsys) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from edge_encoder import cli
-from edge_encoder.device.verify import REPORT_JSON, REPORT_MD, weighted_knn_top1
+from edge_encoder.core.knn import loo_knn_top1 as weighted_knn_top1
+from edge_encoder.device.verify import REPORT_JSON, REPORT_MD
 
 from tests.export.conftest import PROJECT_ROOT
 from tests.export.tiny_bundle import (
@@ -107,7 +108,9 @@ def test_changed_reference_with_its_hash_updated_fails_the_gate(capsys, copy) ->
     buffer = io.BytesIO()
     np.save(buffer, embeddings)
     path.write_bytes(buffer.getvalue())
-    edit_manifest(copy, lambda m: m["reference"]["embeddings_fp32"].update(sha256=sha256(path)))
+    digest = sha256(path)  # rewritten everywhere the manifest records it: the variant entry and `files`
+    edit_manifest(copy, lambda m: (m["reference"]["embeddings_fp32"].update(sha256=digest),
+                                   m["files"].update({"reference/embeddings_fp32.npy": digest})))
     code, _, err = run_verify(capsys, str(copy))
     assert code == 3
     for variant in VARIANTS:

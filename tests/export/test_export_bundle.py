@@ -74,10 +74,10 @@ def test_triton_and_trtexec_consistent_with_profile(bundle) -> None:
     profile = load_manifest(out)["tensorrt_profile"]
     for variant in ("fp32", "int8_trt"):
         onnx_cfg = (out / "triton" / f"encoder_onnx_{variant}" / "config.pbtxt").read_text()
-        trt_cfg = (out / "triton" / f"encoder_trt_{variant}" / "config.pbtxt").read_text()
-        assert 'platform: "onnxruntime_onnx"' in onnx_cfg and 'platform: "tensorrt_plan"' in trt_cfg
-        assert f"max_batch_size: {profile['max']}" in onnx_cfg and f"max_batch_size: {profile['max']}" in trt_cfg
+        assert 'platform: "onnxruntime_onnx"' in onnx_cfg and f"max_batch_size: {profile['max']}" in onnx_cfg
         assert (out / "triton" / f"encoder_onnx_{variant}" / "1" / "model.onnx").is_file()
+    # TensorRT models come with their plans (edge-encoder build): never an empty model folder that stops tritonserver
+    assert not list((out / "triton").glob("encoder_trt_*"))
     trtexec = (out / "trtexec.txt").read_text()
     assert f"--maxShapes=images:{profile['max']}x{IMAGE_SIZE}x{IMAGE_SIZE}x3" in trtexec and "--stronglyTyped" in trtexec
     assert (out / "README.md").read_text().startswith("# Edge encoder deploy bundle")
@@ -199,16 +199,20 @@ def test_float_nchw_bundle(backbone, real_images, bundle, tmp_path) -> None:
     assert manifest["preprocessing"]["in_graph"] is False and manifest["preprocessing"]["mean"] == PREPROCESS["mean"]
     assert sorted(p.name for p in out.glob("*.onnx")) == ["encoder_fp32.onnx", "encoder_int8_trt.onnx"]
     assert all(r.passed for r in result.variants.values())
-    cfg = (out / "triton" / "encoder_trt_int8_trt" / "config.pbtxt").read_text()
+    cfg = (out / "triton" / "encoder_onnx_int8_trt" / "config.pbtxt").read_text()
     assert "data_type: TYPE_FP32\n    format: FORMAT_NCHW\n    dims: [ 3, 16, 16 ]" in cfg
     assert "TYPE_FP32" in (out / "triton" / "encoder_onnx_fp32" / "config.pbtxt").read_text()
+    # every model as Triton's model_config.proto reads it, the float NCHW graphs' inputs included
+    from tests.device.triton_config import check_repository
+
+    assert sorted(check_repository(out / "triton", manifest)) == ["encoder_onnx_fp32", "encoder_onnx_int8_trt"]
     trtexec = (out / "trtexec.txt").read_text()
     assert f"--maxShapes=images:64x3x{IMAGE_SIZE}x{IMAGE_SIZE} " in trtexec and "x3 " not in trtexec
     assert "float32, NCHW" in (out / "README.md").read_text()
     # open_engine takes uint8 NHWC for either layout and gives the uint8 bundle's embeddings
     with open_engine(out, "fp32") as f32, open_engine(bundle[0], "fp32") as u8:
         np.testing.assert_allclose(f32.embed(parity[:8]), u8.embed(parity[:8]), atol=1e-6, rtol=0)
-    u8_cfg = (bundle[0] / "triton" / "encoder_trt_fp32" / "config.pbtxt").read_text()
+    u8_cfg = (bundle[0] / "triton" / "encoder_onnx_fp32" / "config.pbtxt").read_text()
     assert "data_type: TYPE_UINT8\n    format: FORMAT_NHWC\n    dims: [ 16, 16, 3 ]" in u8_cfg
 
 

@@ -13,8 +13,12 @@ from edge_encoder.export.config import ExportConfig
 from edge_encoder.export.onnx_export import build_fp32_encoder
 from edge_encoder.device.parity import DEFAULT_THRESHOLDS
 from edge_encoder.export.precision import INT8_FLAVOURS, make_variant
+from edge_encoder.export.dla_int8 import EXPLICIT_FILE, IMPLICIT_FILE, build_dla_int8
 from edge_encoder.export.trt_conformance import (
+    DLA_NATIVE,
+    DLA_RECONSTRUCTED,
     RULES,
+    SRC_DLA_OPS,
     Violation,
     bundle_conformance,
     check_tensorrt_graph,
@@ -272,6 +276,62 @@ def test_dla_pooling_window() -> None:
     assert _found(_model(nodes, inits), profile=DLA, dla_batch=8) == {("dla_pool", "maxpool")}
 
 
+def _int8_head(*, quantize_outputs: bool) -> tuple[list, list]:
+    """images -> Q/DQ -> Conv (INT8 weights + per-channel DQ) -> Relu -> GlobalAveragePool -> Flatten; with
+    ``quantize_outputs`` also Q/DQ on the Conv and Relu outputs (Q/DQ on every trunk tensor, as for TensorRT 11)."""
+    nodes, inits = _conv_head("xq")
+    w = numpy_helper.to_array(inits[0])
+    scale = (np.abs(w.reshape(8, -1)).max(1) / 127).astype(np.float32)
+    q = np.rint(w / scale[:, None, None, None]).astype(np.int8)
+    inits = [_init("wq", q), _init("ws", scale), _init("wz", np.zeros(8, np.int8)), inits[1]]
+    weight_dq = helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], name="w/DQ", axis=0)
+    nodes[0].input[1] = "wd"
+    qdq, qinits = _qdq("images", "xq", "in")
+    if quantize_outputs:
+        for tensor, reader in (("c", "relu"), ("r", "pool")):
+            pair, pinits = _qdq(tensor, f"{tensor}d", tensor)
+            at = next(i for i, n in enumerate(nodes) if n.name == reader)
+            nodes[at].input[0] = f"{tensor}d"
+            nodes = nodes[:at] + pair + nodes[at:]
+            qinits += pinits
+    return qdq + [weight_dq] + nodes, inits + qinits
+
+
+def test_dla_operator_table_marks_qdq_reconstructed_not_native() -> None:
+    """NVIDIA's Orin DLA table: QuantizeLinear/DequantizeLinear 'Reconstruction' (collapsed into INT8 scales)."""
+    assert not DLA_RECONSTRUCTED & DLA_NATIVE and DLA_RECONSTRUCTED == {"QuantizeLinear", "DequantizeLinear"}
+    assert "Deep-Learning-Accelerator-SW" in SRC_DLA_OPS and "Reconstruction" in RULES["dla_layer"].summary
+    nodes, inits = _int8_head(quantize_outputs=True)
+    model = _model(nodes, inits)
+    t10 = check_tensorrt_graph(model, profile=DLA, dla_batch=8)  # TensorRT 10: implicit INT8 only
+    qdq = {n.name for n in nodes if n.op_type in DLA_RECONSTRUCTED}
+    assert {(v.rule, v.node) for v in t10} == {("dla_layer", name) for name in qdq}
+    assert "'Reconstruction', not native" in t10[0].detail
+    assert check_tensorrt_graph(model, profile=DLA, dla_batch=8, dla_target="tensorrt11") == []
+
+
+def test_tensorrt11_dla_needs_qdq_on_every_trunk_tensor() -> None:
+    """Model-Optimizer target_dla: Q/DQ in front of every activation a trunk layer (or the head) reads."""
+    nodes, inits = _int8_head(quantize_outputs=False)  # int8_trt's GPU placement: Q/DQ on the conv input only
+    violations = check_tensorrt_graph(_model(nodes, inits), profile=DLA, dla_batch=8, dla_target="tensorrt11")
+    assert [(v.rule, v.node) for v in violations] == [("dla_qdq_placement", "relu")]
+    assert "2 input(s)" in violations[0].detail  # the Relu's input and the pooling head's input
+    assert RULES["dla_qdq_placement"].source.count("Model-Optimizer") == 1
+    with pytest.raises(ValueError, match="dla_target"):
+        check_tensorrt_graph(_model(nodes, inits), profile=DLA, dla_batch=8, dla_target="tensorrt12")
+
+
+def test_tensorrt10_dla_int8_needs_a_scale_for_every_trunk_tensor() -> None:
+    """The Q/DQ-free graph is INT8 by its calibration cache: every trunk tensor needs a scale there."""
+    nodes, inits = _conv_head("images")
+    model = _model(nodes, inits)
+    assert check_tensorrt_graph(model, profile=DLA, dla_batch=8, dla_scales={"images", "c", "r"}) == []
+    missing = check_tensorrt_graph(model, profile=DLA, dla_batch=8, dla_scales={"images", "r"})
+    assert [(v.rule, v.node) for v in missing] == [("dla_precision", "conv"), ("dla_calibration", "c")]
+    assert [(v.rule, v.node) for v in check_tensorrt_graph(model, profile=DLA, dla_batch=8, dla_scales={"c", "r"})] \
+        == [("dla_precision", "conv"), ("dla_calibration", "images")]
+
+
 def test_violation_records_its_source() -> None:
     nodes, inits = _conv_head("images")
     (v,) = check_tensorrt_graph(_model(nodes, inits, opset=21), profile=PROFILE)
@@ -291,12 +351,28 @@ def test_every_shipped_tensorrt_variant_conforms(variant, fp32_encoder, random_i
     model = make_variant(fp32_encoder, variant, random_images)
     assert check_tensorrt_graph(model, profile=PROFILE) == []
     if variant == "int8_trt":  # the DLA bundle's int8_trt quantizes its stem (ExportConfig with dla_batch)
-        model = make_variant(fp32_encoder, variant, random_images, ExportConfig(dla_batch=8).quant_configs[variant])
-    dla = check_tensorrt_graph(model, profile=DLA, dla_batch=8)
-    if variant == "fp32":  # the FP32 graph cannot run on the DLA: refused in one violation
-        assert [v.rule for v in dla] == ["dla_precision"]
-    else:
-        assert dla == []
+        config = ExportConfig(dla_batch=8).quant_configs[variant]
+        model = make_variant(fp32_encoder, variant, random_images, config)
+        # int8_trt itself is not a DLA graph: its Q/DQ are 'Reconstruction' on Orin DLA (TensorRT 10 refuses them
+        # there), and its convolution outputs carry no Q/DQ (a strongly typed TensorRT 11 build runs them in float)
+        qdq = {n.name for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
+        t10 = check_tensorrt_graph(model, profile=DLA, dla_batch=8)
+        assert {v.rule for v in t10} == {"dla_layer"} and {v.node for v in t10} == qdq
+        t11 = check_tensorrt_graph(model, profile=DLA, dla_batch=8, dla_target="tensorrt11")
+        assert [v.rule for v in t11] == ["dla_qdq_placement"]
+        # ... its DLA graphs are: the Q/DQ-free one with the cache's scales, the one with Q/DQ on every DLA tensor
+        graphs = build_dla_int8(fp32_encoder, model, random_images, config)
+        assert check_tensorrt_graph(graphs.implicit, profile=DLA, dla_batch=8, dla_scales=graphs.scales) == []
+        assert check_tensorrt_graph(graphs.explicit, profile=DLA, dla_batch=8, dla_target="tensorrt11") == []
+        for graph in (graphs.implicit, graphs.explicit):
+            assert check_tensorrt_graph(graph, profile=PROFILE) == []
+        return
+    for target in ("tensorrt10", "tensorrt11"):
+        dla = check_tensorrt_graph(model, profile=DLA, dla_batch=8, dla_target=target)
+        if variant == "fp32":  # the FP32 graph cannot run on the DLA: refused in one violation
+            assert [v.rule for v in dla] == ["dla_precision"]
+        else:
+            assert dla == []
 
 
 def test_dynamo_export_conforms(backbone, random_images) -> None:
@@ -344,11 +420,16 @@ def test_bundle_hook_checks_dla_only_for_the_dla_variants(fp32_encoder, random_i
     assert ExportConfig(variants=("fp32", "int8_trt"), dla_batch=8).quant_configs["int8_trt"] == dla_int8
     for variant in ("fp32", "fp16", "int8_trt"):
         model = make_variant(fp32_encoder, variant, random_images, dla_int8 if variant == "int8_trt" else None)
-        entry, failures = bundle_conformance(model, variant, profile=PROFILE, dla_batch=8)
+        graphs = _dla_graphs(fp32_encoder, model, random_images, dla_int8) if variant == "int8_trt" else None
+        entry, failures = bundle_conformance(model, variant, profile=PROFILE, dla_batch=8, dla_graphs=graphs)
         assert entry["passed"] and not failures, (variant, failures)
         assert ("dla_batch" in entry) == (variant != "fp32")
+        assert ("dla_graphs" in entry) == (variant == "int8_trt")
         assert bundle_conformance(model, variant, profile=PROFILE, dla_batch=0)[0] == \
             {"passed": True, "checked": entry["checked"], "violations": []}
+    # without its DLA graphs the Q/DQ graph is what a DLA plan would build from: refused, Q/DQ not being native
+    entry, failures = bundle_conformance(model, "int8_trt", profile=PROFILE, dla_batch=8)
+    assert not entry["passed"] and any(f.startswith("tensorrt:dla_layer at ") for f in failures)
     nodes, inits = _conv_head("images")  # an FP32 graph shipped as the fp16 variant would be refused for DLA
     entry, failures = bundle_conformance(_model(nodes, inits), "fp16", profile=PROFILE, dla_batch=8)
     assert failures == ["tensorrt:dla_precision at conv"] and entry["dla_batch"] == 8
@@ -356,4 +437,22 @@ def test_bundle_hook_checks_dla_only_for_the_dla_variants(fp32_encoder, random_i
     float_stem = make_variant(fp32_encoder, "int8_trt", random_images)
     assert bundle_conformance(float_stem, "int8_trt", profile=PROFILE, dla_batch=0)[0]["passed"]
     entry, failures = bundle_conformance(float_stem, "int8_trt", profile=PROFILE, dla_batch=8)
-    assert len(failures) == 1 and failures[0].startswith("tensorrt:dla_precision at ")
+    assert any(f.startswith("tensorrt:dla_precision at ") for f in failures)
+    # its DLA graphs quantize the stem too (calibrated, per-channel weights): they pass
+    graphs = _dla_graphs(fp32_encoder, float_stem, random_images, INT8_FLAVOURS["int8_trt"])
+    entry, failures = bundle_conformance(float_stem, "int8_trt", profile=PROFILE, dla_batch=8, dla_graphs=graphs)
+    assert entry["passed"] and not failures, failures
+    # a violation in a DLA graph fails the variant and names the file
+    file, graph, scales = graphs["tensorrt10"]
+    add_output = next(t for t in sorted(scales) if t.endswith("/Add_output_0"))  # no convolution reads or writes it
+    graphs["tensorrt10"] = (file, graph, scales - {add_output})
+    entry, failures = bundle_conformance(float_stem, "int8_trt", profile=PROFILE, dla_batch=8, dla_graphs=graphs)
+    assert not entry["passed"] and len(failures) == 1
+    assert failures[0].startswith("tensorrt:dla_calibration at ") and failures[0].endswith("(encoder_int8_trt_dla.onnx)")
+    assert entry["violations"][0]["detail"].startswith("[encoder_int8_trt_dla.onnx, tensorrt10] ")
+
+
+def _dla_graphs(fp32, int8_model, images, config) -> dict:
+    graphs = build_dla_int8(fp32, int8_model, images, config)
+    return {"tensorrt10": (IMPLICIT_FILE, graphs.implicit, set(graphs.scales)),
+            "tensorrt11": (EXPLICIT_FILE, graphs.explicit, None)}

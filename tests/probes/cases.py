@@ -461,6 +461,47 @@ def verify_broken_manifest(probe: Probe) -> Outcome:
     return cli_verdict(probe.cli("verify", str(bundle), run_args=False), mentions=("manifest.json",))
 
 
+# ------------------------------------------------------------------------------------------- every bundle file (16)
+
+
+def _verify_fp32(probe: Probe, bundle: Path, *args: str) -> Result:
+    """`edge-encoder verify` running fp32 only (every file is checked whatever runs), no timing."""
+    return probe.cli("verify", str(bundle), "--variant", "fp32", "--seconds", "0", "--warmup", "0", *args,
+                     run_args=False)
+
+
+def verify_changed_triton_copy(probe: Probe) -> Outcome:
+    """What Triton serves: a damaged ``triton/encoder_onnx_fp32/1/model.onnx`` (a copy once ``scp -r`` made the hard
+    link a file), the variant itself intact."""
+    bundle = probe.copy_finished_run() / "deploy"
+    copy = bundle / "triton" / "encoder_onnx_fp32" / "1" / "model.onnx"
+    if copy.samefile(bundle / "encoder_fp32.onnx"):  # still a hard link: make it the copy a transfer would
+        data = copy.read_bytes()
+        copy.unlink()
+        copy.write_bytes(data)
+    _flip_largest_initializer(copy)
+    return cli_verdict(_verify_fp32(probe, bundle), mentions=("triton/encoder_onnx_fp32/1/model.onnx",))
+
+
+def verify_unexpected_file(probe: Probe) -> Outcome:
+    bundle = probe.copy_finished_run() / "deploy"
+    (bundle / "triton" / "encoder_onnx_fp32" / "2").mkdir()
+    (bundle / "triton" / "encoder_onnx_fp32" / "2" / "model.onnx").write_bytes(b"a second version Triton would load")
+    return cli_verdict(_verify_fp32(probe, bundle), mentions=("unexpected file triton/encoder_onnx_fp32/2/model.onnx",))
+
+
+def verify_rewritten_manifest_pinned(probe: Probe) -> Outcome:
+    """trtexec.txt edited and its hash rewritten in the manifest: self-consistent, so only the pin can catch it."""
+    import hashlib
+
+    bundle = probe.copy_finished_run() / "deploy"
+    pinned = hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest()
+    (bundle / "trtexec.txt").write_text("trtexec --onnx=encoder_fp32.onnx --best --saveEngine=tensorrt/encoder.plan\n")
+    digest = hashlib.sha256((bundle / "trtexec.txt").read_bytes()).hexdigest()
+    _rewrite_manifest(bundle, lambda m: m.get("files", {}).update({"trtexec.txt": digest}))
+    return cli_verdict(_verify_fp32(probe, bundle, "--manifest-sha256", pinned), mentions=("manifest.json",))
+
+
 # ------------------------------------------------------------------------------------------------ reruns (8, 10, 11)
 
 
@@ -823,6 +864,12 @@ CASES = [
     Case("manifest_broken_json", "10", "manifest.json cut in half; open_engine", manifest_broken_json),
     Case("manifest_wrong_types", "10", "manifest variant file = 12345; open_engine", manifest_wrong_types),
     Case("verify_broken_manifest", "10", "`edge-encoder verify` with a broken manifest", verify_broken_manifest),
+    Case("verify_changed_triton_copy", "16", "`edge-encoder verify`, triton/encoder_onnx_fp32/1/model.onnx damaged",
+         verify_changed_triton_copy),
+    Case("verify_unexpected_file", "16", "`edge-encoder verify`, a triton/encoder_onnx_fp32/2/model.onnx added",
+         verify_unexpected_file),
+    Case("verify_rewritten_manifest_pinned", "16", "`edge-encoder verify --manifest-sha256` of the export, trtexec.txt "
+         "and its hash in the manifest rewritten", verify_rewritten_manifest_pinned),
     Case("compare_dataset_list", "10", "compare two runs, one report's dataset a list", compare_dataset_list),
     Case("truncated_newest_checkpoint", "11", "newest checkpoint cut in half, older one intact",
          truncated_newest_checkpoint, expect="correct", slow=True),
