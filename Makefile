@@ -20,12 +20,13 @@ VPY := $(VENV)/bin/python
 STAMP_RUN := $(VENV)/.installed-$(EXTRA)
 STAMP_TEST := $(VENV)/.installed-$(EXTRA)-test
 
-.PHONY: run test bench venv clean-venv help
+.PHONY: run test bench venv wheel clean-venv help
 
 help:
 	@echo "make run   - set up .venv ($(EXTRA) extras) and run python pipeline.py $(ARGS)"
 	@echo "make test  - set up .venv with test extras and run the test suite"
 	@echo "make bench - run the benchmark scripts (see README)"
+	@echo "make wheel - build dist/edge_encoder-*.whl, the device install (copy it with the bundle)"
 
 $(VPY):
 	@echo ">> creating $(VENV) with $(PYTHON)"
@@ -57,6 +58,12 @@ bench: $(STAMP_TEST)
 	@echo ">> benchmarks (writes benchmarks/results/); lightly's MoCo blocks are the training reference"
 	$(VPY) -m pip install --quiet --no-deps "lightly>=1.5"
 	$(VPY) benchmarks/run_all.py
+
+# The wheel a device installs (the base install has no torch: see README "Deployment").
+wheel: $(VPY)
+	rm -rf build  # a stale build/lib could carry modules that no longer exist
+	$(VPY) -m pip wheel --quiet --no-deps --wheel-dir dist .
+	@ls dist/edge_encoder-*.whl
 
 clean-venv:
 	rm -rf $(VENV)

@@ -581,6 +581,17 @@ Output `{out['name']}`: float32 (N, {out['embedding_dim']}), rows L2-normalised 
 |---|---|---|---|---|---|
 {rows}
 
+## Install on this device (no torch, no training code)
+
+    python3 -m venv --system-site-packages ~/edge-encoder   # --system-site-packages: JetPack's TensorRT bindings
+    . ~/edge-encoder/bin/activate
+    pip install edge_encoder-*.whl onnxruntime    # the wheel `make wheel` built beside this bundle
+
+The base install is NumPy, Pillow and tqdm (the device runtime: `edge-encoder verify`, `build`, `key`,
+`embed --images`); ONNX Runtime is the CPU backend. TensorRT must be 10 or newer: JetPack 6.1 / 6.2 bring 10.3
+(`python3-libnvinfer`, `trtexec` in /usr/src/tensorrt/bin); JetPack 6.0 brings 8.6, which is refused. On a server:
+`pip install 'edge_encoder-*.whl[tensorrt]'`.
+
 ## Build TensorRT engines on this device (TensorRT >= 10; no training code or dataset needed)
 
     edge-encoder build .            # all variants -> tensorrt/encoder_<variant>.plan (+ engine key)
