@@ -305,7 +305,7 @@ def run_evaluate(settings: Settings, data: Any, checkpoint: Path, bundle: Any, r
         evaluations[name] = evaluate_engine(
             engine, data.x_train, data.y_train, data.x_test, data.y_test, config=settings.evaluate,
             dataset_id=data.spec, cache_dir=run_dir / "cache" / "embeddings", progress=progress,
-            reference=evaluations["pytorch_fp32"] if kind == "engine" else None,
+            reference=evaluations["pytorch_fp32"] if kind == "engine" else None, num_classes=data.num_classes,
         )
         kinds[name] = kind
 
@@ -397,7 +397,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with _timed(timings, "data"):
         data = load_run_data(settings.data)  # before anything is written: a bad dataset leaves no run folder
-    _check_fit(settings, data)
+    check_fit(settings, data)  # as `edge-encoder train`: refused here, before the run folder or its lock
+    check_bundle_dir(run_dir / "deploy")  # before training, not after it: the export would refuse a user's folder
     if rank == 0:  # ranks > 0 take no lock: rank 0's guards the folder for all (and they cannot wait on it)
         run_dir.mkdir(parents=True, exist_ok=True)
         hold_lock(run_dir)  # one run per folder; held until this process ends (a killed one blocks nothing)
@@ -434,14 +435,27 @@ def run(args: argparse.Namespace) -> int:
     return _report(settings, data, device, timings, train_result, bundle, sections, run_dir)
 
 
-def _check_fit(settings: Settings, data: Any) -> None:
+def check_fit(settings: Settings, data: Any) -> None:
     """Refuse, before the run folder exists, a training config the images cannot serve (batch larger than the
-    training set, non-square images without ``train.image_size``)."""
+    training set, non-square images without ``train.image_size``). ``run`` and ``edge-encoder train`` both call it
+    right after loading the data, so the same input is refused at the same point, leaving no run folder."""
     from edge_encoder.train.loop import check_train_images
 
     try:
         check_train_images(data.train_images, settings.train)
     except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def check_bundle_dir(bundle_dir: Path) -> None:
+    """Refuse (exit 2) a bundle folder an export may not replace: one that exists and is not a deploy bundle
+    (``export.bundle.check_bundle_target``), such as a user's folder. Reads only; ``run`` calls it for
+    ``runs/<name>/deploy`` before training, ``edge-encoder export`` for ``--out`` before loading anything."""
+    from edge_encoder.export.bundle import BundleTargetError, check_bundle_target
+
+    try:
+        check_bundle_target(bundle_dir)
+    except BundleTargetError as exc:
         raise UsageError(str(exc)) from exc
 
 

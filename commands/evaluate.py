@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +63,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
     data = pipeline.load_data(settings.data)
     timings["data"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    metrics, engines, indexed = evaluate_engines(target, keys, settings, data, run_dir, progress,
-                                                 baselines=not args.no_baselines)
+    with removed_if_left_empty(run_dir / "cache" / "embeddings"):  # a failed evaluation leaves no empty run folder
+        metrics, engines, indexed = evaluate_engines(target, keys, settings, data, run_dir, progress,
+                                                     baselines=not args.no_baselines)
     timings["evaluate"] = time.perf_counter() - t0
     index_section = None
     if settings.evaluate.index_benchmark:
@@ -82,6 +85,26 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def removed_if_left_empty(folder: Path) -> Iterator[None]:
+    """On an exception inside the block, remove the folders of ``folder``'s path that did not exist before it and
+    are still empty (deepest first; a folder holding anything, or that existed before, is kept)."""
+    created = []
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        created.append(candidate)
+    try:
+        yield
+    except BaseException:
+        for candidate in created:  # deepest first
+            try:
+                candidate.rmdir()  # only an empty directory goes
+            except OSError:
+                break
+        raise
+
+
 def evaluate_engines(target: EngineTarget, keys: list[str | None], settings: Any, data: Any, run_dir: Path,
                      progress: bool, *, baselines: bool) -> tuple[dict[str, Any], dict[str, Any], Any]:
     """Evaluate each engine of ``target`` (and the raw-pixel baseline) on ``data``.
@@ -97,7 +120,7 @@ def evaluate_engines(target: EngineTarget, keys: list[str | None], settings: Any
             return evaluate_engine(
                 engine, data.x_train, data.y_train, data.x_test, data.y_test, config=settings.evaluate,
                 dataset_id=data.spec, cache_dir=run_dir / "cache" / "embeddings", reference=reference,
-                progress=progress)
+                progress=progress, num_classes=data.num_classes)
 
     evaluations: dict[str, Any] = {}
     kinds: dict[str, str] = {}

@@ -4,7 +4,8 @@ CHECKPOINT is a checkpoint file (``runs/<name>/train/checkpoints/step_*.pt``) or
 checkpoint). Calibration images come from the dataset's train split and parity images from its test split, fitted
 to the checkpoint's input size: the dataset recorded in the run's ``config.json`` (with its ``[data]`` and
 ``[export]`` settings), or ``--dataset`` / ``--calibration-data SPEC``. The bundle goes to ``--out`` (default:
-the run's ``deploy/``, replaced only when the new bundle is complete). Exit 3 when a variant fails its parity gate
+the run's ``deploy/``, replaced only when the new bundle is complete; an existing ``--out`` that is neither empty
+nor a deploy bundle is refused, exit 2, and left as it was). Exit 3 when a variant fails its parity gate
 (the files are kept, marked failed in the manifest) unless ``--allow-failed-parity``.
 """
 
@@ -107,6 +108,7 @@ def export_command(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser() if args.out else (run_dir / "deploy" if run_dir is not None else None)
     if out is None:
         raise UsageError(f"{checkpoint} is not inside a run folder (RUN/train/checkpoints/): give --out DIR")
+    pipeline.check_bundle_dir(out)  # a folder that is not a bundle (a user's files) is refused before any work
     settings = resolve_settings(args, _recorded_config(run_dir), image_size)
     data = pipeline.load_run_data(settings.data)  # calibration: training images; parity: held-out images
     if run_dir is not None:  # as run: no export into a run folder another process is training or exporting in

@@ -35,6 +35,7 @@ def train_command(args: argparse.Namespace) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     run_dir = Path(args.runs_dir) / settings.name
     data = pipeline.load_run_data(settings.data)  # before anything is written: a bad dataset leaves no run folder
+    pipeline.check_fit(settings, data)  # as run: a batch larger than the data is refused before the folder exists
     rank = int(os.environ.get("RANK", "0"))  # under torchrun every rank trains; rank 0 writes
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -11,18 +11,31 @@ ranges. User input goes through :func:`config_from_dict`. Every mistake is a ``V
 
 Types come from the dataclass annotations: ``bool``, ``int``, ``float`` (an int is widened), ``str``, unions
 (``int | None``, ``str | bool``), ``tuple[int, ...]`` / ``tuple[int, float]`` / ``list[str]`` (a TOML array is
-accepted for either and stored as the annotated container). ``bool`` is never accepted as a number.
+accepted for either and stored as the annotated container). ``bool`` is never accepted as a number, and a
+``float`` must be finite wherever it appears (TOML's ``inf``, ``-inf``, ``nan`` are refused here for every key:
+``config key 'train.base_lr': must be a finite number, got inf``); ranges are the section's own.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any, Mapping, TypeVar
 
 T = TypeVar("T")
+
+# The softmax temperature of the contrastive loss (train.temperature) and of the weighted kNN vote
+# (evaluate.knn_temperature, evaluate.extra_knn). Published values lie in [0.05, 1]: MoCo v1 0.07, MoCo v2 0.2,
+# MoCo v3 1.0 (ResNet) and 0.2 (ViT), the MoCo CIFAR-10 demo 0.1, SimCLR's sweep 0.05..1 (Chen et al. 2020,
+# table 5); kNN votes 0.07 (Wu et al. 2018, DINO) and 0.1 (the MoCo demo). The range leaves a factor of 5 below and
+# 10 above them. Below 0.01 the logits cos / T pass 100: the softmax is a hard max (one negative takes the whole
+# gradient, which grows as 1 / T: T = 1e-30 ends in a non-finite loss at the first step), and the kNN weights
+# exp(cos / T) overflow float64 below T = 1 / 709. Above 10 every logit lies within +-0.1 of the others: a
+# near-uniform softmax that carries no signal.
+TEMPERATURE_RANGE = (0.01, 10.0)
 
 
 def require(ok: bool, section: str, key: str, message: str, value: Any) -> None:
@@ -64,9 +77,15 @@ class _Mismatch(Exception):
     pass
 
 
+class _NotFinite(Exception):
+    """A float that is inf or nan: the right type, never a usable value (not tried against other union options)."""
+
+
 def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:
     try:
         return _convert(value, hint)
+    except _NotFinite:
+        raise ValueError(f"config key '{section}.{key}': must be a finite number, got {value!r}") from None
     except _Mismatch:
         raise ValueError(f"config key '{section}.{key}': expected {_describe(hint)}, got {type(value).__name__} "
                          f"({value!r})") from None
@@ -109,7 +128,13 @@ def _convert(value: Any, hint: Any) -> Any:
         raise _Mismatch
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond float's range
+                raise _NotFinite from None
+            if not math.isfinite(number):
+                raise _NotFinite
+            return number
         raise _Mismatch
     if hint is str:
         if isinstance(value, str):

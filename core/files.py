@@ -1,8 +1,12 @@
 """Files the user keeps: atomic writes and content hashes (standard library only, so a device needs nothing else).
 
 Every file the project writes goes through :func:`atomic_write` (temp file in the same folder, flush, fsync,
-``os.replace``): a reader sees the old file or the new one, never half of one, and an interrupted or failed write
-(a full disk) leaves no temp file behind. Logs grow by :func:`append_text`, one whole record at a time.
+``os.replace``, fsync of the folder): a reader sees the old file or the new one, never half of one, a write that
+returned survives a power loss, and an interrupted or failed write (a full disk) leaves no temp file behind; one
+killed outright (SIGKILL, OOM killer) leaves ``.NAME.<pid>.<random>.tmp``, which the next write to the same file
+removes once that pid is gone. Logs grow by :func:`append_text`, one whole record at a time. What the project
+writes gets the ordinary mode (``0666`` / ``0777`` less the umask, :func:`make_temp_dir` for folders built aside),
+so a bundle or report stays readable by another user or a service account.
 
 A run directory is guarded by :func:`hold_lock` (``fcntl.flock`` on ``DIR/.lock``): one process at a time, and a
 process that dies, even by SIGKILL, leaves nothing stuck, because the kernel drops the lock with the process.
@@ -15,6 +19,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -60,18 +65,22 @@ def atomic_write(path: Path | str, write: Callable[[BinaryIO], Any]) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        _remove_dead_temps(path)
+        # The temp name carries this process's pid, so a later write can tell a dead writer's leftover from a live
+        # one's file (_remove_dead_temps).
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise _naming(exc, path) from exc
     try:
         # mkstemp creates the file 0600; give it the mode an ordinary open() would (0666 less the umask), so a
         # bundle or report copied to another user or a device stays readable.
-        os.fchmod(fd, 0o666 & ~_UMASK)
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)  # the rename itself is durable only once the folder's entry is on disk
     except BaseException as exc:
         error = _short_write_errno(exc, path) if isinstance(exc, OSError) else None  # before the space is freed
         Path(tmp).unlink(missing_ok=True)
@@ -93,6 +102,87 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()
+FILE_MODE = 0o666 & ~_UMASK  # what open() gives a new file
+DIR_MODE = 0o777 & ~_UMASK  # what mkdir() gives a new folder
+# fsync of a folder where the file system or platform does not support it: nothing more to do there
+_DIR_FSYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EACCES, errno.EPERM,
+                          errno.EISDIR, errno.ENOSYS}
+
+
+def fsync_dir(folder: Path | str) -> None:
+    """fsync ``folder`` itself, so that a rename or a new file in it survives a power loss (POSIX: the entry lives
+    in the folder). Where the platform or file system cannot (no ``O_DIRECTORY``, EINVAL...) it does nothing.
+
+    Raises:
+        OSError: a real I/O error of the folder (EIO...).
+    """
+    flags = getattr(os, "O_DIRECTORY", None)
+    if flags is None:  # Windows: no folder fsync
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | flags)
+    except OSError as exc:
+        if exc.errno in _DIR_FSYNC_UNSUPPORTED:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _DIR_FSYNC_UNSUPPORTED:
+            raise
+    finally:
+        os.close(fd)
+
+
+def make_temp_dir(prefix: str, folder: Path | str) -> Path:
+    """A new empty folder ``folder/<prefix><random>`` (``tempfile.mkdtemp``) with the ordinary folder mode
+    (``0777`` less the umask) instead of mkdtemp's ``0700``: for folders built aside and then renamed into place
+    (a deploy bundle, a Triton model), which another user or a service account must be able to read."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=folder))
+    try:
+        os.chmod(path, DIR_MODE)
+    except BaseException:
+        os.rmdir(path)
+        raise
+    return path
+
+
+def _temp_pattern(path: Path) -> re.Pattern[str]:
+    """The temp names :func:`atomic_write` gives ``path``: ``.NAME.<pid>.<mkstemp's random letters>.tmp``."""
+    return re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[a-z0-9_]+\.tmp")
+
+
+def _remove_dead_temps(path: Path) -> None:
+    """Remove the temp files of earlier writes to ``path`` whose process is gone (killed mid-write: SIGKILL, the
+    OOM killer, a power cut); a live process's (this one's included) are left alone. Only exact matches of
+    :func:`_temp_pattern` are touched, so no other file of the folder can be taken for one."""
+    pattern = _temp_pattern(path)
+    prefix = f".{path.name}."
+    try:
+        entries = [e.name for e in os.scandir(path.parent) if e.name.startswith(prefix) and e.name.endswith(".tmp")]
+    except OSError:
+        return
+    for name in entries:
+        match = pattern.fullmatch(name)
+        if match is None or pid_alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(FileNotFoundError):  # another writer removed it first
+            os.unlink(path.parent / name)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (one of another user counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OverflowError:  # not a pid at all
+        return False
+    return True
 
 
 def _short_write_errno(exc: OSError, path: Path) -> OSError | None:

@@ -82,6 +82,54 @@ def _float_normalization(path: Path, meta: dict[str, str],
     return mean, std
 
 
+def _static_dim(dim: Any) -> int | None:
+    """A graph dimension as an int when it is fixed (``>= 0``), ``None`` when symbolic/unknown."""
+    return dim if isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 else None
+
+
+# Output element types that cannot be an embedding (a numeric tensor of any width can).
+_UNUSABLE_OUTPUT_TYPES = ("tensor(string)", "tensor(bool)")
+
+
+def _graph_batch(path: Path, inp: Any, out: Any, out_shape: list[Any] | None,
+                 flatten: bool) -> tuple[int | None, str]:
+    """``(batch, why)``: the number of images each session call must hold (``None``: any), read from the graph.
+
+    The batch is the input's static first dimension (``torch.onnx.export`` without ``dynamic_axes`` writes 1), else
+    the output's fixed first dimension (an input left dynamic over a graph that reshapes to a fixed batch). An
+    output that cannot be an embedding is refused here, naming the file and the shape: not a numeric tensor, a rank
+    other than ``(N, D)`` (or ``(N, C, H, W)`` with ``flatten``), a zero-width feature axis, or a fixed first
+    dimension other than the input's batch.
+    """
+    what = f"{path}: output {out.name!r} ({out.type} {out_shape})"
+    if out.type in _UNUSABLE_OUTPUT_TYPES or not str(out.type).startswith("tensor("):
+        raise ValueError(f"{what} is not a numeric tensor; an encoder output is float (N, D)")
+    in_batch = _static_dim(inp.shape[0]) if inp.shape else None
+    if in_batch == 0:
+        raise ValueError(f"{path}: input {inp.name!r} has a static batch of 0 ({inp.type} {inp.shape}); an encoder "
+                         "input holds at least one image")
+    if not out_shape:  # rank unknown to ONNX Runtime: the first run is checked instead
+        return in_batch, f"input {inp.name!r} has a static batch of {in_batch}"
+    ranks = (2, 4) if flatten else (2,)
+    if len(out_shape) not in ranks:
+        raise ValueError(f"{what} has rank {len(out_shape)}; an encoder output must be (N, D)"
+                         + (" or (N, C, H, W)" if flatten else ""))
+    if any(_static_dim(d) == 0 for d in out_shape[1:]):
+        raise ValueError(f"{what} has a zero-width feature axis: an embedding needs at least one value per image")
+    out_batch = _static_dim(out_shape[0])
+    if out_batch == 0:
+        raise ValueError(f"{what} has 0 rows; an encoder output has one row per image")
+    if in_batch is not None and out_batch is not None and in_batch != out_batch:
+        raise ValueError(f"{what} has its first dimension (rows) fixed at {out_batch}, but the input's static batch "
+                         f"is {in_batch} ({inp.name!r} {inp.shape}); an encoder output has one row per image")
+    if in_batch is not None:
+        return in_batch, f"input {inp.name!r} has a static batch of {in_batch}"
+    if out_batch is not None:
+        return out_batch, (f"output {out.name!r} has a fixed first dimension of {out_batch} (input {inp.name!r} "
+                           "batch dynamic)")
+    return None, ""
+
+
 class EngineBase:
     """Shared context-manager plumbing; subclasses implement ``_open``, ``_close`` and ``_run``."""
 
@@ -102,7 +150,9 @@ class EngineBase:
         """uint8 ``(N, H, W, 3)`` RGB -> float32 ``(N, D)``, rows L2-normalised."""
         batch = self.input_spec.validate(images)
         out = np.asarray(self._run(batch), dtype=np.float32)
-        assert out.ndim == 2 and out.shape[0] == batch.shape[0], out.shape
+        if out.ndim != 2 or out.shape[0] != batch.shape[0] or out.shape[1] == 0:
+            raise ValueError(f"engine {self.name!r} ({self.source_path}) returned shape {out.shape} for a batch of "
+                             f"{batch.shape[0]} images; expected ({batch.shape[0]}, D) with D >= 1")
         return out
 
     def _run(self, images: np.ndarray) -> np.ndarray:
@@ -117,6 +167,14 @@ class OnnxRuntimeEngine(EngineBase):
 
     ``embed`` always takes uint8 NHWC; for a float-NCHW model (``input_layout="float_nchw"`` export) the
     engine applies ``((x / 255) - mean) / std`` itself before calling the session.
+
+    ``embed`` takes any number of images whatever the graph's batch: a graph with a static batch ``B`` (what
+    ``torch.onnx.export`` writes without ``dynamic_axes``: ``B = 1``), or whose output's first dimension is fixed
+    at ``B``, is run in chunks of exactly ``B`` images (the last one padded with copies of its last image, only
+    its real rows kept), said once in the log (``graph_batch`` is ``B``, else ``None``). At open time an output
+    that cannot be an embedding is refused with a one-line ``ValueError`` naming the file and the shape: not a
+    numeric tensor, a zero-width feature axis, a wrong rank, or a fixed first dimension other than the input's
+    static batch; at run time so is an output without one row per image.
 
     Args:
         path: the ``.onnx`` file.
@@ -165,11 +223,14 @@ class OnnxRuntimeEngine(EngineBase):
         else:
             raise ValueError(f"{self.source_path}: input {inp.name!r} must be uint8 (N, H, W, 3) or float32 "
                              f"(N, 3, H, W), got {inp.type} {inp.shape}")
-        self.output_shape = list(self._session.get_outputs()[0].shape)
+        output = self._session.get_outputs()[0]
+        self._output_name = output.name
+        self.output_shape = list(output.shape) if output.shape is not None else None
         self._l2_normalize_output = l2_normalize_output
-        if l2_normalize_output and len(self.output_shape) not in (2, 4):
-            raise ValueError(f"{self.source_path}: output {self._session.get_outputs()[0].name!r} has shape "
-                             f"{self.output_shape}; an encoder output must be (N, D) or (N, C, H, W)")
+        # The batch every session call holds: None (any), or the graph's static batch B, in chunks of exactly B.
+        self.graph_batch, self._batch_reason = _graph_batch(self.source_path, inp, output, self.output_shape,
+                                                            l2_normalize_output)
+        self._batch_logged = False
         precision = meta.get("edge_encoder.precision")
         self.name = name or (f"onnx_{precision}" if precision else self.source_path.stem)
         self.providers = self._session.get_providers()
@@ -179,14 +240,46 @@ class OnnxRuntimeEngine(EngineBase):
             raise RuntimeError(f"engine {self.name!r} is closed")
         if self._normalize is not None:
             images = normalize_images(images, *self._normalize)
-        out = self._session.run(None, {self._input_name: images})[0]
+        if self.graph_batch is None:
+            out = self._session_run(images)
+        else:
+            out = np.concatenate([self._session_run(chunk)[:rows] for chunk, rows in self._chunks(images)])
         if not self._l2_normalize_output:
             return out
         if out.ndim not in (2, 4):
             raise ValueError(f"engine {self.name!r}: output shape {out.shape}; expected (N, D) or (N, C, H, W)")
         flat = out.reshape(out.shape[0], -1).astype(np.float32, copy=False)
+        if flat.shape[1] == 0:
+            raise ValueError(f"{self.source_path}: output {self._output_name!r} has shape {out.shape}: a zero-width "
+                             "embedding")
         # An all-zero row (e.g. a dead ReLU feature vector) stays zero rather than becoming NaN.
         return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
+
+    def _chunks(self, images: np.ndarray) -> list[tuple[np.ndarray, int]]:
+        """``[(chunk of exactly graph_batch images, rows to keep)]``: the last chunk is padded with copies of its
+        last image, and only its real rows are kept."""
+        size = int(self.graph_batch)  # type: ignore[arg-type]
+        if not self._batch_logged:
+            self._batch_logged = True
+            logger.info("%s: %s; images run %d at a time (a last partial chunk is padded, its padding rows "
+                        "dropped)", self.source_path, self._batch_reason, size)
+        chunks = []
+        for start in range(0, len(images), size):
+            chunk = images[start:start + size]
+            rows = len(chunk)
+            if rows < size:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - rows, axis=0)])
+            chunks.append((chunk, rows))
+        return chunks
+
+    def _session_run(self, batch: np.ndarray) -> np.ndarray:
+        """One session call; its output must have one row per image of ``batch``."""
+        out = np.asarray(self._session.run(None, {self._input_name: batch})[0])
+        if out.ndim == 0 or out.shape[0] != len(batch):
+            raise ValueError(f"{self.source_path}: output {self._output_name!r} has shape {out.shape} for a batch of "
+                             f"{len(batch)} images (graph output {self.output_shape}); an encoder output has one row "
+                             "per image")
+        return out
 
     def close(self) -> None:
         self._session = None

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_encoder.core.files import make_temp_dir, pid_alive
 from edge_encoder.device.trt_plans import DEFAULT_PROFILE, DLA_VARIANTS, TENSORRT_VARIANTS
 
 ONNX_PLATFORM = "onnxruntime_onnx"
@@ -169,9 +170,8 @@ def write_model(repository: Path | str, name: str, config: str, model_file: Path
     repository.mkdir(parents=True, exist_ok=True)
     parent, prefix = repository.parent, f".{repository.name}-{name}."
     _remove_stale(parent, prefix)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}tmp-{os.getpid()}-", dir=parent))
+    tmp = make_temp_dir(f"{prefix}tmp-{os.getpid()}-", parent)  # the ordinary mode: Triton's user reads it
     try:
-        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it 0700; a model folder is read by the Triton user too
         (tmp / MODEL_VERSION).mkdir()
         _write_synced(tmp / CONFIG_NAME, config.encode())
         target = tmp / MODEL_VERSION / MODEL_FILENAMES[platform]
@@ -212,28 +212,10 @@ def _remove_stale(parent: Path, prefix: str) -> None:
     """Delete what a killed earlier write left beside the repository (its process is gone)."""
     for path in parent.glob(f"{prefix}*-*-*"):
         pid = path.name[len(prefix):].split("-")[1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _read_umask() -> int:
-    """The process umask, read once at import (POSIX has no getter: set and put back; see core.files)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
 
 
 def write_onnx_models(bundle: Path | str, manifest: Mapping[str, Any]) -> list[Path]:

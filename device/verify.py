@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 from edge_encoder.core.files import atomic_write_json, atomic_write_text, file_sha256
+from edge_encoder.core.markdown import md_cell, md_row
 from edge_encoder.device.bundle_files import open_engine
 from edge_encoder.device.manifest import (
     MANIFEST_NAME,
@@ -626,7 +627,7 @@ def render_table(report: dict[str, Any]) -> str:
     sizes = report["timing"]["batch_sizes"]
     lat_cols = [f"p50 b={b} (ms)" for b in sizes]
     head = ["variant", "status", "size (MB)", "cosine min", "top-1 agree", "kNN top-1", *lat_cols, "images/s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [md_row(head), "|" + "---|" * len(head)]
     for variant in report["variants_requested"]:
         e = report["variants"].get(variant)
         cells = [variant, _status(report, variant)]
@@ -636,7 +637,7 @@ def render_table(report: dict[str, Any]) -> str:
             cells += [f"{e['size_mb']:.2f}", f"{e['cosine_min']:.5f}", f"{e['top1_agreement']:.3f}",
                       _fmt(e["knn_top1"], ".3f"), *[_fmt(e["latency"].get(str(b), {}).get("p50_ms"), ".2f") for b in sizes],
                       f"{e['images_per_s']:.0f}"]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(md_row(cells))  # cells escaped: a variant name from the manifest keeps the row's columns
     return "\n".join(lines)
 
 
@@ -657,15 +658,16 @@ def render_markdown(report: dict[str, Any]) -> str:
                   "| variant | batch | p50 | p90 | p99 | images/s | runs |", "|---|---|---|---|---|---|---|"]
         for variant, e in report["variants"].items():
             for t in e["latency"].values():
-                lines.append(f"| {variant} | {t['batch']} | {t['p50_ms']:.3f} | {t['p90_ms']:.3f} | {t['p99_ms']:.3f} "
-                             f"| {t['images_per_s']:.0f} | {t['runs']} |")
+                lines.append(f"| {md_cell(variant)} | {t['batch']} | {t['p50_ms']:.3f} | {t['p90_ms']:.3f} | "
+                             f"{t['p99_ms']:.3f} | {t['images_per_s']:.0f} | {t['runs']} |")
         lines += ["", "## Quality against the FP32 reference", "",
                   ("| variant | cosine min | cosine p1 | cosine mean | top-1 agree | top-10 overlap | kNN top-1 | "
                    "kNN change | gate failures |"), "|---|---|---|---|---|---|---|---|---|"]
         for variant, e in report["variants"].items():
-            lines.append(f"| {variant} | {e['cosine_min']:.5f} | {e['cosine_p1']:.5f} | {e['cosine_mean']:.5f} | "
-                         f"{e['top1_agreement']:.3f} | {e['top10_overlap']:.3f} | {_fmt(e['knn_top1'], '.3f')} | "
-                         f"{_fmt(e['knn_top1_delta'], '+.3f')} | {'; '.join(e['failures']) or 'none'} |")
+            lines.append(f"| {md_cell(variant)} | {e['cosine_min']:.5f} | {e['cosine_p1']:.5f} | "
+                         f"{e['cosine_mean']:.5f} | {e['top1_agreement']:.3f} | {e['top10_overlap']:.3f} | "
+                         f"{_fmt(e['knn_top1'], '.3f')} | "
+                         f"{_fmt(e['knn_top1_delta'], '+.3f')} | {md_cell('; '.join(e['failures']) or 'none')} |")
     bad = [f for f in report["files"] if not f["ok"]]
     lines += ["", f"## Files: {len(report['files']) - len(bad)} of {len(report['files'])} match the manifest"]
     if report["problems"] or report["gate_failures"]:

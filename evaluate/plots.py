@@ -1,4 +1,7 @@
-"""The report's PNG plots. Called by ``report.write_plots`` with ``pyplot`` already imported (Agg backend)."""
+"""The report's PNG plots. Called by ``report.write_plots`` with ``pyplot`` already imported (Agg backend).
+
+Names a user chose (class folders, engine names) are drawn as plain text (``parse_math=False``): a ``$`` in one is
+not read as mathtext, which would stop the report at ``savefig`` (``a$\\frac$b``)."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ def accuracy_bars(plt: Any, out_dir: Path, report: dict[str, Any]) -> Path | Non
     for i, (key, label) in enumerate((("knn_top1", "kNN top-1"), ("linear_top1", "linear top-1"))):
         vals = [metrics[n].get(key) or 0.0 for n in names]
         ax.bar(x + (i - 0.5) * 0.38, vals, width=0.38, label=label)
-    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_xticks(x, names, rotation=20, ha="right", parse_math=False)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
     ax.legend()
@@ -45,11 +48,11 @@ def best_confusion(plt: Any, out_dir: Path, report: dict[str, Any]) -> Path | No
     if len(cm) <= 20:  # readable tick labels only for small label sets
         names = (report.get("dataset") or {}).get("class_names")
         labels = names if isinstance(names, list) and len(names) == len(cm) else [str(i) for i in range(len(cm))]
-        ax.set_xticks(range(len(cm)), labels, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(len(cm)), labels, fontsize=7)
+        ax.set_xticks(range(len(cm)), labels, rotation=45, ha="right", fontsize=7, parse_math=False)
+        ax.set_yticks(range(len(cm)), labels, fontsize=7, parse_math=False)
     ax.set_xlabel("predicted class (kNN)")
     ax.set_ylabel("true class")
-    ax.set_title(f"{name}: kNN confusion")
+    ax.set_title(f"{name}: kNN confusion", parse_math=False)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     path = out_dir / f"confusion_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.png"

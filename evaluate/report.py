@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from edge_encoder.core.files import atomic_write_text
+from edge_encoder.core.markdown import md_table
 
 log = logging.getLogger(__name__)
 
@@ -120,22 +121,22 @@ def accuracy_sentence(report: dict[str, Any]) -> str:
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
+    """Every table of report.md: each cell escaped (``core.markdown``), so a class name, path or engine name holding
+    ``|`` or a line break keeps its row to the header's column count."""
+    return md_table(header, rows)
 
 
 def _md_dataset(report: dict[str, Any]) -> str:
     ds = report.get("dataset", {})
     keys = ("spec", "name", "labelled", "layout", "num_train", "num_test", "image_shape", "num_classes",
-            "classes_without_train_images", "held_out_images", "skipped_files")
+            "classes_without_train_images", "classes_without_readable_images", "held_out_images", "skipped_files")
     return _md_table(["field", "value"], [[k, _fmt(ds.get(k), "")] for k in keys if k in ds])
 
 
 def _md_train_data(report: dict[str, Any]) -> str:
     td = report["train_data"]
     keys = ("spec", "source", "layout", "num_images", "image_shape", "labels_used", "held_out", "excluded_eval_images",
-            "skipped_files")
+            "excluded_eval_duplicates", "skipped_files")
     return _md_table(["field", "value"], [[k, _fmt(td.get(k), "")] for k in keys if k in td])
 
 

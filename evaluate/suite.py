@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-from edge_encoder.core.config import check_types, config_from_dict, require
+from edge_encoder.core.config import TEMPERATURE_RANGE, check_types, config_from_dict, require
 from edge_encoder.evaluate.extract import ImageSource, extract
 from edge_encoder.evaluate.knn import (
     configure_threads,
@@ -92,10 +92,12 @@ class EvalConfig:
                 "must be 0 (none) or >= 2 (uniformity needs pairs)", self.label_free_images)
         require(0.0 < self.index_recall_target <= 1.0, SECTION, "index_recall_target", "must lie in (0, 1]",
                 self.index_recall_target)
-        require(self.knn_temperature > 0, SECTION, "knn_temperature", "must be > 0", self.knn_temperature)
+        low, high = TEMPERATURE_RANGE
+        require(low <= self.knn_temperature <= high, SECTION, "knn_temperature",
+                f"must lie in [{low}, {high}] (core.config.TEMPERATURE_RANGE)", self.knn_temperature)
         for k, t in self.extra_knn:
-            require(k >= 1 and t > 0, SECTION, "extra_knn", "needs [k, temperature] pairs with k >= 1 and T > 0",
-                    [k, t])
+            require(k >= 1 and low <= t <= high, SECTION, "extra_knn",
+                    f"needs [k, temperature] pairs with k >= 1 and T in [{low}, {high}]", [k, t])
         require(bool(self.retrieval_ks) and min(self.retrieval_ks) >= 1, SECTION, "retrieval_ks",
                 "must be a non-empty list of ranks >= 1", list(self.retrieval_ks))
         require(self.num_threads is None or self.num_threads >= 1, SECTION, "num_threads", "must be >= 1 or null",
@@ -142,13 +144,20 @@ def _knn_key(k: int, t: float) -> str:
 
 
 def _search_metrics(
-    bank: np.ndarray, y_bank: np.ndarray, queries: np.ndarray, y_query: np.ndarray, config: EvalConfig
+    bank: np.ndarray, y_bank: np.ndarray, queries: np.ndarray, y_query: np.ndarray, config: EvalConfig,
+    num_classes: int | None = None,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """kNN accuracies and retrieval metrics from one exact search, in query chunks under the memory budget.
 
+    ``num_classes``: the dataset's class count (the confusion matrix is ``C x C``, as the report's ``num_classes``
+    and ``class_names``); default, and never less than, the largest label + 1.
+
     Returns ``(metrics, knn predictions (Q,), neighbour ids (Q, agreement_k))``.
     """
-    num_classes = int(max(y_bank.max(), y_query.max())) + 1
+    labelled = int(max(y_bank.max(), y_query.max())) + 1
+    if num_classes is not None and num_classes < labelled:
+        raise ValueError(f"num_classes={num_classes} but the labels go up to {labelled - 1}")
+    num_classes = labelled if num_classes is None else int(num_classes)
     r = relevant_counts(y_bank, y_query)
     settings = [(config.knn_k, config.knn_temperature)]
     skipped = []
@@ -250,6 +259,7 @@ def evaluate_engine(
     cache_dir: Path | None,
     reference: "np.ndarray | EngineEvaluation | None" = None,
     progress: bool = False,
+    num_classes: int | None = None,
 ) -> EngineEvaluation:
     """Embed both splits through ``engine`` (cached), then kNN, retrieval and linear-probe metrics.
 
@@ -260,6 +270,8 @@ def evaluate_engine(
             y_train, y_test: ``int (N,)`` labels.
         dataset_id: identifies the dataset in the embedding cache key.
         reference: the FP32 reference's evaluation (or its test embeddings ``(Q, D)``) for agreement metrics.
+        num_classes: the dataset's class count (``len(class_names)``), which sizes the confusion matrix; default:
+            the largest label + 1.
     """
     start = time.perf_counter()
     threads = configure_threads(config.num_threads)
@@ -278,7 +290,7 @@ def evaluate_engine(
     metrics: dict[str, Any] = {"dim": int(bank.shape[1]), "embed_images_per_s": float(n_img / embed_s),
                                "cache_hit": bool(tr.cache_hit and te.cache_hit), "threads": threads}
     t0 = time.perf_counter()
-    search_metrics, predictions, neighbor_ids = _search_metrics(bank, y_train, queries, y_test, config)
+    search_metrics, predictions, neighbor_ids = _search_metrics(bank, y_train, queries, y_test, config, num_classes)
     metrics.update({k: v for k, v in search_metrics.items() if k not in ("per_class", "confusion_matrix")})
     metrics["search_s"] = time.perf_counter() - t0
     if config.linear_probe:

@@ -20,7 +20,10 @@ or ``float_nchw`` (float32 ``(N, 3, H, W)`` normalised upstream, e.g. by DeepStr
 Triton configs and trtexec lines follow it. File names are ``encoder_<variant>.onnx`` either way.
 
 The bundle is built in a temporary directory beside ``out_dir`` and swapped in at the end, so an
-interrupted export leaves the previous bundle as it was.
+interrupted export leaves the previous bundle as it was. Only a bundle is ever replaced: an existing ``out_dir`` that
+is not empty and holds no ``manifest.json`` of this project's format (a user's folder of documents and photos) is
+refused up front and left as it was (:func:`check_bundle_target`). The bundle folder and everything in it get the
+ordinary modes (``0777`` / ``0666`` less the umask), so another user or Triton's service account can read it.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import Any, Mapping
 
 import numpy as np
 from edge_encoder.core.contract import check_uint8_nhwc
-from edge_encoder.core.files import atomic_write_bytes, file_sha256
+from edge_encoder.core.files import atomic_write_bytes, file_sha256, make_temp_dir, pid_alive
 from edge_encoder.device.manifest import (  # noqa: F401 - load_manifest re-exported
     DEVICE_FILES,
     MANIFEST_FORMAT,
@@ -74,6 +77,55 @@ from edge_encoder.device.triton import write_onnx_models
 logger = logging.getLogger(__name__)
 
 PROFILE = {"min": 1, "opt": 32, "max": 64}  # TensorRT batch profile; Triton's max_batch_size follows "max"
+
+
+class BundleTargetError(ValueError):
+    """The bundle folder given exists and is not a bundle this project wrote: replacing it would delete a user's
+    files (nothing is written; the message names the folder and why)."""
+
+
+# The manifest "format" of every bundle version this project writes: "edge-encoder/deploy-bundle/<version>".
+_FORMAT_FAMILY = MANIFEST_FORMAT.rsplit("/", 1)[0] + "/"
+
+
+def check_bundle_target(out_dir: Path | str) -> None:
+    """Refuse ``out_dir`` as the folder an export replaces whole unless it is missing, empty, or a deploy bundle
+    (a ``manifest.json`` whose ``format`` is this project's), so that an export never deletes a user's files.
+    Reads only; call it before any work (the export commands do, then :func:`export_bundle` again).
+
+    Raises:
+        BundleTargetError: one line naming ``out_dir`` and why (a file, a folder of other files, unreadable).
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return
+    why = _not_a_bundle(out_dir)
+    if why is not None:
+        raise BundleTargetError(f"bundle folder {out_dir} {why}: not replaced (an export replaces its folder whole, "
+                                "and only a deploy bundle's); choose a new or empty folder")
+
+
+def _not_a_bundle(out_dir: Path) -> str | None:
+    """Why ``out_dir`` (which exists) may not be replaced, or None."""
+    if out_dir.is_symlink():
+        return "is a symbolic link"
+    if not out_dir.is_dir():
+        return "exists and is not a folder"
+    try:
+        if next(os.scandir(out_dir), None) is None:
+            return None  # empty: nothing to lose
+    except OSError as exc:
+        return f"cannot be listed ({exc.strerror})"
+    manifest = out_dir / "manifest.json"
+    try:
+        record = json.loads(manifest.read_bytes().decode("utf-8")) if manifest.is_file() else None
+    except (OSError, ValueError):
+        record = None
+    fmt = record.get("format") if isinstance(record, dict) else None
+    if isinstance(fmt, str) and fmt.startswith(_FORMAT_FAMILY):
+        return None
+    return (f"exists, is not empty and is not a deploy bundle (no manifest.json with format "
+            f"{MANIFEST_FORMAT!r})")
 
 
 class ParityGateError(RuntimeError):
@@ -225,15 +277,18 @@ def export_bundle(source: Any, out_dir: Path | str, images: BundleImages, config
 
     Raises:
         ValueError / TypeError: a bad source or images (nothing written).
+        BundleTargetError: ``out_dir`` exists and is not a bundle (:func:`check_bundle_target`; nothing written).
         ParityGateError: after the bundle is written, when a variant failed and ``config.allow_failed`` is False.
     """
+    out_dir = Path(out_dir)
+    check_bundle_target(out_dir)
     backbone, preprocess, backbone_config, ckpt_sha = _resolve_source(source)
     pre = Preprocess.from_dict(preprocess)
     images.check(pre.image_size)
-    out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     recover_interrupted(out_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-{os.getpid()}-", dir=out_dir.parent))
+    # mkdtemp's 0700 would become the bundle's mode once swapped in: make_temp_dir gives the ordinary one
+    tmp = make_temp_dir(f".{out_dir.name}.building-{os.getpid()}-", out_dir.parent)
     try:
         built = build_variants(backbone, pre, images, config, tmp, progress=progress)
         write_bundle(tmp, built, pre, backbone_config, ckpt_sha, images, config)
@@ -403,20 +458,10 @@ def _write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def _dead_owner(path: Path, kind: str) -> bool:
     """True for ``.<bundle>.<kind>-<pid>-*`` folders whose process has exited (older names: no pid, never)."""
     pid = path.name.split(f".{kind}-", 1)[1].split("-", 1)[0]
-    return pid.isdigit() and not _pid_alive(int(pid))
+    return pid.isdigit() and not pid_alive(int(pid))
 
 
 def recover_interrupted(out_dir: Path) -> None:
@@ -442,6 +487,7 @@ def recover_interrupted(out_dir: Path) -> None:
 def _swap_in(tmp: Path, out_dir: Path) -> None:
     """Replace ``out_dir`` by ``tmp``: two renames on one filesystem; the old bundle is deleted last."""
     old = None
+    check_bundle_target(out_dir)  # once more, just before: never swap a user's folder away
     if out_dir.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-{os.getpid()}-", dir=out_dir.parent))
         os.rmdir(old)

@@ -12,7 +12,8 @@ Layouts (``folder_layout``; hidden entries — names starting with ``.``, such a
 - **classes**: ``PATH/<class>/...`` with no image files directly in ``PATH``: one tree, split per class by a seeded
   fraction. The class is the first level below ``PATH`` (or below a split folder): images at any depth under
   ``PATH/<class>/`` belong to it, so ``PATH/<class>/<subdir>/*.jpg`` works. Folders holding no image at all are
-  not classes (logged).
+  not classes (logged), nor, with ``skip_corrupt``, are those whose every image is unreadable
+  (``without_empty_classes``: logged, listed in the report's ``classes_without_readable_images``).
 - **images** (unlabelled): image files directly in ``PATH``. Every image at any depth is one of the set; there
   are no labels. ``imagedata.unlabelled`` reads it; the labelled listing (``list_folder``) refuses it.
 
@@ -297,6 +298,29 @@ def _split_files(files: FileList, test_fraction: float, seed: int) -> tuple[File
     return train, test
 
 
+def without_empty_classes(class_names: Sequence[str], y_train: np.ndarray, y_test: np.ndarray, where: Path | str
+                          ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, tuple[str, ...]]:
+    """``(class names, y_train, y_test, dropped names)`` without the classes left with no image in either split (every
+    file of the class folder unreadable, left out by ``skip_corrupt``), labels renumbered ``0..C-1`` in the same order
+    (a monotone map: a seeded subset picks the same images), each dropped class named in a warning.
+
+    Such a folder is not a class, as a folder holding no image file is not one (``_class_images``): counted, it would
+    be a class never queried nor predictable, a ``num_classes`` one larger than the confusion matrix and a per-class
+    table a row short. Its files are in ``skipped_files``, its name in ``classes_without_images``.
+    """
+    present = np.union1d(np.unique(y_train), np.unique(y_test)).astype(np.int64)
+    if len(present) == len(class_names):
+        return tuple(class_names), y_train, y_test, ()
+    kept = set(present.tolist())
+    dropped = tuple(name for label, name in enumerate(class_names) if label not in kept)
+    _warn(f"{_listed([repr(name) for name in dropped])} of {where} {'has' if len(dropped) == 1 else 'have'} no "
+          f"readable image (every file unreadable, left out by --skip-corrupt): not counted as "
+          f"{'a class' if len(dropped) == 1 else 'classes'}")
+    mapping = np.full(len(class_names), -1, dtype=np.int64)
+    mapping[present] = np.arange(len(present), dtype=np.int64)
+    return (tuple(class_names[label] for label in present.tolist()), mapping[y_train], mapping[y_test], dropped)
+
+
 # Decoding one file (pixel limit, EXIF orientation, 16-bit and alpha to 8-bit RGB, fit) lives in imagedata/decode.py.
 _header_readable = header_readable
 
@@ -380,6 +404,17 @@ class FolderImages:
             paths, labels = [paths[i] for i in keep], labels[keep]
         return cls(paths, labels, image_size, classes, skipped, root=root, split=split, max_pixels=max_pixels)
 
+    def _relabelled(self, labels: np.ndarray, class_names: Sequence[str], max_images: int | None,
+                    seed: int) -> "FolderImages":
+        """The same files with new labels and class names (``without_empty_classes``), then ``open``'s seeded,
+        class-balanced subset of ``max_images`` (``seed``: ``open``'s seed for this split)."""
+        paths = self.files
+        if max_images is not None and max_images < len(paths):
+            keep = seeded_subset(labels, max_images, seed)
+            paths, labels = [paths[i] for i in keep], labels[keep]
+        return FolderImages(paths, labels, self.image_size, class_names, self.skipped_files, root=self.root,
+                            split=self.split, max_pixels=self.max_pixels)
+
     @property
     def files(self) -> list[str]:
         """The image paths, in item order."""
@@ -450,6 +485,7 @@ class FolderSplits:
     y_test: np.ndarray
     class_names: tuple[str, ...]
     skipped_files: tuple[str, ...] = field(default=())
+    classes_without_images: tuple[str, ...] = field(default=())
 
     @classmethod
     def open(cls, spec: str, root: Path | str, *, image_size: int | None, test_fraction: float = 0.2, seed: int = 0,
@@ -467,10 +503,15 @@ class FolderSplits:
             raise DatasetError(f"folder dataset {root}: set data.image_size (images are resized to one size)")
         common = dict(image_size=image_size, test_fraction=test_fraction, seed=seed, skip_corrupt=skip_corrupt,
                       max_pixels=max_image_pixels)
-        train = FolderImages.open(root, "train", max_images=max_train, **common)  # type: ignore[arg-type]
-        test = FolderImages.open(root, "test", max_images=max_test, **common)  # type: ignore[arg-type]
+        train = FolderImages.open(root, "train", **common)  # type: ignore[arg-type]
+        test = FolderImages.open(root, "test", **common)  # type: ignore[arg-type]
+        # A class whose every file was left out is not counted (as load_dataset), then the subsets are drawn (as
+        # FolderImages.open draws them: seed for train, seed + 1 for test).
+        names, y_train, y_test, dropped = without_empty_classes(train.class_names, train.labels, test.labels, root)
+        train = train._relabelled(y_train, names, max_train, seed)
+        test = test._relabelled(y_test, names, max_test, seed + 1)
         return cls(f"folder:{root.name}", spec, train, train.labels, test, test.labels, train.class_names,
-                   train.skipped_files + test.skipped_files)
+                   train.skipped_files + test.skipped_files, dropped)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -12,6 +12,9 @@ Which sets a run gets (``DataSettings.train_spec`` / ``eval_spec``):
 - ``train_data`` and a labelled ``eval_data``: training images exclude the evaluation queries when both are image
   files (``folder:X`` twice gives the same train split as ``--dataset folder:X``; ``images:X`` beside
   ``folder:X`` loses the files of X's test split), and the evaluation set is fitted to the training images' size.
+  A query is matched as a file, not a path (``imagedata.eval_files``): a symlink, a symlinked folder, a hard link
+  or another spelling of its path is left out (``excluded_eval_images``), and so is a byte-identical copy
+  (``excluded_eval_duplicates``).
 - ``train_data`` and an unlabelled ``eval_data``: the evaluation images (never trained on) feed the label-free
   metrics and the parity check; accuracy is not measured.
 - ``train_data`` alone: a seeded slice of the training images is held out (never trained on) for the label-free
@@ -26,7 +29,6 @@ folder of photos does not have: set it). ``data.max_train`` takes a seeded rando
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from edge_encoder.core.subsets import seeded_rows
 from edge_encoder.imagedata.decode import DEFAULT_MAX_IMAGE_PIXELS
+from edge_encoder.imagedata.eval_files import EvalFiles
 from edge_encoder.imagedata.folder import (
     FolderImages,
     FolderSplits,
@@ -96,7 +99,7 @@ class RunData:
         info = {"spec": splits.spec, "name": splits.name, "num_images": len(splits.x_train),
                 "image_shape": list(splits.image_shape), "labels_used": False,
                 "source": "the train split of the evaluation set", "held_out": 0, "excluded_eval_images": 0,
-                "skipped_files": list(splits.skipped_files)}
+                "excluded_eval_duplicates": 0, "skipped_files": list(splits.skipped_files)}
         return cls(splits.x_train, splits, splits.x_test, "the evaluation set's test split", None, info)
 
     @property
@@ -169,12 +172,12 @@ def open_run_data(settings: "DataSettings") -> RunData:
         return replace(data, layout=layout, train_info=_with_layout(data.train_info, layout))
     if eval_spec is None or eval_spec == train_spec:  # nothing labelled: hold a slice of the training images out
         reason = NO_EVAL_SET if eval_spec is None else f"the dataset {eval_spec} has no labels"
-        train, heldout, info = _open_training(train_spec, opts, exclude=set(), holdout=True)
+        train, heldout, info = _open_training(train_spec, opts, exclude=None, holdout=True)
         share = f"{len(heldout)} images ({len(heldout) / (len(train) + len(heldout)):.1%})"
         source = f"a seeded slice of {share} held out of the training images, never trained on"
         return RunData(train, None, heldout, source, reason, _with_layout(info, layout), layout)
     labelled = _labelled(eval_spec)
-    exclude = _query_files(eval_spec, opts, labelled) if is_file_spec(train_spec) else set()
+    exclude = _query_files(eval_spec, opts, labelled) if is_file_spec(train_spec) else None
     train, _, info = _open_training(train_spec, opts, exclude=exclude, holdout=False)
     info = _with_layout(info, layout)
     opts = replace(opts, size=opts.size or _side(train, train_spec))
@@ -219,16 +222,16 @@ def _open_labelled(spec: str, opts: _Options) -> ImageSplits | FolderSplits:
     return load_dataset(spec, data_root=opts.data_root, **common)  # type: ignore[arg-type]
 
 
-def _query_files(spec: str, opts: _Options, labelled: bool) -> set[str]:
-    """Absolute paths of the evaluation images that must not be trained on (its test split; every image of an
-    unlabelled set); empty when the set is not image files."""
+def _query_files(spec: str, opts: _Options, labelled: bool) -> EvalFiles | None:
+    """The evaluation images that must not be trained on (its test split; every image of an unlabelled set), matched
+    as files (``EvalFiles``: links and copies too); ``None`` when the set is not image files."""
     if labelled and spec.startswith("folder:"):
         files = [p for p, _ in list_folder(Path(spec[7:]).expanduser(), opts.test_fraction, opts.seed)[2]]
     elif not labelled and is_file_spec(spec):
         files = image_files(spec, skip_missing=True)[1]
     else:
-        return set()
-    return {os.path.abspath(p) for p in files}
+        return None
+    return EvalFiles(files)
 
 
 def _side(images: Images, spec: str) -> int:
@@ -239,24 +242,27 @@ def _side(images: Images, spec: str) -> int:
     return int(shape[0])
 
 
-def _open_training(spec: str, opts: _Options, *, exclude: set[str],
+def _open_training(spec: str, opts: _Options, *, exclude: EvalFiles | None,
                    holdout: bool) -> tuple[Images, Images | None, dict[str, Any]]:
-    """``(training images, held-out images or None, train_data info)`` of a spec read without labels."""
+    """``(training images, held-out images or None, train_data info)`` of a spec read without labels; the files of
+    ``exclude`` (evaluation queries, by any path or link, and their byte-identical copies) are left out."""
+    duplicates = 0
     if is_file_spec(spec):
         if opts.size is None:
             raise DatasetError(f"training images {spec}: set data.image_size (images are fitted to one size)")
         root, files, skipped = image_files(spec, skip_missing=opts.skip_corrupt)
-        kept = [f for f in files if os.path.abspath(f) not in exclude]
-        if len(kept) < len(files):
-            log.warning("%d of the %d training images of %s are evaluation queries: left out of training",
-                        len(files) - len(kept), len(files), spec)
+        kept, same, duplicates = exclude.split(files) if exclude else (list(files), 0, 0)
+        if same or duplicates:
+            log.warning("%d of the %d training images of %s are evaluation queries (%d the query's own file, by its "
+                        "path or a link; %d byte-identical copies): left out of training", same + duplicates,
+                        len(files), spec, same, duplicates)
         train_rows, heldout_rows = _rows(len(kept), spec, opts, holdout)
         train, skip_train = _materialise([kept[i] for i in train_rows], root, opts, "train")
         heldout = None
         if heldout_rows is not None:
             heldout, skip_held = _materialise([kept[i] for i in heldout_rows], root, opts, "heldout")
             skip_train += skip_held
-        name, excluded, skipped = f"{spec.partition(':')[0]}:{root.name}", len(files) - len(kept), skipped + skip_train
+        name, excluded, skipped = f"{spec.partition(':')[0]}:{root.name}", same, skipped + skip_train
         source = _file_source(spec)
     else:
         images = _training_array(spec, opts)
@@ -266,7 +272,7 @@ def _open_training(spec: str, opts: _Options, *, exclude: set[str],
         source = "the archive's x_train" if spec.startswith("npz:") else "the dataset's train split"
     info = {"spec": spec, "name": name, "num_images": len(train), "image_shape": list(_shape(train)),
             "labels_used": False, "source": source, "held_out": 0 if heldout is None else len(heldout),
-            "excluded_eval_images": excluded, "skipped_files": skipped}
+            "excluded_eval_images": excluded, "excluded_eval_duplicates": duplicates, "skipped_files": skipped}
     return train, heldout, info
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from edge_encoder.imagedata.decode import DEFAULT_MAX_IMAGE_PIXELS
-from edge_encoder.imagedata.folder import list_folder, read_image
+from edge_encoder.imagedata.folder import list_folder, read_image, without_empty_classes
 from edge_encoder.imagedata.splits import (
     DatasetError,
     ImageSplits,
@@ -234,7 +234,8 @@ def _load_folder(spec: str, root: Path, image_size: int | None, test_fraction: f
     for split, files in (("train", x_train), ("test", x_test)):
         if len(files) == 0:
             raise DatasetError(f"image folder {root}: the {split} split has no readable images")
-    return ImageSplits(f"folder:{root.name}", spec, x_train, y_train, x_test, y_test, tuple(classes), tuple(skipped))
+    names, y_train, y_test, dropped = without_empty_classes(classes, y_train, y_test, root)  # all files unreadable
+    return ImageSplits(f"folder:{root.name}", spec, x_train, y_train, x_test, y_test, names, tuple(skipped), dropped)
 
 
 def _read_images(files: list[tuple[Path, int]], size: int, skip_corrupt: bool, skipped: list[str],

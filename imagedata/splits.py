@@ -27,6 +27,8 @@ class ImageSplits:
         y_test: ``int64 (M,)``.
         class_names: one name per label value.
         skipped_files: unreadable files left out (folder datasets with ``skip_corrupt``).
+        classes_without_images: class folders whose every file was unreadable (``skip_corrupt``): not classes, so
+            not in ``class_names`` (``folder.without_empty_classes``); listed in the report.
     """
 
     name: str
@@ -37,6 +39,7 @@ class ImageSplits:
     y_test: np.ndarray
     class_names: tuple[str, ...]
     skipped_files: tuple[str, ...] = field(default=())
+    classes_without_images: tuple[str, ...] = field(default=())
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -67,6 +70,7 @@ def splits_summary(splits: Any) -> dict[str, object]:
         "skipped_files": list(splits.skipped_files),
         "classes_without_train_images": [str(splits.class_names[c]) if c < len(splits.class_names) else str(c)
                                          for c in test_only],
+        "classes_without_readable_images": list(getattr(splits, "classes_without_images", ())),
     }
 
 

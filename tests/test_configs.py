@@ -93,3 +93,90 @@ def test_calibration_method_auto_is_each_flavours_own() -> None:
     assert (quant["int8_trt"].calibrate_method, quant["int8_cpu"].calibrate_method) == ("entropy", "percentile")
     quant = export_settings_from_dict({"calibration_method": "minmax"}).bundle_config().quant_configs
     assert {q.calibrate_method for q in quant.values()} == {"minmax"}
+
+
+# ---------------------------------------------------------------------------------------------- non-finite floats
+# Issue 18: `inf` passed validation and failed at the first step (exit 3) while `nan` was refused up front. Every
+# float a config section holds, at any depth (evaluate.extra_knn's temperatures), is now refused when not finite.
+
+def _section_classes() -> dict[str, type]:
+    from edge_encoder.evaluate.suite import EvalConfig
+    from edge_encoder.export.config import ExportSettings
+    from edge_encoder.imagedata.config import DataSettings
+    from edge_encoder.train.config import TrainConfig
+
+    return {"data": DataSettings, "train": TrainConfig, "export": ExportSettings, "evaluate": EvalConfig}
+
+
+def _holds_float(hint: object) -> bool:
+    import typing
+
+    return hint is float or any(_holds_float(a) for a in typing.get_args(hint) if a is not Ellipsis)
+
+
+def _user_value(hint: object, bad: float) -> object:
+    """A TOML-like value of type ``hint`` whose floats are all ``bad`` (ints 1, strings 'x')."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return _user_value(next(a for a in args if _holds_float(a)), bad)
+    if origin in (tuple, list):
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return [_user_value(a, bad) for a in args]
+        return [_user_value(args[0], bad)]
+    return {float: bad, int: 1, str: "x", bool: False}[hint]  # type: ignore[index]
+
+
+def _float_keys() -> list[tuple[str, str, object]]:
+    import dataclasses
+    import typing
+
+    keys = []
+    for section, cls in _section_classes().items():
+        hints = typing.get_type_hints(cls)
+        keys += [(section, f.name, hints[f.name]) for f in dataclasses.fields(cls) if _holds_float(hints[f.name])]
+    return keys
+
+
+FLOAT_KEYS = _float_keys()
+
+
+def test_the_walk_finds_the_float_keys() -> None:
+    found = {f"{s}.{k}" for s, k, _ in FLOAT_KEYS}
+    assert {"data.test_fraction", "train.temperature", "train.base_lr", "train.key_momentum",
+            "evaluate.knn_temperature", "evaluate.extra_knn", "evaluate.index_recall_target"} <= found, found
+    assert len(found) >= 20
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")], ids=["inf", "-inf", "nan"])
+@pytest.mark.parametrize("section, key, hint", FLOAT_KEYS, ids=[f"{s}.{k}" for s, k, _ in FLOAT_KEYS])
+def test_every_float_key_refuses_inf_and_nan(section: str, key: str, hint: object, bad: float) -> None:
+    with pytest.raises(ValueError) as err:
+        VALIDATORS[section]({key: _user_value(hint, bad)})
+    assert str(err.value).startswith(f"config key '{section}.{key}': must be a finite number, got "), str(err.value)
+
+
+def test_a_toml_inf_from_the_command_line_is_refused_by_name() -> None:
+    from edge_encoder.pipeline import UsageError, parse_override, validate_config
+
+    (section, key), value = parse_override("train.base_lr=inf")
+    with pytest.raises(UsageError, match=r"config key 'train.base_lr': must be a finite number, got inf"):
+        validate_config({section: {key: value}}, "x")
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("train", "temperature", 1e-30), ("train", "temperature", 1e-3), ("train", "temperature", 11.0),
+    ("evaluate", "knn_temperature", 1e-30), ("evaluate", "knn_temperature", 100.0),
+    ("evaluate", "extra_knn", [[200, 1e-4]]),
+])
+def test_temperatures_outside_the_published_range_are_refused(section: str, key: str, value: object) -> None:
+    with pytest.raises(ValueError, match=rf"config key '{section}.{key}': .*0.01, 10"):
+        VALIDATORS[section]({key: value})
+
+
+@pytest.mark.parametrize("value", [0.01, 0.07, 0.2, 1.0, 10.0])
+def test_published_temperatures_are_accepted(value: float) -> None:
+    assert train_config_from_dict({"temperature": value}).temperature == value
+    assert eval_config_from_dict({"knn_temperature": value, "extra_knn": [[200, value]]}).knn_temperature == value

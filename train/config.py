@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from edge_encoder.core.config import check_types, config_from_dict, require
+from edge_encoder.core.config import TEMPERATURE_RANGE, check_types, config_from_dict, require
 from edge_encoder.train.backbones import RESNET_LAYOUTS, STEMS
 
 METHODS = ("moco_v1", "moco_v2", "moco_v3")
@@ -32,6 +32,10 @@ class TrainConfig:
     use the backbone's feature width. ``split_bn_groups = 1`` is plain batch norm (no shuffle-BN emulation).
     ``bf16`` is ``"auto"`` (on where the device computes bf16 natively), ``True`` or ``False``.
     On CUDA without native bf16, ``"auto"`` uses fp16 autocast with a GradScaler (its state is checkpointed).
+    ``channels_last`` is ``"auto"`` (on, except on CPUs whose oneDNN runs below AVX-512 with a stride-2 1x1 conv of
+    fewer than 8 input channels, i.e. width < 8 for ResNet-18/34: that weight gradient crashes there, see
+    ``loop.resolve_channels_last``), ``True`` (obeyed, with a warning at that hazard) or ``False``. A memory layout,
+    not a recipe: a resume may change it.
     Checkpoint/monitor intervals of 0 switch that trigger off (a final checkpoint is always written).
     ``data_workers``: DataLoader worker processes decoding a streamed image source (an image sequence such as
     ``imagedata.FolderImages`` rather than an in-memory array, which stays on the device and ignores it): ``0``
@@ -89,7 +93,7 @@ class TrainConfig:
     solarize_prob: float = 0.0
     # speed
     bf16: str | bool = "auto"
-    channels_last: bool = True
+    channels_last: str | bool = "auto"
     compile: bool = False
     num_threads: int = 0
     data_workers: int | str = "auto"
@@ -127,6 +131,8 @@ def _check_ranges(c: TrainConfig) -> None:
     _require(c.key_momentum_schedule in MOMENTUM_SCHEDULES, "key_momentum_schedule",
              f"must be one of {list(MOMENTUM_SCHEDULES)}", c.key_momentum_schedule)
     _require(c.bf16 in ("auto", True, False), "bf16", "must be 'auto', true or false", c.bf16)
+    _require(c.channels_last in ("auto", True, False), "channels_last", "must be 'auto', true or false",
+             c.channels_last)
     _require(c.width >= 1, "width", "must be >= 1", c.width)
     _require(c.image_size == 0 or c.image_size >= 8, "image_size", "must be 0 (native) or >= 8", c.image_size)
     _require(c.crop_size == 0 or c.crop_size >= 8, "crop_size", "must be 0 (= image_size) or >= 8", c.crop_size)
@@ -138,7 +144,9 @@ def _check_ranges(c: TrainConfig) -> None:
     if c.uses_queue:
         _require(c.queue_size >= 1, "queue_size", f"must be >= 1 for {c.method}", c.queue_size)
     _require(0.0 <= c.key_momentum <= 1.0, "key_momentum", "must lie in [0, 1]", c.key_momentum)
-    _require(c.temperature > 0.0, "temperature", "must be > 0", c.temperature)
+    _require(TEMPERATURE_RANGE[0] <= c.temperature <= TEMPERATURE_RANGE[1], "temperature",
+             f"must lie in [{TEMPERATURE_RANGE[0]}, {TEMPERATURE_RANGE[1]}] (published MoCo values: 0.07 to 1; "
+             "core.config.TEMPERATURE_RANGE)", c.temperature)
     _require(c.epochs >= 1, "epochs", "must be >= 1", c.epochs)
     _require(c.batch_size >= 2, "batch_size", "must be >= 2 (batch norm and the contrastive loss need pairs)", c.batch_size)
     _require(c.base_lr > 0.0, "base_lr", "must be > 0", c.base_lr)

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import platform
 import random
 import resource
 import signal
@@ -79,7 +80,14 @@ logger = logging.getLogger(__name__)
 
 # Keys that do not change the training trajectory: a resumed run may change them.
 _RESUME_FREE_KEYS = {"checkpoint_every_steps", "checkpoint_every_epochs", "keep_last", "log_every",
-                     "knn_every_epochs", "num_threads", "compile", "tensorboard", "data_workers"}
+                     "knn_every_epochs", "num_threads", "compile", "tensorboard", "data_workers", "channels_last"}
+
+# oneDNN below AVX-512 (jit_1x1:avx2 backward_weights; oneDNN 3.12 in torch 2.14) computes the weight gradient of a
+# stride-2 1x1 convolution on channels_last tensors of 2..7 input channels out of bounds: glibc heap corruption
+# (exit 134/139) at one thread, a hang or weight gradients off by up to 100% at two (issue 18; measured under
+# ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2). 8 and more channels (also 9..14), stride 1, contiguous
+# (NCHW) tensors and the AVX-512 kernel are fine. A ResNet-18/34 of width w has that conv with w input channels.
+CHANNELS_LAST_MIN_CHANNELS = 8
 
 
 class NonFiniteLossError(NonFiniteError):
@@ -118,8 +126,42 @@ class TrainResult:
         return summary
 
 
+def onednn_below_avx512() -> bool:
+    """Whether CPU kernels run below AVX-512 here: an x86 CPU without AVX-512 (torch's ATen dispatch capability is
+    not ``AVX512``), or one capped by ``ATEN_CPU_CAPABILITY`` or ``ONEDNN_MAX_CPU_ISA`` (``DNNL_MAX_CPU_ISA``)."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "x86", "i386", "i686"):
+        return False
+    isa = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    if isa and isa not in ("ALL", "DEFAULT") and not isa.startswith(("AVX512", "AVX10")):
+        return True
+    return not torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+def _small_strided_1x1_channels(model: nn.Module) -> int | None:
+    """The fewest input channels of a strided 1x1 convolution in ``model`` when below
+    ``CHANNELS_LAST_MIN_CHANNELS``, else None."""
+    small = [m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == (1, 1)
+             and tuple(m.stride) != (1, 1) and m.in_channels < CHANNELS_LAST_MIN_CHANNELS]
+    return min(small) if small else None
+
+
+def resolve_channels_last(setting: str | bool, device: torch.device, model: nn.Module) -> tuple[bool, str | None]:
+    """``(channels_last, hazard)``. ``hazard`` names the oneDNN crash trigger when ``model`` meets it on ``device``
+    (see ``CHANNELS_LAST_MIN_CHANNELS``), else None. ``"auto"`` is on unless there is a hazard; ``True``/``False``
+    are obeyed as given (the caller warns when ``True`` meets a hazard)."""
+    hazard = None
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled \
+            and onednn_below_avx512():
+        channels = _small_strided_1x1_channels(model)
+        if channels is not None:
+            hazard = (f"a stride-2 1x1 conv has {channels} < {CHANNELS_LAST_MIN_CHANNELS} input channels and the CPU "
+                      f"runs below AVX-512 (torch CPU capability {torch.backends.cpu.get_cpu_capability()})")
+    return (hazard is None if setting == "auto" else bool(setting)), hazard
+
+
 def bf16_native(device: torch.device) -> bool:
-    """Whether the device computes bf16 natively (CUDA compute capability >= 8, x86 CPUs with AVX512-BF16/AMX)."""
+    """Whether the device computes bf16 natively (CUDA compute capability >= 8, x86 CPUs with AVX512-BF16/AMX whose
+    kernels are not capped below AVX-512, see ``onednn_below_avx512``)."""
     if device.type == "cuda":
         try:  # emulated bf16 (e.g. V100, T4) is slower than fp16: count it as missing
             return torch.cuda.is_bf16_supported(including_emulation=False)
@@ -128,7 +170,7 @@ def bf16_native(device: torch.device) -> bool:
     if device.type == "cpu" and sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):
             flags = Path("/proc/cpuinfo").read_text()
-            return "avx512_bf16" in flags or "amx_bf16" in flags
+            return ("avx512_bf16" in flags or "amx_bf16" in flags) and not onednn_below_avx512()
     return False
 
 
@@ -524,7 +566,16 @@ def _build_run(images: np.ndarray | ImageSequence, config: TrainConfig, run_dir:
                            split_bn_groups=groups, generator=aug_gen)
     if ddp_bn == "sync":
         model = convert_sync_bn(model, device)  # same Parameter objects, plain BatchNorm state dict keys
-    model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
+    channels_last, hazard = resolve_channels_last(config.channels_last, device, model)
+    if hazard and ctx.is_main and config.channels_last is not False:  # an explicit false needs no word
+        if channels_last:
+            logger.warning("channels_last on as configured, although width %d: %s; oneDNN's AVX2 1x1-conv backward "
+                           "at width < 8 crashes, hangs or computes wrong gradients there (issue 18): set "
+                           "train.channels_last = \"auto\" or false", config.width, hazard)
+        else:
+            logger.info("channels_last off: width %d, %s (oneDNN AVX2 1x1-conv backward at width < 8 crashes; "
+                        "issue 18)", config.width, hazard)
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     if ctx.active:
         model.shuffle_keys = ddp_bn == "shuffle"
         # No buffer sync: under 'shuffle' each rank keeps the running statistics of its own groups (averaged
@@ -537,7 +588,8 @@ def _build_run(images: np.ndarray | ImageSequence, config: TrainConfig, run_dir:
                                 trust_coefficient=config.lars_trust_coefficient)
     spe = n // config.batch_size  # drop_last: batch norm always sees full batches
     precision = resolve_precision(device.type, config.bf16, bf16_native(device) if config.bf16 == "auto" else False)
-    runtime = {"device": str(device), "precision": precision, "bf16": precision == "bf16", "split_bn_groups": groups,
+    runtime = {"device": str(device), "precision": precision, "bf16": precision == "bf16",
+               "channels_last": channels_last, "split_bn_groups": groups,
                "steps_per_epoch": spe, "world_size": ctx.world}
     if ctx.active:
         runtime["ddp_bn"] = ddp_bn
@@ -644,7 +696,7 @@ def _loop(run: _Run, images: np.ndarray | ImageSequence, resumed_from: int | Non
         for waited, step, batch in _timed(batches):
             t0 = time.perf_counter()
             v1, v2 = two_views(batch, aug, run.aug_gen, shard)  # N x 3 x S x S each (this rank's rows)
-            if config.channels_last:
+            if run.runtime["channels_last"]:
                 v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
             t1 = time.perf_counter()
             lr = lr_at_step(step, run.total_steps, peak_lr, warmup, config.final_lr_ratio)

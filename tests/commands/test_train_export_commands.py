@@ -117,3 +117,56 @@ def test_train_and_export_mistakes_are_one_line_exit_2(capsys, trained: tuple[Pa
         assert code == 2 and message in err, (argv, err)
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "tiny").exists()  # a refused train leaves no run folder
+
+
+# ---------------------------------------------------------------------------------------------- issue 18
+
+
+def _user_folder(root: Path) -> dict[str, tuple[bytes, int]]:
+    """A user's folder of documents and photos (one nested), and its snapshot: path -> (bytes, mtime_ns)."""
+    (root / "photos").mkdir(parents=True)
+    (root / "letter.docx").write_bytes(b"PK\x03\x04 dear ...")
+    (root / "photos" / "cat.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
+    return _snapshot(root)
+
+
+def _snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    state = {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"", p.stat().st_mtime_ns)
+             for p in sorted(root.rglob("*"))}
+    state["."] = (b"", root.stat().st_mtime_ns)
+    return state
+
+
+def test_export_onto_a_folder_that_is_not_a_bundle_exits_2_and_keeps_every_file(
+        capsys, trained: tuple[Path, Path], tmp_path: Path) -> None:
+    runs, _ = trained
+    mine = tmp_path / "Documents"
+    before = _user_folder(mine)
+    code, out, err = call(capsys, "export", runs / "t", "--out", mine, *FP32_ONLY)
+    assert code == 2, err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: bundle folder {mine} exists, is not empty and is not a "
+                                                   "deploy bundle"), err
+    assert _snapshot(mine) == before  # every file byte-identical, every mtime unchanged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Documents"]
+
+
+def test_run_refuses_a_deploy_folder_of_user_files_before_training(capsys, tmp_path: Path) -> None:
+    deploy = tmp_path / "t" / "deploy"
+    before = _user_folder(deploy)
+    code, _, err = call(capsys, "run", "--config", TINY, "--runs-dir", tmp_path, "--name", "t", "--device", "cpu",
+                        "--no-progress")
+    assert code == 2 and f"bundle folder {deploy} exists, is not empty" in err, err[-2000:]
+    assert _snapshot(deploy) == before
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["deploy"]  # no lock, config or training
+
+
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_a_batch_larger_than_the_data_is_refused_before_the_run_folder(capsys, tmp_path: Path, command: str) -> None:
+    """train and run refuse it at the same point (right after loading the data), so neither leaves a folder."""
+    code, _, err = call(capsys, command, "--config", TINY, "--runs-dir", tmp_path, "--name", "big", "--device", "cpu",
+                        "--set", "train.batch_size=512", "--no-progress")  # tiny.toml: 256 training images
+    assert code == 2, err[-2000:]
+    assert err.strip().splitlines() == [
+        "error: config key 'train.batch_size': 512 is larger than the 256 training images"], err
+    assert list(tmp_path.iterdir()) == []  # no run folder, no lock, no config.json

@@ -210,3 +210,27 @@ def test_tensorrt_backend_verifies_built_plans(capsys, copy) -> None:
     assert set(report["variants"]) == {"fp32", "fp16"}, err
     assert all(e["file"].startswith("tensorrt/") for e in report["variants"].values())
     assert code == 0, err
+
+
+def test_device_report_tables_keep_their_columns_whatever_the_variant_name() -> None:
+    # issue 18, point 5: a variant name or gate failure from a hand-edited manifest holding "|" or a line break
+    from edge_encoder.device.verify import render_markdown
+
+    from tests.core.test_markdown import assert_tables_keep_their_columns
+
+    odd = "fp32|x\ny"
+    entry = {"size_mb": 1.0, "cosine_min": 0.9, "cosine_p1": 0.95, "cosine_mean": 0.99, "top1_agreement": 1.0,
+             "top10_overlap": 1.0, "knn_top1": 0.5, "knn_top1_delta": 0.0, "images_per_s": 100.0, "passed": False,
+             "failures": ["cosine_min 0.9 < 0.99 | gate\nline"],
+             "latency": {"1": {"batch": 1, "p50_ms": 1.0, "p90_ms": 1.0, "p99_ms": 1.0, "images_per_s": 100.0,
+                               "runs": 10}}}
+    report = {"bundle": "/b/deploy", "backend": "onnxruntime", "passed": False, "created": "now",
+              "device": {"cpu": "cpu", "cpu_count": 2, "gpu": None, "platform": "linux"},
+              "versions": {"onnxruntime": "1", "tensorrt": None, "numpy": "2", "python": "3"},
+              "reference": {"count": 4, "knn_top1_fp32": 0.5, "knn": {"k": 5}},
+              "timing": {"batch_sizes": [1]}, "variants_requested": [odd, "fp16"], "variants": {odd: entry},
+              "files": [], "problems": [], "gate_failures": []}
+    tables = assert_tables_keep_their_columns(render_markdown(report))
+    assert [len(t) for t in tables] == [3, 2, 2]  # header + two variants; header + one row; header + one row
+    assert tables[0][1][0] == tables[1][1][0] == tables[2][1][0] == "fp32|x\\ny"
+    assert tables[2][1][-1] == "cosine_min 0.9 < 0.99 | gate\\nline"

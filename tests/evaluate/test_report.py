@@ -85,3 +85,25 @@ def test_compare_cli(engine, images, tmp_path, capsys):
     assert compare_main([str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
     assert "no report at" in capsys.readouterr().err
     assert not math.isnan(a["metrics"]["onnx_fp32"]["knn_top1"])
+
+
+def test_names_with_pipes_and_line_breaks_keep_every_table_of_report_md(engine, images, tmp_path):
+    # issue 18, point 5: user-supplied names (class folders, paths, engine names) are escaped in every table cell
+    from tests.core.test_markdown import assert_tables_keep_their_columns, shown
+
+    report = _report(engine, images)
+    names = ["a|b", "c\nd", "e\\", "x$\\frac$y"]  # "$...$" would be mathtext in a plot's tick labels
+    report["dataset"].update(class_names=names, spec="folder:/data/x|y\nz", skipped_files=["/data/x|y/bad\n.png"])
+    report["train_data"] = {"spec": "images:/t|u", "source": "every image\nunder it", "num_images": 3,
+                            "excluded_eval_images": 2, "excluded_eval_duplicates": 1}
+    report["metrics"] = {"my|engine\n2": report["metrics"]["onnx_fp32"]}
+    report["timings_s"]["odd|stage"] = 1.0
+    _, md_path = write_report(tmp_path / "run", report)
+    plots = json.loads((tmp_path / "run" / "report.json").read_text())["plots"]
+    assert "plots/confusion_my_engine_2.png" in plots  # drawn with the odd names as plain text
+    tables = assert_tables_keep_their_columns(md_path.read_text())
+    per_class = next(t for t in tables if t[0][0] == "class")
+    assert [row[0] for row in per_class[1:]] == [f"{i} {shown(n)}" for i, n in enumerate(names)]
+    assert per_class[0] == ["class", "my|engine\\n2"]
+    train_data = dict(row for row in next(t for t in tables if ["excluded_eval_duplicates", "1"] in t)[1:])
+    assert train_data["excluded_eval_images"] == "2" and train_data["spec"] == "images:/t|u"

@@ -94,7 +94,7 @@ def test_config_from_dict():
         eval_config_from_dict({"linear_probe": 1})
     with pytest.raises(ValueError, match=r"config key 'evaluate.extra_knn': expected a list of \[int, float\]"):
         eval_config_from_dict({"extra_knn": [200, 0.1]})
-    with pytest.raises(ValueError, match=r"config key 'evaluate.knn_temperature': must be > 0"):
+    with pytest.raises(ValueError, match=r"config key 'evaluate.knn_temperature': must lie in \[0.01, 10.0\]"):
         eval_config_from_dict({"knn_temperature": 0})
 
 
@@ -114,3 +114,15 @@ def test_sources_give_the_metrics_of_their_arrays(engine, images, tmp_path):
     with pytest.raises(ValueError, match="train labels"):
         evaluate_engine(engine, ListSource(x_train), y_train[:-1], ListSource(x_test), y_test, config=CONFIG,
                         dataset_id="toy", cache_dir=None)
+
+
+def test_the_confusion_matrix_has_the_dataset_class_count(engine, images):
+    # issue 18, point 5: every place that counts classes agrees with the dataset's class_names
+    config = EvalConfig(knn_k=5, extra_knn=(), linear_probe=False, num_threads=1)
+    default = evaluate_engine(engine, *images, config=config, dataset_id="toy", cache_dir=None)
+    assert np.asarray(default.metrics["confusion_matrix"]).shape == (4, 4)  # largest label + 1
+    six = evaluate_engine(engine, *images, config=config, dataset_id="toy", cache_dir=None, num_classes=6)
+    cm = np.asarray(six.metrics["confusion_matrix"])
+    assert cm.shape == (6, 6) and cm[:4, :4].tolist() == default.metrics["confusion_matrix"] and cm[4:].sum() == 0
+    with pytest.raises(ValueError, match="num_classes=3 but the labels go up to 3"):
+        evaluate_engine(engine, *images, config=config, dataset_id="toy", cache_dir=None, num_classes=3)

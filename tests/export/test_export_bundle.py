@@ -241,3 +241,84 @@ def test_recover_interrupted_cleans_builds_and_restores_a_half_swapped_bundle(tm
     recover_interrupted(out_dir)
     assert not stale_build.exists() and live_build.is_dir()
     assert (out_dir / "manifest.json").read_text() == "{}" and not previous.exists()
+
+
+# ---------------------------------------------------------------------------------------------- issue 18
+# (1) an export replaces only a bundle: a user's folder given as the bundle folder is refused, every file kept.
+# (4) the bundle folder (built in a mkdtemp folder, 0700) and everything in it get the ordinary modes.
+
+
+def _user_folder(root: Path) -> dict[str, tuple[bytes, int]]:
+    """A folder of documents and photos (one nested) and a snapshot: path -> (bytes, mtime_ns)."""
+    (root / "photos" / "2023").mkdir(parents=True)
+    (root / "thesis.docx").write_bytes(b"PK\x03\x04 chapter one")
+    (root / "photos" / "2023" / "beach.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8)
+    (root / "notes.txt").write_text("do not delete\n")
+    return _snapshot(root)
+
+
+def _snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    state = {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"", p.stat().st_mtime_ns)
+             for p in sorted(root.rglob("*"))}
+    state["."] = (b"", root.stat().st_mtime_ns)
+    return state
+
+
+def test_an_export_onto_a_folder_that_is_not_a_bundle_is_refused_and_leaves_every_file(tmp_path: Path) -> None:
+    from edge_encoder.export.bundle import BundleTargetError, check_bundle_target
+
+    mine = tmp_path / "Documents"
+    before = _user_folder(mine)
+    calib, _ = _synthetic(8, 1)
+    parity, _ = _synthetic(8, 2)
+    with pytest.raises(BundleTargetError, match=rf"^bundle folder {mine} exists, is not empty and is not a deploy "
+                                                r"bundle \(no manifest.json with format 'edge-encoder/deploy-bundle/1'\)"):
+        export_bundle((make_backbone(), PREPROCESS, BACKBONE_CONFIG), mine, BundleImages(calib, parity),
+                      ExportConfig(variants=("fp32",), exporter="torchscript"))
+    assert _snapshot(mine) == before  # every byte and every mtime as it was
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Documents"]  # nothing built beside it either
+    # a manifest.json that is not ours does not make a folder a bundle
+    (mine / "manifest.json").write_text('{"format": "someone-else/1"}')
+    with pytest.raises(BundleTargetError, match="is not a deploy bundle"):
+        check_bundle_target(mine)
+    a_file = tmp_path / "report.pdf"
+    a_file.write_bytes(b"%PDF")
+    with pytest.raises(BundleTargetError, match=rf"bundle folder {a_file} exists and is not a folder"):
+        check_bundle_target(a_file)
+    (tmp_path / "empty").mkdir()
+    check_bundle_target(tmp_path / "empty")  # nothing to lose
+    check_bundle_target(tmp_path / "missing")
+
+
+def _synthetic(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from tests.export.tiny_bundle import synthetic_images
+
+    return synthetic_images(count, seed)
+
+
+_MODES_SCRIPT = """
+import os, stat, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from tests.export.tiny_bundle import build_tiny_bundle
+
+out = Path(sys.argv[2])
+build_tiny_bundle(out, variants=("fp32",), parity=16)
+build_tiny_bundle(out, variants=("fp32",), parity=16)  # an existing bundle is still replaced, whole
+for path in [out, *sorted(out.rglob("*"))]:
+    print(oct(stat.S_IMODE(path.lstat().st_mode)), "d" if path.is_dir() else "f", path.relative_to(out.parent))
+"""
+
+
+def test_the_bundle_folder_and_its_files_get_the_ordinary_modes_under_umask_022(tmp_path: Path) -> None:
+    out = tmp_path / "deploy"
+    done = subprocess.run([sys.executable, "-c", _MODES_SCRIPT, str(PROJECT_ROOT), str(out)], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=600, check=False,
+                          preexec_fn=lambda: __import__("os").umask(0o022))  # noqa: PLW1509
+    assert done.returncode == 0, done.stderr[-2000:]
+    modes = [line.split(maxsplit=2) for line in done.stdout.splitlines()]
+    assert ["0o755", "d", "deploy"] in modes  # readable by Triton's service account, by another user
+    assert any(p.endswith("triton/encoder_onnx_fp32/1") for _, kind, p in modes if kind == "d")
+    wrong = [(mode, p) for mode, kind, p in modes if mode != {"d": "0o755", "f": "0o644"}[kind]]
+    assert not wrong, wrong
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy"]  # no building or old folder left beside it

@@ -179,3 +179,43 @@ def test_a_test_only_class_is_kept_warned_and_listed_never_dropped(tmp_path: Pat
     lazy = FolderSplits.open(f"folder:{root}", root, image_size=8)
     assert lazy.summary() == data.summary()
     np.testing.assert_array_equal(lazy.y_test, data.y_test)
+
+
+@pytest.mark.parametrize("layout", ["classes", "splits"])
+def test_a_class_of_only_unreadable_images_is_not_counted(tmp_path: Path, caplog, layout: str) -> None:
+    # issue 18, point 5: with --skip-corrupt a folder whose every file is unreadable is not a class (as an empty
+    # folder is not): 6 classes, not 7 beside a 6x6 confusion matrix; labels stay 0..5 and both loaders agree
+    root = tmp_path / "tree"
+    good = ["ant", "bee", "dog", "eel", "fox", "gnu"]
+    for c in good:
+        if layout == "classes":
+            write_images(root / c, 5, seed=ord(c[0]))
+        else:
+            write_images(root / "train" / c, 4, seed=ord(c[0]))
+            write_images(root / "val" / c, 2, seed=ord(c[0]) + 1)
+    bad_dirs = [root / "cat"] if layout == "classes" else [root / "train" / "cat", root / "val" / "cat"]
+    for folder in bad_dirs:
+        folder.mkdir(parents=True)
+        for i in range(3):
+            (folder / f"{i}.png").write_bytes(b"\x89PNG not an image")  # a header PIL cannot read
+    with caplog.at_level(logging.WARNING):
+        data = load_dataset(f"folder:{root}", image_size=8, skip_corrupt=True)
+    assert data.class_names == tuple(good) and data.num_classes == 6
+    assert set(np.unique(np.concatenate([data.y_train, data.y_test])).tolist()) == set(range(6))
+    assert len(data.skipped_files) == 3 * len(bad_dirs) and all("/cat/" in f for f in data.skipped_files)
+    summary = data.summary()
+    assert summary["num_classes"] == len(summary["class_names"]) == 6
+    assert summary["classes_without_readable_images"] == ["cat"]
+    assert "class 'cat' of" in caplog.text and "not counted as a class" in caplog.text
+    lazy = FolderSplits.open(f"folder:{root}", root, image_size=8, skip_corrupt=True)
+    assert lazy.summary() == summary
+    np.testing.assert_array_equal(lazy.y_train, data.y_train)
+    np.testing.assert_array_equal(lazy.y_test, data.y_test)
+    # the seeded subsets are drawn after the class is dropped, the same images either way
+    small = load_dataset(f"folder:{root}", image_size=8, skip_corrupt=True, max_train=7, max_test=5)
+    small_lazy = FolderSplits.open(f"folder:{root}", root, image_size=8, skip_corrupt=True, max_train=7, max_test=5)
+    np.testing.assert_array_equal(np.stack([small_lazy.x_train[i] for i in range(7)]), small.x_train)
+    np.testing.assert_array_equal(small_lazy.y_test, small.y_test)
+    assert small_lazy.summary() == small.summary()
+    with pytest.raises(DatasetError, match="cannot read image"):  # without --skip-corrupt: refused naming a file
+        load_dataset(f"folder:{root}", image_size=8)

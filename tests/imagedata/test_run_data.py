@@ -175,3 +175,81 @@ def test_an_unlabelled_dataset_for_both_roles_trains_and_measures_no_accuracy(fl
     assert data.evaluation is None and (len(data.train_images), len(data.heldout)) == (32, 8)
     assert data.accuracy_note == f"the dataset folder:{flat} has no labels"
     assert data.summary()["layout"] == "unlabelled images"
+
+
+def _eval_tree(tmp_path: Path) -> Path:
+    for c in ("a", "b"):
+        write_images(tmp_path / "eval" / c, 10, seed=ord(c))
+    return tmp_path / "eval"
+
+
+def _queries_never_trained(data: RunData) -> None:
+    assert data.evaluation is not None
+    queries = {row.tobytes() for row in data.evaluation.x_test}
+    assert not any(row.tobytes() in queries for row in data.train_images)
+
+
+@pytest.mark.parametrize("how", ["symlinks", "hard links", "symlinked folder", "list through a symlink"])
+def test_queries_reached_by_another_path_are_never_trained_on(tmp_path: Path, how: str) -> None:
+    # issue 18, point 8: the same file by a symlink, a hard link, a symlinked folder or a list: entry through a
+    # symlink is excluded (compared by device and inode, not by path string) and counted
+    tree = _eval_tree(tmp_path)
+    files = sorted(tree.rglob("*.png"))
+    train = tmp_path / "train"
+    write_images(train / "own", 5, seed=99)
+    if how == "symlinked folder":
+        (train / "alias").symlink_to(tree, target_is_directory=True)  # list_images does not follow it: list it
+        spec = f"images:{train / 'alias'}"
+    elif how == "list through a symlink":
+        (tmp_path / "via").symlink_to(tree, target_is_directory=True)
+        listing = tmp_path / "train.txt"
+        listing.write_text("\n".join(f"via/{f.relative_to(tree)}" for f in files) + "\n")
+        spec = f"list:{listing}"
+    else:
+        for f in files:
+            target = train / "linked" / f.parent.name / f.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(f) if how == "symlinks" else os.link(f, target)
+        spec = f"images:{train}"
+    data = open_run_data(DataSettings(train_data=spec, eval_data=f"folder:{tree}", image_size=8))
+    own = 5 if spec == f"images:{train}" else 0
+    assert data.train_summary()["excluded_eval_images"] == 4  # the 4 queries (20 % of 2 x 10), however reached
+    assert data.train_summary()["excluded_eval_duplicates"] == 0
+    assert len(data.train_images) == 16 + own
+    _queries_never_trained(data)
+
+
+def test_byte_identical_copies_of_queries_are_excluded_and_counted_apart(tmp_path: Path) -> None:
+    import shutil
+
+    from edge_encoder.imagedata.folder import list_folder
+
+    tree = _eval_tree(tmp_path)
+    copies = tmp_path / "copies"
+    shutil.copytree(tree, copies)  # another file with the same bytes: not the same inode
+    (copies / "a" / "000.png").unlink()
+    shutil.copy(tree / "b" / "001.png", copies / "renamed.png")
+    queries = {(p.parent.name, p.name) for p, _ in list_folder(tree, 0.2, 0)[2]}
+    expected = len(queries - {("a", "000.png")}) + (("b", "001.png") in queries)
+    data = open_run_data(DataSettings(train_data=f"images:{copies}", eval_data=f"folder:{tree}", image_size=8))
+    info = data.train_summary()
+    assert info["excluded_eval_duplicates"] == expected > 0 and info["excluded_eval_images"] == 0
+    assert len(data.train_images) == 20 - expected
+    _queries_never_trained(data)
+
+
+def test_eval_files_tell_a_copy_from_a_file_sharing_its_first_64_kib(tmp_path: Path) -> None:
+    from edge_encoder.imagedata.eval_files import HEAD_BYTES, EvalFiles
+
+    body = np.random.default_rng(0).integers(0, 256, HEAD_BYTES + 1000, dtype=np.uint8).tobytes()
+    query, copy, other = tmp_path / "q.bin", tmp_path / "copy.bin", tmp_path / "other.bin"
+    query.write_bytes(body)
+    copy.write_bytes(body)
+    other.write_bytes(body[:-1] + bytes([body[-1] ^ 1]))  # same size, same head, another tail
+    (tmp_path / "link.bin").symlink_to(query)
+    files = EvalFiles([query])
+    assert files.match(tmp_path / "link.bin") == files.match(tmp_path / "." / "q.bin") == "same"
+    assert files.match(copy) == "copy" and files.match(other) is None
+    assert files.match(tmp_path / "missing.bin") is None
+    kept, same, copies = files.split([query, copy, other])
+    assert (kept, same, copies) == ([other], 1, 1)

@@ -26,6 +26,7 @@ from tests.probes.harness import (
     Probe,
     Result,
     cli_verdict,
+    env_for_children,
     library_verdict,
     sentinel,
     wait_for,
@@ -817,6 +818,358 @@ def run_after_killed_holder(probe: Probe) -> Outcome:
     return cli_verdict(result)
 
 
+# ------------------------------------------------------------------------------------------------ issue 18
+
+
+def _files_and_mtimes(root: Path) -> dict[str, tuple[str, int]]:
+    """``{relative path: (sha256, mtime_ns)}`` of every file and folder under ``root`` (``root`` itself as ".")."""
+    import hashlib
+
+    state = {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir",
+                                        p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+    state["."] = ("dir", root.stat().st_mtime_ns)
+    return state
+
+
+def export_onto_user_folder(probe: Probe) -> Outcome:
+    """`edge-encoder export RUN --out DIR` where DIR is a user's folder of documents and photos: refused in one line
+    naming it (exit 2), every file byte-identical and its mtime unchanged."""
+    run_dir = probe.copy_finished_run()
+    mine = probe.root / "Documents"
+    (mine / "photos").mkdir(parents=True)
+    (mine / "thesis.docx").write_bytes(b"PK\x03\x04 chapter one")
+    (mine / "photos" / "beach.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 16)
+    before = _files_and_mtimes(mine)
+    result = probe.cli("export", str(run_dir), "--out", str(mine), "--no-progress", run_args=False)
+    after = _files_and_mtimes(mine) if mine.is_dir() else {}
+    lost = sorted(k for k in before if after.get(k) != before[k])
+    if lost:
+        return Outcome("data lost", f"exit {result.rc}; the user's {lost[:4]} gone or changed")
+    return cli_verdict(result, mentions=(str(mine), "not a deploy bundle"), codes=(2,))
+
+
+def bundle_readable_by_others(probe: Probe) -> Outcome:
+    """An export under umask 022: the bundle folder (built in a mkdtemp folder, 0700) must be 755 and every file in
+    it 644, as for anything else a user's tools write, so Triton's service account or another user can read it."""
+    import stat
+
+    run_dir = probe.copy_finished_run()
+    out = probe.root / "bundle"
+    done = subprocess.run(probe.command("export", str(run_dir), "--out", str(out), "--no-progress", run_args=False),
+                          cwd=probe.root, capture_output=True, text=True, timeout=900, env=env_for_children(),
+                          check=False, preexec_fn=lambda: os.umask(0o022))  # noqa: PLW1509
+    if done.returncode != 0:
+        return cli_verdict(Result(done.returncode, done.stdout, done.stderr))
+    wrong = [f"{p.relative_to(probe.root)} {oct(stat.S_IMODE(p.lstat().st_mode))}" for p in [out, *out.rglob("*")]
+             if stat.S_IMODE(p.lstat().st_mode) != (0o755 if p.is_dir() else 0o644)]
+    if wrong:
+        return Outcome("silent wrong", f"exit 0 but not readable by others: {wrong[:4]}")
+    return Outcome("correct", f"bundle folder 755, its {sum(1 for _ in out.rglob('*'))} entries 755/644")
+
+
+def config_not_finite(probe: Probe) -> Outcome:
+    """`inf` (and 1e-30 for the temperature) must be refused up front by key, like `nan`: exit 2, no run folder,
+    instead of failing at the first step with exit 3."""
+    tried = []
+    overrides = ("train.temperature=inf", "train.temperature=1e-30", "train.base_lr=inf",
+                 "evaluate.knn_temperature=-inf")
+    for override in overrides:
+        key = override.split("=")[0]
+        outcome = _bad_input(probe, "--set", override, mentions=(key,), no_run_dir=True)
+        if outcome.verdict != "clear error":
+            return Outcome(outcome.verdict, f"{override}: {outcome.detail}")
+        tried.append(override)
+    return Outcome("clear error", f"{', '.join(tried)} each refused by key; last: {outcome.detail}")
+
+
+_PROBE_SLOW_WRITER = """
+import sys, time
+from edge_encoder.core.files import atomic_write
+
+def write(f):
+    for _ in range(10_000):
+        f.write(b"x" * (1 << 20))
+        f.flush()
+        print("writing", flush=True)
+        time.sleep(0.01)
+
+atomic_write(sys.argv[1], write)
+"""
+
+
+def sigkill_mid_atomic_write(probe: Probe) -> Outcome:
+    """SIGKILL of a process in the middle of an atomic write of a big file, then another write of the same file:
+    the README promises no temp file is left behind, and the old file stays whole until the new one replaces it."""
+    target = probe.root / "report.json"
+    target.write_text('{"old": true}\n')
+    proc = subprocess.Popen([sys.executable, "-c", _PROBE_SLOW_WRITER, str(target)], cwd=probe.root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_for_children())
+    assert proc.stdout is not None
+    started = all(proc.stdout.readline().strip() == "writing" for _ in range(3))
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    if not started:
+        return Outcome("other", "the writer never started writing")
+    if target.read_text() != '{"old": true}\n':
+        return Outcome("data lost", "the old file changed under a killed write")
+    rerun = probe.python(f"from edge_encoder.core.files import atomic_write_text; "
+                         f"atomic_write_text({str(target)!r}, '{{\"new\": true}}\\n')")
+    if rerun.rc != 0:
+        return Outcome("traceback" if "Traceback" in rerun.err else "other", rerun.err.strip()[-200:])
+    leftovers = sorted(p.name for p in probe.root.iterdir() if p.name.endswith(".tmp"))
+    if leftovers:
+        return Outcome("silent wrong", f"the killed writer's temp file stays after the next write: {leftovers[:2]}")
+    if target.read_text() != '{"new": true}\n':
+        return Outcome("silent wrong", f"the rerun wrote {target.read_text()[:60]!r}")
+    return Outcome("correct", "the killed writer's temp file was removed by the next write; the file is the new one")
+
+
+def train_batch_larger_than_data(probe: Probe) -> Outcome:
+    """`edge-encoder train` with a batch larger than the data must be refused where `run` refuses it: exit 2
+    naming the key, and no run folder (no lock, no config.json) left behind."""
+    result = probe.cli("train", "--set", "train.batch_size=100000")
+    outcome = cli_verdict(result, mentions=("train.batch_size",), codes=(2,))
+    if outcome.verdict == "clear error" and probe.run_dir.exists():
+        return Outcome("silent wrong", f"refused, but left a run folder: {sorted(os.listdir(probe.run_dir))}")
+    return outcome
+
+
+# ------------------------------------------------------------------------------------------------ issue 18: names, classes
+
+
+def _evaluate_tree(probe: Probe, tree: Path, *extra: str) -> tuple[Result, Path]:
+    """`edge-encoder evaluate` of the finished run's bundle on ``folder:tree`` (tiny config: k=5, no linear probe,
+    no index sweep, no baseline); returns the result and the report folder."""
+    from tests.probes.harness import TINY
+
+    run_dir = probe.copy_finished_run()
+    out = probe.runs / "evaluated"
+    result = probe.cli("evaluate", str(run_dir / "deploy"), "--dataset", f"folder:{tree}", "--config", str(TINY),
+                       "--set", "evaluate.linear_probe=false", "--set", "evaluate.index_benchmark=false",
+                       "--runs-dir", str(probe.runs), "--name", "evaluated", "--no-baselines", "--no-progress",
+                       *extra, run_args=False)
+    return result, out
+
+
+def report_class_names_with_pipe_and_newline(probe: Probe) -> Outcome:
+    """Class folders named `a|b` and `c<newline>d` (and an engine report on them): every table of report.md keeps
+    its header's column count, and the per-class table names each class once."""
+    from edge_encoder.core.markdown import split_md_row
+
+    names = ["a|b", "c\nd", "plain"]
+    tree = probe.root / "tree"
+    _png_tree(tree, classes=3, per_class=10, size=16)
+    for i, name in enumerate(names):
+        (tree / f"class_{i}").rename(tree / name)
+    result, out = _evaluate_tree(probe, tree)
+    if result.rc != 0:
+        return cli_verdict(result)
+    lines = (out / "report.md").read_text().split("\n")
+    broken, header, per_class = [], None, []
+    for i, line in enumerate(lines):
+        if not line.startswith("|"):
+            header = None
+            continue
+        if header is None:
+            header = split_md_row(line) if line.rstrip().endswith("|") else [line]
+            in_per_class = header[:1] == ["class"]
+            continue
+        if set(line) <= {"|", "-"}:
+            continue
+        try:
+            cells = split_md_row(line)
+        except ValueError:  # a row cut by a line break inside a cell
+            cells = []
+        if len(cells) != len(header):
+            broken.append(f"line {i + 1}: {len(cells)} cells under {len(header)}: {line[:60]!r}")
+        elif in_per_class:
+            per_class.append(cells[0])
+    if broken:
+        return Outcome("silent wrong", f"report.md tables broken: {broken[:2]}")
+    shown = [f"{i} {name}".replace("\n", "\\n") for i, name in enumerate(names)]
+    if per_class != shown:
+        return Outcome("silent wrong", f"per-class rows {per_class} (expected {shown})")
+    return Outcome("correct", f"every table row keeps its columns; per-class rows {per_class}")
+
+
+def class_of_only_corrupt_images(probe: Probe) -> Outcome:
+    """Six class folders of images and a seventh of only unreadable files, with --skip-corrupt: the seventh is not
+    a class (or is refused in one line): num_classes, class_names, the confusion matrix and the per-class table agree."""
+    tree = probe.root / "tree"
+    _png_tree(tree, classes=6, per_class=10, size=16)
+    (tree / "class_3b").mkdir()
+    for i in range(4):
+        (tree / "class_3b" / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    result, out = _evaluate_tree(probe, tree, "--skip-corrupt")
+    if result.rc != 0:
+        return cli_verdict(result, mentions=("class_3b",))
+    report = json.loads((out / "report.json").read_text())
+    dataset = report["dataset"]
+    counts = {"num_classes": dataset["num_classes"], "class_names": len(dataset["class_names"])}
+    for name, metrics in report["metrics"].items():
+        if metrics.get("confusion_matrix") is not None:
+            counts[f"{name} confusion"] = len(metrics["confusion_matrix"])
+        counts[f"{name} per-class"] = len(metrics.get("per_class", {}).get("knn_top1", {}))
+    if set(counts.values()) != {6} or "class_3b" in dataset["class_names"]:
+        return Outcome("silent wrong", f"class counts disagree: {counts}; class_names {dataset['class_names']}")
+    return Outcome("correct", f"6 classes everywhere ({', '.join(f'{k} {v}' for k, v in counts.items())}); "
+                              f"left out: {dataset.get('classes_without_readable_images')}")
+
+
+def train_data_links_to_queries(probe: Probe) -> Outcome:
+    """--train-data folders of symlinks, of hard links, and a folder reached through a symlink, each to the
+    evaluation queries of --eval-data: the queries are never trained on and `excluded_eval_images` counts them."""
+    from edge_encoder.imagedata import open_run_data
+    from edge_encoder.imagedata.config import DataSettings
+    from edge_encoder.imagedata.folder import list_folder
+
+    tree = _png_tree(probe.root / "eval", classes=2, per_class=10)
+    queries = [p for p, _ in list_folder(tree, 0.2, 0)[2]]
+    links = {"symlinks": probe.root / "symlinks", "hard links": probe.root / "hardlinks"}
+    for kind, folder in links.items():
+        _png_tree(folder / "own", classes=1, per_class=4)  # images of the user's own besides the links
+        for query in queries:
+            target = folder / query.parent.name / query.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(query) if kind == "symlinks" else os.link(query, target)
+    (probe.root / "alias").symlink_to(tree, target_is_directory=True)
+    specs = {**{k: f"images:{v}" for k, v in links.items()}, "symlinked folder": f"images:{probe.root / 'alias'}"}
+    seen = []
+    for kind, spec in specs.items():  # a library call, as the run makes it: its train_data is the report's
+        settings = DataSettings(train_data=spec, eval_data=f"folder:{tree}", image_size=12, test_fraction=0.2)
+        data = open_run_data(settings)
+        info = data.train_summary()
+        rows = {row.tobytes() for row in data.evaluation.x_test}
+        trained = sum(row.tobytes() in rows for row in data.train_images)
+        if trained or info["excluded_eval_images"] != len(queries):
+            return Outcome("silent wrong", f"{kind}: {trained} queries trained on, excluded_eval_images "
+                                           f"{info['excluded_eval_images']} of {len(queries)}")
+        seen.append(f"{kind}: {info['excluded_eval_images']} excluded, {len(data.train_images)} trained")
+    return Outcome("correct", "; ".join(seen))
+
+
+# ------------------------------------------------------------------------------------------------ foreign encoders, modes (18)
+
+
+def _foreign_exports(probe: Probe) -> dict[str, Path]:
+    """One seeded small CNN (16 px float NCHW, 16-d output) as ``torch.onnx.export`` writes it without
+    ``dynamic_axes`` (``static``: batch 1) and with a dynamic batch (``dynamic``)."""
+    import warnings
+
+    import torch
+
+    paths = {}
+    for kind in ("static", "dynamic"):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU(),
+                                    torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1),
+                                    torch.nn.Flatten()).eval()
+        paths[kind] = probe.root / f"encoder_{kind}.onnx"
+        axes = {"dynamic_axes": {"input": {0: "batch"}}} if kind == "dynamic" else {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (torch.randn(1, 3, 16, 16),), str(paths[kind]), dynamo=False,
+                              input_names=["input"], output_names=["output"], **axes)
+    return paths
+
+
+_NORM = ("--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25")
+
+
+def static_batch_onnx_embed(probe: Probe) -> Outcome:
+    """`edge-encoder embed` of a folder through a batch-1 export: the embeddings of the dynamic-batch export."""
+    models = _foreign_exports(probe)
+    root = _png_tree(probe.root / "photos", per_class=5, size=20)
+    results, arrays = {}, {}
+    for kind, model in models.items():
+        out = probe.root / f"{kind}.npz"
+        results[kind] = probe.cli("embed", str(model), "--images", str(root), *_NORM, "--batch-size", "4", "--out",
+                                  str(out), "--no-progress", run_args=False)
+        if results[kind].rc != 0:
+            return cli_verdict(results[kind], mentions=(str(model),))
+        arrays[kind] = np.load(out)["embeddings"]
+    if arrays["static"].shape != arrays["dynamic"].shape:
+        return Outcome("silent wrong", f"shapes {arrays['static'].shape} vs {arrays['dynamic'].shape}")
+    error = float(np.abs(arrays["static"] - arrays["dynamic"]).max())
+    said = "images run 1 at a time" in results["static"].err
+    if error > 1e-5 or not said:
+        return Outcome("silent wrong", f"max difference {error:.2e}; batch said in the log: {said}")
+    return Outcome("correct", f"{len(arrays['static'])} embeddings equal to the dynamic export's (max diff "
+                              f"{error:.1e}); the log says the graph's batch")
+
+
+def static_batch_onnx_evaluate(probe: Probe) -> Outcome:
+    """`edge-encoder evaluate` of a batch-1 export: the report figures of the dynamic-batch export."""
+    models = _foreign_exports(probe)
+    data = _npz(probe)
+    metrics = {}
+    for kind, model in models.items():
+        result = probe.cli("evaluate", str(model), "--dataset", f"npz:{data}", *_NORM, "--runs-dir", str(probe.runs),
+                           "--name", kind, "--set", "evaluate.linear_probe=false", "--set",
+                           "evaluate.index_benchmark=false", "--no-progress", run_args=False)
+        if result.rc != 0:
+            return cli_verdict(result, mentions=(str(model),))
+        metrics[kind] = json.loads((probe.runs / kind / "report.json").read_text())["metrics"][model.stem]
+    keys = ("dim", "knn_top1", "knn_top5", "recall_at_1", "map_at_r")
+    differ = [k for k in keys if metrics["static"][k] != metrics["dynamic"][k]]
+    if differ:
+        return Outcome("silent wrong", "figures differ: " + ", ".join(
+            f"{k} {metrics['static'][k]} vs {metrics['dynamic'][k]}" for k in differ))
+    return Outcome("correct", "report figures equal the dynamic export's: " + ", ".join(
+        f"{k} {metrics['static'][k]:.4g}" for k in keys))
+
+
+def zero_width_onnx_output(probe: Probe) -> Outcome:
+    """A foreign ONNX whose output is (N, 0): refused when opened, naming the file and the shape, no run folder."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n)
+             for n, v in (("axes", [2, 3]), ("s", [0]), ("e", [0]), ("a", [1]))]
+    nodes = [helper.make_node("ReduceMean", ["input", "axes"], ["pooled"], keepdims=0),
+             helper.make_node("Slice", ["pooled", "s", "e", "a"], ["output"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                         ["N", 3, 16, 16])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    path = probe.root / "zero_width.onnx"
+    onnx.save(model, str(path))
+    data = _npz(probe)
+    with watched(probe) as box:
+        result = probe.cli("evaluate", str(path), "--dataset", f"npz:{data}", *_NORM, "--runs-dir", str(probe.runs),
+                           "--name", RUN_NAME, "--no-progress", run_args=False)
+    outcome = cli_verdict(result, mentions=(str(path), "0]"))
+    if outcome.verdict == "clear error" and probe.runs.exists():
+        outcome = Outcome("silent wrong", f"left {sorted(os.listdir(probe.runs))} in the runs folder")
+    return worst(outcome, box)
+
+
+def lab_tiff_in_folder(probe: Probe) -> Outcome:
+    """A folder dataset whose class_0 images are CIE L*a*b* TIFFs of mid grey: decoded grey, not blue."""
+    from PIL import Image
+
+    from edge_encoder.imagedata import load_dataset
+
+    root = _png_tree(probe.root / "photos", classes=2, per_class=6)
+    for i in range(6):  # class_0: mid grey as CIELab TIFF (L* 53.6, a* = b* = 0)
+        (root / "class_0" / f"{i}.png").unlink()
+        Image.new("RGB", (12, 12), (128, 128, 128)).convert("LAB").save(root / "class_0" / f"grey_{i}.tif")
+
+    def check(splits: Any) -> Outcome:
+        grey = [image for images, labels in ((splits.x_train, splits.y_train), (splits.x_test, splits.y_test))
+                for image in images[labels == 0]]
+        if len(grey) != 6:
+            return Outcome("silent wrong", f"{len(grey)} of the 6 LAB images in the dataset")
+        pixels = np.stack(grey).reshape(-1, 3).astype(int)
+        error = int(np.abs(pixels - 128).max())
+        if error > 2:
+            return Outcome("silent wrong", f"mid grey decoded as {pixels.mean(axis=0).round().tolist()}")
+        return Outcome("correct", f"6 LAB TIFFs decoded to grey 128 (max channel error {error})")
+
+    return library_verdict(lambda: load_dataset(f"folder:{root}", image_size=12), check=check)
+
+
 # ------------------------------------------------------------------------------------------------ the list
 
 
@@ -879,6 +1232,30 @@ CASES = [
     Case("sigkill_in_export", "fault", "SIGKILL while the new bundle is built, then rerun", sigkill_in_export,
          expect="correct", slow=True),
     Case("sigint_in_evaluation", "fault", "SIGINT once embeddings are being cached", sigint_in_evaluation, slow=True),
+    Case("export_onto_user_folder", "18", "`edge-encoder export RUN --out DIR`, DIR a folder of documents and photos",
+         export_onto_user_folder),
+    Case("bundle_readable_by_others", "18", "export under umask 022: bundle folder 755, files 644",
+         bundle_readable_by_others, expect="correct"),
+    Case("config_not_finite", "18", "train.temperature=inf / 1e-30, train.base_lr=inf, evaluate.knn_temperature=-inf",
+         config_not_finite),
+    Case("sigkill_mid_atomic_write", "18", "SIGKILL mid-way through an atomic write of a big file, then a rewrite",
+         sigkill_mid_atomic_write, expect="correct"),
+    Case("train_batch_larger_than_data", "18", "`edge-encoder train` with train.batch_size=100000 (no run folder)",
+         train_batch_larger_than_data),
+    Case("report_class_names_with_pipe_and_newline", "18", "class folders `a|b` and `c<newline>d`; report.md tables",
+         report_class_names_with_pipe_and_newline, expect="correct"),
+    Case("class_of_only_corrupt_images", "18", "a 7th class folder of only unreadable files, --skip-corrupt",
+         class_of_only_corrupt_images, expect="correct", also_fine=("clear error",)),
+    Case("train_data_links_to_queries", "18", "--train-data of symlinks / hard links / a symlinked folder to the "
+         "evaluation queries", train_data_links_to_queries, expect="correct"),
+    Case("static_batch_onnx_embed", "18", "`edge-encoder embed` of a folder through a torch.onnx.export with a static "
+         "batch of 1 (no dynamic_axes)", static_batch_onnx_embed, expect="correct"),
+    Case("static_batch_onnx_evaluate", "18", "`edge-encoder evaluate` of that batch-1 export vs its dynamic-batch "
+         "export", static_batch_onnx_evaluate, expect="correct"),
+    Case("zero_width_onnx_output", "18", "`edge-encoder evaluate` of a foreign ONNX whose output is (N, 0) (no run "
+         "folder may be left)", zero_width_onnx_output),
+    Case("lab_tiff_in_folder", "18", "a folder dataset whose class_0 holds CIE L*a*b* TIFFs of mid grey",
+         lab_tiff_in_folder, expect="correct"),
 ]
 assert len({c.name for c in CASES}) == len(CASES)
 assert RUN_NAME == "probe"
