@@ -70,11 +70,11 @@ def train_once(runs_dir: Path, name: str, threads: int, avx2: bool, sets: list[s
 def row(label: str, r: dict) -> str:
     train_s = f"{r['train_s']:.2f}" if r["train_s"] is not None else "-"
     note = "" if r["code"] == 0 else r["last_line"][:60]
-    return (f"{label:<22} {exit_name(r['code']):<12} {r['wall']:>7.2f} {train_s:>8} "
+    return (f"{label:<27} {exit_name(r['code']):<12} {r['wall']:>7.2f} {train_s:>8} "
             f"{str(r['channels_last']):<13} {str(r['precision']):<9} {note}")
 
 
-HEADER = f"{'run':<22} {'exit':<12} {'wall_s':>7} {'train_s':>8} {'channels_last':<13} {'precision':<9} note"
+HEADER = f"{'run':<27} {'exit':<12} {'wall_s':>7} {'train_s':>8} {'channels_last':<13} {'precision':<9} note"
 
 
 def soak(args: argparse.Namespace, runs_dir: Path) -> int:

@@ -343,11 +343,18 @@ class FolderImages:
             and left out by ``open(..., skip_corrupt=True)``.
         root, split: the tree and split the files were listed from (``open`` sets them; ``fingerprint`` hashes
             paths relative to ``root``, so a tree moved with its timestamps keeps its embedding caches).
+
+    Each file's size, modification and status-change times (ns) and inode are recorded when the object is made (the folder is
+    listed) and checked after every decode: a file rewritten, replaced or removed since raises ``DatasetError``
+    naming it, so a run that reads each image several times (every epoch, the export's calibration, the
+    evaluation) stops instead of training on the old contents and evaluating on the new. A file added since is
+    simply not read (the items are those listed).
     """
 
     def __init__(self, files: Sequence[Path | str], labels: np.ndarray | Sequence[int], image_size: int,
                  class_names: Sequence[str], skipped_files: Sequence[str] = (), *, root: Path | str | None = None,
-                 split: str = "", max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+                 split: str = "", max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                 stats: np.ndarray | None = None) -> None:
         if len(files) != len(labels):
             raise ValueError(f"FolderImages: {len(files)} files but {len(labels)} labels")
         if image_size < 1:
@@ -360,6 +367,8 @@ class FolderImages:
         self.root = None if root is None else Path(root)
         self.split = split
         self.max_pixels = int(max_pixels)
+        # (size, mtime_ns, ctime_ns, inode) a file as listed; -1 where it could not be stat'ed (its read then names it)
+        self._stats = _file_stats(self._paths) if stats is None else np.asarray(stats, dtype=np.int64)
 
     @classmethod
     def open(cls, root: Path | str, split: str = "train", *, image_size: int, test_fraction: float = 0.2,
@@ -408,12 +417,12 @@ class FolderImages:
                     seed: int) -> "FolderImages":
         """The same files with new labels and class names (``without_empty_classes``), then ``open``'s seeded,
         class-balanced subset of ``max_images`` (``seed``: ``open``'s seed for this split)."""
-        paths = self.files
+        paths, stats = self.files, self._stats
         if max_images is not None and max_images < len(paths):
             keep = seeded_subset(labels, max_images, seed)
-            paths, labels = [paths[i] for i in keep], labels[keep]
+            paths, labels, stats = [paths[i] for i in keep], labels[keep], stats[keep]
         return FolderImages(paths, labels, self.image_size, class_names, self.skipped_files, root=self.root,
-                            split=self.split, max_pixels=self.max_pixels)
+                            split=self.split, max_pixels=self.max_pixels, stats=stats)
 
     @property
     def files(self) -> list[str]:
@@ -424,10 +433,20 @@ class FolderImages:
         return len(self._paths)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        """``uint8 (S, S, 3)`` RGB of item ``index``; ``DatasetError`` naming the file if it cannot be decoded."""
+        """``uint8 (S, S, 3)`` RGB of item ``index``; ``DatasetError`` naming the file if it cannot be decoded or
+        changed since it was listed (see the class docstring)."""
         if not -len(self) <= index < len(self):  # IndexError ends plain iteration (``for image in images``)
             raise IndexError(f"FolderImages index {index} out of range for {len(self)} images")
-        return read_image(os.fsdecode(self._paths[index]), self.image_size, self.max_pixels)
+        path = os.fsdecode(self._paths[index])
+        image = read_image(path, self.image_size, self.max_pixels)
+        # Checked after the decode: a change before or during it shows in the stat, one after it at the next read.
+        listed = self._stats[index]
+        if listed[0] >= 0 and tuple(_file_stats([self._paths[index]])[0]) != tuple(listed):
+            raise DatasetError(f"image {path} changed after its folder was listed (its size, modification or "
+                               "status-change time or inode differ): the images of a run are read several times (each epoch, the export, the "
+                               "evaluation), so it stops rather than mix the old and new contents; leave the folder "
+                               "unchanged while a run reads it")
+        return image
 
     def fingerprint(self) -> str:
         """A hex digest that changes whenever an item would decode differently, read without decoding anything.
@@ -461,6 +480,20 @@ class FolderImages:
     def __repr__(self) -> str:
         return (f"FolderImages({len(self)} images, {len(self.class_names)} classes, "
                 f"{self.image_size}x{self.image_size})")
+
+
+def _file_stats(paths: Sequence[bytes]) -> np.ndarray:
+    """``int64 (N, 4)``: each file's size, mtime and ctime (ns) and inode; ``-1`` for one that cannot be stat'ed.
+    The ctime catches what the others can miss: a file replaced by one of the same size with its mtime copied
+    (``cp -p``, ``rsync -t``) on a freed inode number reused at once, as ext4 and tmpfs do."""
+    stats = np.full((len(paths), 4), -1, dtype=np.int64)
+    for i, path in enumerate(paths):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        stats[i] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    return stats
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,35 @@ def test_fingerprint_follows_the_files_without_decoding_them(tmp_path: Path,
         images.fingerprint()
 
 
+def test_a_file_changed_after_listing_is_named_instead_of_read(tmp_path: Path,
+                                                               write_png_tree: Callable[..., Path]) -> None:
+    """Issue 18: a file rewritten (other bytes, or the same size and mtime on a new inode) or removed after the
+    folder was listed stops the reader naming it, also in a pickled copy (a DataLoader worker); an added one is not
+    read; untouched files still decode as before."""
+    import os
+
+    root = write_png_tree(tmp_path / "tree", classes=2, per_class=6)
+    images = FolderImages.open(root, image_size=8, max_images=8)  # a subset keeps each file's listed stats
+    first = images[0]
+    rewritten, replaced, removed = (Path(images.files[i]) for i in (1, 2, 3))
+    Image.fromarray(np.full((16, 16, 3), 255, np.uint8)).save(rewritten)
+    st = replaced.stat()
+    data = replaced.read_bytes()
+    replaced.unlink()
+    replaced.write_bytes(data)  # same bytes, size and mtime, another inode: a replace-by-rename, cp -p
+    os.utime(replaced, ns=(st.st_atime_ns, st.st_mtime_ns))
+    removed.unlink()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(root / "class_0" / "added.png")
+    for copy in (images, pickle.loads(pickle.dumps(images))):
+        assert np.array_equal(copy[0], first) and len(copy) == 8
+        for path in (rewritten, replaced):
+            with pytest.raises(DatasetError, match=f"image {path} changed after its folder was listed"):
+                copy[images.files.index(str(path))]
+        with pytest.raises(DatasetError, match=f"cannot read image {removed}"):
+            copy[images.files.index(str(removed))]
+    assert str(root / "class_0" / "added.png") not in images.files
+
+
 @pytest.mark.parametrize("seed, max_train, max_test", [(0, None, None), (2, 20, 5)])
 def test_folder_splits_list_what_load_dataset_decodes(tmp_path: Path, write_png_tree: Callable[..., Path], seed: int,
                                                      max_train: int | None, max_test: int | None) -> None:

@@ -1170,6 +1170,338 @@ def lab_tiff_in_folder(probe: Probe) -> Outcome:
     return library_verdict(lambda: load_dataset(f"folder:{root}", image_size=12), check=check)
 
 
+# ------------------------------------------------------------------------------------------------ issue 18: more faults
+
+
+# A child that runs the command line with one fault injected into the project's atomic writes: the first write to a
+# path containing MATCH and ending in SUFFIX is SIGKILLed "before" it writes a byte, or "mid" way (half of its first
+# large chunk on disk, in the temp file). Deterministic, where a kill timed from outside would race a fast write.
+_KILL_IN_WRITE = r"""
+import os, signal, sys
+import edge_encoder.core.files as files
+import edge_encoder.evaluate.extract as extract
+
+match, suffix, when = sys.argv[1:4]
+real = files.atomic_write
+
+class _Cut:
+    def __init__(self, f):
+        self._f = f
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+    def write(self, data):
+        data = bytes(data)
+        if len(data) > 1024:
+            self._f.write(data[: len(data) // 2])
+            self._f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self._f.write(data)
+
+def killing(path, write):
+    text = str(path)
+    if match in text and text.endswith(suffix):
+        if when == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        def cut(f):
+            write(_Cut(f))
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)  # no large chunk: killed once all is in the temp file
+        return real(path, cut)
+    return real(path, write)
+
+files.atomic_write = extract.atomic_write = killing
+from edge_encoder.cli import main
+sys.argv = ["edge-encoder", *sys.argv[4:]]
+sys.exit(main())
+"""
+
+
+def _killed_in_write(probe: Probe, match: str, suffix: str, when: str, argv: list[str]) -> Result:
+    """``argv`` (a ``probe.command`` list) run with the first matching atomic write SIGKILLed (``_KILL_IN_WRITE``)."""
+    cmd = [sys.executable, "-c", _KILL_IN_WRITE, match, suffix, when, *argv[3:]]  # argv: python -m edge_encoder.cli
+    try:
+        done = subprocess.run(cmd, cwd=probe.root, capture_output=True, text=True, timeout=900,
+                              env=env_for_children(), check=False)
+    except subprocess.TimeoutExpired as exc:
+        return Result(None, str(exc.stdout or ""), str(exc.stderr or ""))
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+def _temp_litter(folder: Path) -> list[str]:
+    """Temp files and half-built folders under ``folder``: atomic writes' ``.NAME.*.tmp``, exports' ``.building-``
+    and ``.old-`` folders."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if p.name.endswith(".tmp") or ".building-" in p.name or ".old-" in p.name)
+
+
+def sigkill_in_embed(probe: Probe) -> Outcome:
+    """SIGKILL of `edge-encoder embed` before and mid-way through writing --out over an older file: the older file
+    stays whole each time, and a rerun writes the uninterrupted run's embeddings, no temp file left beside them."""
+    bundle = probe.copy_finished_run() / "deploy"
+    tree = _png_tree(probe.root / "photos", classes=2, per_class=12, size=20)
+    out_dir = probe.root / "out"
+    out_dir.mkdir()
+    ref, out = out_dir / "reference.npz", out_dir / "embeddings.npz"
+    argv = probe.command("embed", str(bundle), "--images", str(tree), "--batch-size", "4", "--no-progress",
+                         "--out", str(out), run_args=False)
+    done = probe.cli("embed", str(bundle), "--images", str(tree), "--no-progress", "--out", str(ref), run_args=False)
+    if done.rc != 0:
+        return cli_verdict(done)
+    np.savez(out, embeddings=np.zeros((2, 2), np.float32))  # an older embeddings file the kill must not damage
+    old = out.read_bytes()
+    for when in ("before", "mid"):
+        killed = _killed_in_write(probe, str(out_dir), "embeddings.npz", when, argv)
+        if killed.rc != -signal.SIGKILL:
+            return Outcome("other", f"the {when}-write kill did not happen (exit {killed.rc}): {killed.err[-200:]}")
+        if out.read_bytes() != old:
+            return Outcome("data lost", f"SIGKILL {when} the write changed the older {out.name}")
+    rerun = probe.cli(*argv[3:], run_args=False)
+    if rerun.rc != 0:
+        return cli_verdict(rerun)
+    got, want = np.load(out), np.load(ref)
+    if got["paths"].tolist() != want["paths"].tolist() or not np.array_equal(got["embeddings"], want["embeddings"]):
+        return Outcome("silent wrong", "the rerun's embeddings differ from an uninterrupted run's")
+    litter = _temp_litter(out_dir)
+    if litter:
+        return Outcome("silent wrong", f"temp files left after the rerun: {litter[:3]}")
+    return Outcome("correct", "older file whole after a kill before and mid-write; the rerun wrote the uninterrupted "
+                              f"run's {len(want['paths'])} embeddings, no temp file left")
+
+
+_COMPARED = ("knn_top1", "knn_top5", "recall_at_1", "map_at_r")
+
+
+def _figures(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {engine: {k: m.get(k) for k in _COMPARED} for engine, m in report.get("metrics", {}).items()}
+
+
+def sigkill_in_embedding_cache(probe: Probe) -> Outcome:
+    """SIGKILL mid-way through the embedding cache's first .npy, then (second run) between a .npy and its .json:
+    each rerun ends with the uninterrupted run's figures, and the cache holds only whole .npy + .json pairs whose
+    arrays equal a fresh computation's (no poisoned entry, no half file read as valid, no temp file)."""
+    run_dir = probe.copy_finished_run()
+    reference = _figures(json.loads((run_dir / "report.json").read_text()))
+    cache = run_dir / "cache" / "embeddings"
+    seen = []
+    for suffix, when in ((".npy", "mid"), (".json", "before")):
+        shutil.rmtree(run_dir / "cache", ignore_errors=True)
+        (run_dir / "report.json").unlink(missing_ok=True)
+        killed = _killed_in_write(probe, str(cache), suffix, when, probe.command("run"))
+        if killed.rc != -signal.SIGKILL:
+            return Outcome("other", f"the kill in the cache's {suffix} write did not happen (exit {killed.rc}): "
+                                    f"{killed.err[-200:]}")
+        with watched(probe, keep=("train/checkpoints",)) as box:
+            result = probe.cli("run")
+        if result.rc != 0:
+            return worst(cli_verdict(result), box)
+        figures = _figures(json.loads((run_dir / "report.json").read_text()))
+        if figures != reference:
+            differ = sorted(e for e in reference if figures.get(e) != reference[e])
+            return Outcome("silent wrong", f"after a kill in the {suffix} write the rerun's figures differ for {differ}")
+        names = {p.name for p in cache.iterdir()}
+        unpaired = sorted(n for n in names if n.endswith(".npy") and n[:-4] + ".json" not in names)
+        litter = _temp_litter(run_dir / "cache")
+        if unpaired or litter:
+            return Outcome("silent wrong", f"after a kill in the {suffix} write: cache left {unpaired[:2]} {litter[:2]}")
+        seen.append(f"{suffix} {when}: {sum(n.endswith('.npy') for n in names)} pairs")
+        if box["outside"]:
+            return worst(Outcome("correct", ""), box)
+    # Every cached array must be what a fresh run computes: a third run with the cache moved aside.
+    kept = {p.name: np.load(p) for p in cache.glob("*.npy")}
+    shutil.rmtree(run_dir / "cache")
+    (run_dir / "report.json").unlink()
+    fresh = probe.cli("run")
+    if fresh.rc != 0:
+        return cli_verdict(fresh)
+    poisoned = [n for n, arr in kept.items() if not (cache / n).is_file() or not np.array_equal(np.load(cache / n), arr)]
+    if poisoned:
+        return Outcome("silent wrong", f"cache entries differ from a fresh computation: {poisoned[:2]}")
+    return Outcome("correct", "; ".join(seen) + "; reruns gave the uninterrupted figures, every entry equals a fresh "
+                                               "computation, no temp file")
+
+
+def _bundle_bytes(bundle: Path) -> int:
+    return sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def disk_full_in_export(probe: Probe) -> Outcome:
+    """`edge-encoder export RUN --out DISK/deploy`, DISK a tmpfs with room for the old bundle and a third of
+    another: exit 2 naming "No space left on device", the old bundle byte for byte as it was, no half-built
+    folder or temp file left; then with room again, the export succeeds and `verify` passes."""
+    run_dir = probe.copy_finished_run()
+    size = _bundle_bytes(run_dir / "deploy")
+    disk = probe.tmpfs(probe.root / "disk", size=f"{(size * 4 // 3 + 65535) // 4096 * 4}k")
+    out = disk / "deploy"
+    shutil.copytree(run_dir / "deploy", out)
+    with watched(probe) as box:
+        before = snapshot_of(out)
+        result = probe.cli("export", str(run_dir), "--out", str(out), "--no-progress", run_args=False)
+        after = snapshot_of(out)
+    outcome = cli_verdict(result, mentions=("No space left on device",), codes=(2,))
+    if before != after:
+        return Outcome("data lost", f"the old bundle changed under a failed export ({outcome.verdict})")
+    litter = _temp_litter(disk)
+    if outcome.verdict == "clear error" and litter:
+        return Outcome("silent wrong", f"half-built files left on the full disk: {litter[:3]}")
+    if outcome.verdict != "clear error":
+        return worst(outcome, box)
+    subprocess.run(["mount", "-o", f"remount,size={size * 3 // 1024 + 256}k", str(disk)], capture_output=True,
+                   check=False)
+    again = probe.cli("export", str(run_dir), "--out", str(out), "--no-progress", run_args=False)
+    if again.rc != 0:
+        return Outcome("other", f"the export with room again failed: {again.last_line[:200]}")
+    verify = probe.cli("verify", str(out), "--seconds", "0", "--warmup", "0", run_args=False)
+    if verify.rc != 0 or _temp_litter(disk):
+        return Outcome("silent wrong", f"after the retry: verify exit {verify.rc} {verify.last_line[:120]}; "
+                                       f"left {_temp_litter(disk)[:2]}")
+    return worst(Outcome("clear error", f"{outcome.detail}; old bundle intact, nothing left; the retry verifies"), box)
+
+
+def snapshot_of(folder: Path) -> dict[str, tuple[int, str]]:
+    from tests.probes.harness import snapshot
+
+    return snapshot(folder)
+
+
+def concurrent_exports(probe: Probe) -> Outcome:
+    """Two `edge-encoder export RUN` started together: each exits 0, or 2 naming the run folder's lock; at least
+    one succeeds; the bundle at the end is whole (`verify` exit 0) and nothing half-built is left."""
+    run_dir = probe.copy_finished_run()
+    with watched(probe) as box:
+        procs = [probe.start("export", str(run_dir), "--no-progress", run_args=False) for _ in range(2)]
+        results = []
+        for proc in procs:
+            try:
+                out, err = proc.communicate(timeout=900)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            results.append(Result(proc.returncode, out, err))
+    codes = [r.rc for r in results]
+    for r in results:
+        if "Traceback (most recent call last)" in r.err:
+            return cli_verdict(r)
+        if r.rc not in (0, 2):
+            return Outcome("other", f"exit codes {codes}: {r.last_line[:200]}")
+        if r.rc == 2:
+            refused = cli_verdict(r, mentions=(str(run_dir),), codes=(2,))
+            if refused.verdict != "clear error" or not any(w in r.last_line for w in ("lock", "in use", "deploy")):
+                return Outcome(refused.verdict if refused.verdict != "clear error" else "other",
+                               f"the refused export does not name the lock or bundle: {r.last_line[:200]}")
+    if 0 not in codes:
+        return Outcome("other", f"neither export succeeded: {[r.last_line[:100] for r in results]}")
+    verify = probe.cli("verify", str(run_dir / "deploy"), "--seconds", "0", "--warmup", "0", run_args=False)
+    litter = _temp_litter(run_dir)
+    if verify.rc != 0 or litter:
+        return Outcome("silent wrong", f"exits {codes}; verify exit {verify.rc}: {verify.last_line[:120]}; "
+                                       f"left {litter[:2]}")
+    refused = [r.last_line for r in results if r.rc == 2]
+    return worst(Outcome("correct", f"exits {codes}; the bundle verifies" + (f"; refused: {refused[0][:160]}"
+                                                                             if refused else "")), box)
+
+
+def verify_during_export(probe: Probe) -> Outcome:
+    """`edge-encoder verify RUN/deploy` again and again while `edge-encoder export RUN` rebuilds and swaps the
+    bundle: every verify exits 0 (a whole bundle, old or new) or 2 with one line naming a file, never a traceback;
+    and the bundle verifies at the end."""
+    run_dir = probe.copy_finished_run()
+    bundle = run_dir / "deploy"
+    verify = lambda: probe.cli("verify", str(bundle), "--seconds", "0", "--warmup", "0", "--report-dir",
+                               str(probe.root / "reports"), run_args=False)
+    export = probe.start("export", str(run_dir), "--no-progress", run_args=False)
+    seen: dict[str, int] = {}
+    while export.poll() is None:
+        result = verify()
+        if result.rc == 0:
+            seen["passed"] = seen.get("passed", 0) + 1
+            continue
+        outcome = cli_verdict(result, codes=(2,))
+        if outcome.verdict != "clear error" or not any(w in result.last_line for w in (".onnx", ".json", "manifest",
+                                                                                          str(bundle))):
+            export.kill()
+            export.communicate()
+            return Outcome(outcome.verdict if outcome.verdict != "clear error" else "other",
+                           f"verify during the export: {outcome.detail or result.last_line[:200]}")
+        seen["refused"] = seen.get("refused", 0) + 1
+        seen.setdefault(result.last_line[:120], 0)
+    _, err = export.communicate()
+    if export.returncode != 0:
+        return Outcome("other", f"the export failed (exit {export.returncode}): {err.strip()[-200:]}")
+    final = verify()
+    if final.rc != 0 or _temp_litter(run_dir):
+        return Outcome("silent wrong", f"after the export: verify exit {final.rc} {final.last_line[:120]}")
+    return Outcome("correct", f"{sum(v for k, v in seen.items() if k in ('passed', 'refused'))} verifies during the "
+                              f"export: {seen}; the new bundle verifies")
+
+
+def _changed_tree_run(probe: Probe, change: Callable[[Path], Path]) -> tuple[Result, Path, Path]:
+    """A streamed `run` on a folder tree, ``change(tree)`` applied once training has begun; ``(result, tree, the
+    file changed)``."""
+    tree = _png_tree(probe.root / "photos", classes=2, per_class=40, size=20)
+    proc = probe.start("run", "--dataset", f"folder:{tree}", "--set", "data.stream=true", "--set",
+                       "data.image_size=16", "--set", "train.batch_size=16", "--set", "train.queue_size=32",
+                       "--set", "train.epochs=3", "--set", "export.parity_images=16",
+                       "--set", "export.calibration_images=16")
+    log = probe.run_dir / "train" / "train_log.jsonl"
+    if not wait_for(lambda: log.is_file() and log.stat().st_size > 0, proc):
+        proc.kill()
+        out, err = proc.communicate()
+        return Result(proc.returncode, out, err), tree, tree
+    changed = change(tree)
+    try:
+        out, err = proc.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        return Result(None, out, err), tree, changed
+    return Result(proc.returncode, out, err), tree, changed
+
+
+def folder_changes_during_run(probe: Probe) -> Outcome:
+    """A `folder:` dataset streamed (data.stream=true) by `edge-encoder run` while an image is rewritten, one is
+    removed and one is added (three runs): a changed or removed file stops the run in one line naming it (or the
+    report says which files were used); an added file is not read (the report counts the files listed at the
+    start); never a run that mixes a file's old and new contents."""
+    from PIL import Image
+
+    def rewrite(tree: Path) -> Path:
+        path = sorted((tree / "class_0").glob("*.png"))[0]
+        Image.fromarray(np.full((20, 20, 3), 255, np.uint8)).save(path)
+        return path
+
+    def remove(tree: Path) -> Path:
+        path = sorted((tree / "class_1").glob("*.png"))[0]
+        path.unlink()
+        return path
+
+    def add(tree: Path) -> Path:
+        path = tree / "class_0" / "new.png"
+        Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(path)
+        return path
+
+    seen = []
+    for what, change in (("rewritten", rewrite), ("removed", remove), ("added", add)):
+        shutil.rmtree(probe.root, ignore_errors=True)
+        probe.root.mkdir(parents=True)
+        result, tree, path = _changed_tree_run(probe, change)
+        if path == tree:
+            return Outcome("other", f"{what}: the run never began training: {result.last_line[:200]}")
+        if result.rc != 0:
+            outcome = cli_verdict(result, mentions=(str(path),), codes=(2,))
+            if what == "added" or outcome.verdict != "clear error":
+                return Outcome(outcome.verdict if outcome.verdict != "clear error" else "other",
+                               f"{what}: {outcome.detail}")
+            seen.append(f"{what}: {result.last_line[:150]}")
+            continue
+        report = json.loads((probe.run_dir / "report.json").read_text())
+        if what != "added" and str(path) not in json.dumps(report):
+            return Outcome("silent wrong", f"{what} {path.name} mid-run: exit 0 and the report does not name it")
+        counts = report.get("dataset", {})
+        seen.append(f"{what}: exit 0 ({counts.get('train_size')} train / {counts.get('test_size')} test listed at "
+                    "the start)")
+    return Outcome("correct" if all("exit 0" in s for s in seen) else "clear error", "; ".join(seen))
+
+
 # ------------------------------------------------------------------------------------------------ the list
 
 
@@ -1256,6 +1588,18 @@ CASES = [
          "folder may be left)", zero_width_onnx_output),
     Case("lab_tiff_in_folder", "18", "a folder dataset whose class_0 holds CIE L*a*b* TIFFs of mid grey",
          lab_tiff_in_folder, expect="correct"),
+    Case("sigkill_in_embed", "18", "SIGKILL of `edge-encoder embed` before / mid-way through writing --out over an "
+         "older file, then a rerun", sigkill_in_embed, expect="correct", slow=True),
+    Case("sigkill_in_embedding_cache", "18", "SIGKILL mid-way through a cache .npy, then between a .npy and its "
+         ".json; reruns", sigkill_in_embedding_cache, expect="correct", slow=True),
+    Case("disk_full_in_export", "18", "`edge-encoder export RUN --out` onto a tmpfs with room for the old bundle "
+         "and a third of another", disk_full_in_export, slow=True),
+    Case("concurrent_exports", "18", "two `edge-encoder export RUN` of one run at once", concurrent_exports,
+         expect="correct", slow=True),
+    Case("verify_during_export", "18", "`edge-encoder verify` again and again while an export rewrites the bundle",
+         verify_during_export, expect="correct", slow=True),
+    Case("folder_changes_during_run", "18", "a streamed folder: dataset with an image rewritten / removed / added "
+         "while `run` trains", folder_changes_during_run, expect="clear error", also_fine=("correct",), slow=True),
 ]
 assert len({c.name for c in CASES}) == len(CASES)
 assert RUN_NAME == "probe"
