@@ -1497,8 +1497,12 @@ def folder_changes_during_run(probe: Probe) -> Outcome:
         if what != "added" and str(path) not in json.dumps(report):
             return Outcome("silent wrong", f"{what} {path.name} mid-run: exit 0 and the report does not name it")
         counts = report.get("dataset", {})
-        seen.append(f"{what}: exit 0 ({counts.get('train_size')} train / {counts.get('test_size')} test listed at "
-                    "the start)")
+        used = (counts.get("num_train") or 0) + (counts.get("num_test") or 0)
+        if what == "added" and used != 80:  # _changed_tree_run lists 2 x 40 images before the change
+            return Outcome("silent wrong", f"added {path.name} mid-run: the report counts {used} images, not the 80 "
+                                           "listed at the start")
+        seen.append(f"{what}: exit 0 ({counts.get('num_train')} train + {counts.get('num_test')} test images, the "
+                    "files listed at the start)")
     return Outcome("correct" if all("exit 0" in s for s in seen) else "clear error", "; ".join(seen))
 
 
