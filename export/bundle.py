@@ -612,7 +612,7 @@ def device_readme(manifest: dict[str, Any]) -> str:
         input_text = (f"Input `{inp['name']}`: float32, NCHW, RGB, shape (N, 3, {inp['image_size']}, {inp['image_size']}), "
                       f"N dynamic.\nNormalisation is NOT inside the graphs: feed {pre['formula']} with mean = {pre['mean']}, "
                       f"std = {pre['std']}\n(upstream, e.g. in a DeepStream/Triton preprocessing step). "
-                      f"`export.engines` engines still take uint8 NHWC\nand apply it themselves.")
+                      f"`edge_encoder.device` engines still take uint8 NHWC\nand apply it themselves.")
     dla_batch = manifest.get("dla_batch", 0)
     dla_arg = "" if dla_batch else "--dla-batch 1"
     dla_text = (f"this bundle's is {dla_batch} (export.dla_batch), `tensorrt/encoder_<variant>.dla0.b{dla_batch}.plan`."
