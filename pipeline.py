@@ -337,8 +337,12 @@ def each_engine(settings: Settings, checkpoint: Path, bundle: Any, images: Any) 
     # cifar10_dev), and the definition behind the data README's published 0.407.
     with RawPixelEngine(images, centering="image") as engine:
         yield "raw_pixels", "baseline", engine
-    torch.manual_seed(settings.train.seed)  # the random-init baseline is reproducible too
-    with TorchEngine(build_backbone(backbone_config).eval(), preprocess, name="random_init") as engine:
+    # The random-init baseline is reproducible too: seeded inside fork_rng, so the caller's global RNG state is
+    # left as it was (the same weights as a global torch.manual_seed(seed) would give).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.train.seed)
+        random_init = build_backbone(backbone_config).eval()
+    with TorchEngine(random_init, preprocess, name="random_init") as engine:
         yield "random_init", "baseline", engine
 
 
@@ -369,14 +373,14 @@ def run_label_free(settings: Settings, data: Any, checkpoint: Path, bundle: Any,
 def run_index_benchmark(settings: Settings, evaluation: Any) -> dict[str, Any]:
     """The report's ``index_benchmark`` section: FAISS approximate indexes on one engine's real embeddings."""
     from edge_encoder.evaluate.index_bench import index_benchmark_section
-    from edge_encoder.evaluate.knn import configure_threads
+    from edge_encoder.evaluate.knn import scoped_threads
 
-    threads = configure_threads(settings.evaluate.num_threads)
     bank, queries = evaluation.train_embeddings, evaluation.test_embeddings
-    return index_benchmark_section(
-        {"real": (bank, f"{len(bank)} train-split embeddings of {evaluation.name}")}, queries,
-        engine=evaluation.name, recall_target=settings.evaluate.index_recall_target,
-        shards=settings.evaluate.index_shards, threads=threads)
+    with scoped_threads(settings.evaluate.num_threads) as threads:  # restored after: no process-wide setting
+        return index_benchmark_section(
+            {"real": (bank, f"{len(bank)} train-split embeddings of {evaluation.name}")}, queries,
+            engine=evaluation.name, recall_target=settings.evaluate.index_recall_target,
+            shards=settings.evaluate.index_shards, threads=threads)
 
 
 # ---------------------------------------------------------------------------------------------- the run

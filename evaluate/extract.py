@@ -9,8 +9,9 @@ the dataset id and split; for an array its shape and a BLAKE2 digest of its byte
 shape and ``fingerprint()`` (a source without one is not cached). A sidecar JSON keeps the throughput measured
 when the embeddings were computed, so a cache hit reports the same ``images_per_s``.
 
-Under ``torchrun`` (an initialised ``torch.distributed`` group), each rank embeds one shard of the images and
-the shards are all-gathered, so every rank returns the full array; rank 0 writes the cache.
+With ``shard=True`` under ``torchrun`` (an initialised ``torch.distributed`` group), each rank embeds one shard of
+the images and the shards are all-gathered, so every rank returns the full array; rank 0 writes the cache. Sharding
+is the caller's explicit choice: without it a process embeds every image, whatever process group exists.
 """
 
 from __future__ import annotations
@@ -301,12 +302,17 @@ def extract(
     dataset_id: str = "",
     split: str = "",
     progress: bool = False,
+    shard: bool = False,
 ) -> Extraction:
     """Embed ``uint8 (N, H, W, 3)`` images, or an :class:`ImageSource` of ``uint8 (H, W, 3)`` items, through
     ``engine`` (or load them from the cache); see the module doc.
 
     For a source, ``images_per_s`` counts only the time inside ``engine.embed`` (decoding excluded), so engines
     compare as they do on arrays.
+
+    ``shard=True``: every process of the initialised ``torch.distributed`` group calls ``extract`` alike and embeds
+    one shard (all-gathered, see the module doc); without a group it changes nothing. ``False`` (the default):
+    this process embeds every image, even inside a group.
 
     Raises:
         TypeError / ValueError: not images (an item's problem names its index), or an engine output that is not
@@ -336,7 +342,7 @@ def extract(
     # lazy allocation) that would otherwise be billed to whichever split is embedded first.
     _run_engine(engine, images, batch_size, False, 0, min(batch_size, 32, len(images)))
     start = time.perf_counter()
-    rank, world = _dist_world()
+    rank, world = _dist_world() if shard else (0, 1)
     if world > 1:
         emb, engine_s = _run_sharded(engine, images, batch_size, progress, rank, world)
     else:
@@ -365,10 +371,11 @@ def extract_embeddings(
     dataset_id: str = "",
     split: str = "",
     progress: bool = False,
+    shard: bool = False,
 ) -> np.ndarray:
     """``float32 (N, D)`` embeddings of ``uint8 (N, H, W, 3)`` images (or an :class:`ImageSource`); :func:`extract`
     without the metadata."""
     return extract(
         engine, images, batch_size=batch_size, cache_dir=cache_dir, dataset_id=dataset_id, split=split,
-        progress=progress,
+        progress=progress, shard=shard,
     ).embeddings

@@ -10,8 +10,10 @@ Approximate indexes never feed these numbers (see ``index_bench.py`` for those).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from typing import Iterator
 
 import faiss
 import numpy as np
@@ -55,6 +57,18 @@ def configure_threads(num_threads: int | None = None) -> int:
     faiss.omp_set_num_threads(n)
     torch.set_num_threads(n)
     return n
+
+
+@contextlib.contextmanager
+def scoped_threads(num_threads: int | None = None) -> Iterator[int]:
+    """``configure_threads(num_threads)`` for the block (it gives the count used), then FAISS's and PyTorch's
+    thread counts as they were before: a stage that sets them does not leave them set for the stages after it."""
+    previous_faiss, previous_torch = faiss.omp_get_max_threads(), torch.get_num_threads()
+    try:
+        yield configure_threads(num_threads)
+    finally:
+        faiss.omp_set_num_threads(previous_faiss)
+        torch.set_num_threads(previous_torch)
 
 
 def gpus_to_use(use_gpu: bool | None) -> int:

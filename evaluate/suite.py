@@ -18,7 +18,7 @@ import numpy as np
 from edge_encoder.core.config import TEMPERATURE_RANGE, check_types, config_from_dict, require
 from edge_encoder.evaluate.extract import ImageSource, extract
 from edge_encoder.evaluate.knn import (
-    configure_threads,
+    scoped_threads,
     exact_search,
     rank_classes,
     vote_scores,
@@ -272,9 +272,31 @@ def evaluate_engine(
         reference: the FP32 reference's evaluation (or its test embeddings ``(Q, D)``) for agreement metrics.
         num_classes: the dataset's class count (``len(class_names)``), which sizes the confusion matrix; default:
             the largest label + 1.
+
+    FAISS's and PyTorch's thread counts are ``config.num_threads`` while it runs and as they were after.
     """
+    with scoped_threads(config.num_threads) as threads:
+        return _evaluate_engine(engine, x_train, y_train, x_test, y_test, config=config, dataset_id=dataset_id,
+                                cache_dir=cache_dir, reference=reference, progress=progress, num_classes=num_classes,
+                                threads=threads)
+
+
+def _evaluate_engine(
+    engine: Any,
+    x_train: np.ndarray | ImageSource,
+    y_train: np.ndarray,
+    x_test: np.ndarray | ImageSource,
+    y_test: np.ndarray,
+    *,
+    config: EvalConfig,
+    dataset_id: str,
+    cache_dir: Path | None,
+    reference: "np.ndarray | EngineEvaluation | None" = None,
+    progress: bool = False,
+    num_classes: int | None = None,
+    threads: int,
+) -> EngineEvaluation:
     start = time.perf_counter()
-    threads = configure_threads(config.num_threads)
     name = getattr(engine, "name", type(engine).__name__)
     y_train = check_labels(y_train, len(x_train), "train labels")
     y_test = check_labels(y_test, len(x_test), "test labels")

@@ -333,6 +333,7 @@ def test_device_key_without_a_driver_is_one_clear_error() -> None:
         cuda_device_properties(0)
 
 
+@pytest.mark.tensorrt
 @pytest.mark.skipif(not _have_cuda_driver(), reason="no NVIDIA driver (libcuda) here")
 def test_device_key_from_the_driver_api() -> None:
     from edge_encoder.device.tensorrt import cuda_device_properties

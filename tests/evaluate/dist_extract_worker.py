@@ -17,7 +17,8 @@ model, out = Path(sys.argv[1]), Path(sys.argv[2])
 x, _ = make_images(13, 3, seed=4)  # 39 images: shards of 19 and 20
 engine = ProjectionEngine(model)
 images = ListSource(x) if sys.argv[3:] == ["source"] else x
-res = extract(engine, images, batch_size=8, cache_dir=out / "cache", dataset_id="toy", split="train")
+res = extract(engine, images, batch_size=8, cache_dir=out / "cache", dataset_id="toy", split="train",
+              shard=True)
 np.save(out / f"rank{dist.get_rank()}.npy", res.embeddings)
 np.save(out / f"calls{dist.get_rank()}.npy", np.array([engine.calls]))
 if isinstance(images, ListSource):

@@ -14,7 +14,7 @@ from edge_encoder.export.precision import make_variant
 from tests.export.conftest import IMAGE_SIZE, PREPROCESS
 
 ENGINES = ["pytorch_fp32", "onnx_fp32", "onnx_fp16", "onnx_int8_trt", "onnx_int8_cpu", "onnx_float_nchw_fp32",
-           "onnx_float_nchw_int8_cpu", "tensorrt_fp32"]
+           "onnx_float_nchw_int8_cpu", pytest.param("tensorrt_fp32", marks=pytest.mark.tensorrt)]
 
 
 @pytest.fixture(scope="module")

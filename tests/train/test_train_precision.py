@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -65,9 +66,19 @@ def test_disabled_scaler_state_is_checkpointed_and_resume_stays_bit_exact(
     assert start["precision"] == "fp32" and start["bf16"] is False
 
 
+# What a torch without CPU fp16 training raises: no ``torch.amp.GradScaler`` (before 2.3: AttributeError), a CPU
+# autocast that takes bfloat16 only, or no Half kernel for the matmul / the scaler's unscale. Anything else is a bug
+# and fails the collection instead of skipping the test.
+_NO_CPU_FP16 = re.compile(r"not implemented for 'Half'|only supports? (dtype of )?(torch\.)?bfloat16", re.IGNORECASE)
+
+
 def _cpu_fp16_works() -> bool:
     try:
-        scaler = torch.amp.GradScaler("cpu", enabled=True)
+        grad_scaler = torch.amp.GradScaler
+    except AttributeError:  # torch < 2.3: no device-generic GradScaler, so no CPU one
+        return False
+    try:
+        scaler = grad_scaler("cpu", enabled=True)
         w = torch.nn.Parameter(torch.ones(2, 2))
         opt = torch.optim.SGD([w], lr=0.1)
         with torch.autocast("cpu", dtype=torch.float16):
@@ -76,8 +87,30 @@ def _cpu_fp16_works() -> bool:
         scaler.step(opt)
         scaler.update()
         return True
-    except Exception:  # noqa: BLE001 - older torch without CPU fp16 autocast / GradScaler
-        return False
+    except (RuntimeError, NotImplementedError) as exc:
+        if _NO_CPU_FP16.search(str(exc)):
+            return False
+        raise
+
+
+@pytest.mark.parametrize(("error", "works"), [
+    (RuntimeError("\"addmm_impl_cpu_\" not implemented for 'Half'"), False),
+    (RuntimeError("CPU Autocast only supports dtype of torch.bfloat16 currently."), False),
+    (RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x2 and 3x3)"), None),
+    (ValueError("a bug"), None),
+])
+def test_only_a_missing_fp16_kernel_skips_the_fp16_test(monkeypatch: pytest.MonkeyPatch, error: Exception,
+                                                        works: bool | None) -> None:
+    """The probe behind the skip below says "no fp16 here" for that alone; any other error propagates (fails)."""
+    def broken(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(torch, "autocast", broken)
+    if works is None:
+        with pytest.raises(type(error)):
+            _cpu_fp16_works()
+    else:
+        assert _cpu_fp16_works() is works
 
 
 @pytest.mark.skipif(not _cpu_fp16_works(), reason="this torch has no CPU fp16 autocast/GradScaler")
