@@ -636,17 +636,21 @@ Output `{out['name']}`: float32 (N, {out['embedding_dim']}), rows L2-normalised 
 The base install is NumPy, Pillow and tqdm (the device runtime: `edge-encoder verify`, `build`, `key`,
 `embed --images`); ONNX Runtime is the CPU backend. TensorRT must be 10 or newer: JetPack 6.1 / 6.2 bring 10.3
 (`python3-libnvinfer`, `trtexec` in /usr/src/tensorrt/bin); JetPack 6.0 brings 8.6, which is refused. On a server:
-`pip install 'edge_encoder-*.whl[tensorrt]'`.
+`pip install "$(echo edge_encoder-*.whl)[tensorrt]"`.
 
 ## Build TensorRT engines on this device (TensorRT >= 10; no training code or dataset needed)
 
-    edge-encoder build .            # all variants -> tensorrt/encoder_<variant>.plan (+ engine key)
+    edge-encoder build .            # fp32, fp16, int8_trt -> tensorrt/encoder_<variant>.plan (+ engine key)
     edge-encoder build . --dla-core 0 {dla_arg}  # Jetson DLA: fp16 + int8_trt, static batch
 
 or the equivalent `trtexec` lines in `trtexec.txt`, each followed by its `... key` line (the engine key; a plan
 without one still loads). Engines are tied to the GPU and TensorRT version; a mismatching engine is refused with
 the commands that rebuild it. DLA runs FP16 and INT8 only (fp32 is refused) and one static batch: {dla_text}
-Layers DLA cannot run fall back to the GPU; the engine key records how many can run on DLA.
+Layers DLA cannot run fall back to the GPU; the engine key records what TensorRT placed on the DLA and in which
+precision. With `export.dla_batch` set, int8_trt's DLA plan is built from `encoder_int8_trt_dla.onnx` plus
+`calibration_dla.cache` on TensorRT 10 (DLA takes INT8 from implicit quantization) and from
+`encoder_int8_trt_dla_qdq.onnx` on TensorRT >= 11.4.1; `edge-encoder build` picks the one for the installed
+TensorRT (unverified on an Orin). int8_cpu is ONNX Runtime's CPU graph and is never built with TensorRT.
 
 ## Verify on this device
 
