@@ -276,60 +276,40 @@ def evaluate_engine(
     FAISS's and PyTorch's thread counts are ``config.num_threads`` while it runs and as they were after.
     """
     with scoped_threads(config.num_threads) as threads:
-        return _evaluate_engine(engine, x_train, y_train, x_test, y_test, config=config, dataset_id=dataset_id,
-                                cache_dir=cache_dir, reference=reference, progress=progress, num_classes=num_classes,
-                                threads=threads)
+        start = time.perf_counter()
+        name = getattr(engine, "name", type(engine).__name__)
+        y_train = check_labels(y_train, len(x_train), "train labels")
+        y_test = check_labels(y_test, len(x_test), "test labels")
+        common = dict(batch_size=config.batch_size, cache_dir=cache_dir, dataset_id=dataset_id, progress=progress)
+        tr = extract(engine, x_train, split="train", **common)
+        te = extract(engine, x_test, split="test", **common)
+        bank = l2_normalize(check_embeddings(tr.embeddings, f"{name} train embeddings"))
+        queries = l2_normalize(check_embeddings(te.embeddings, f"{name} test embeddings"))
+        check_same_dim(bank, queries)
+        n_img = len(x_train) + len(x_test)
+        embed_s = len(x_train) / tr.images_per_s + len(x_test) / te.images_per_s
 
-
-def _evaluate_engine(
-    engine: Any,
-    x_train: np.ndarray | ImageSource,
-    y_train: np.ndarray,
-    x_test: np.ndarray | ImageSource,
-    y_test: np.ndarray,
-    *,
-    config: EvalConfig,
-    dataset_id: str,
-    cache_dir: Path | None,
-    reference: "np.ndarray | EngineEvaluation | None" = None,
-    progress: bool = False,
-    num_classes: int | None = None,
-    threads: int,
-) -> EngineEvaluation:
-    start = time.perf_counter()
-    name = getattr(engine, "name", type(engine).__name__)
-    y_train = check_labels(y_train, len(x_train), "train labels")
-    y_test = check_labels(y_test, len(x_test), "test labels")
-    common = dict(batch_size=config.batch_size, cache_dir=cache_dir, dataset_id=dataset_id, progress=progress)
-    tr = extract(engine, x_train, split="train", **common)
-    te = extract(engine, x_test, split="test", **common)
-    bank = l2_normalize(check_embeddings(tr.embeddings, f"{name} train embeddings"))
-    queries = l2_normalize(check_embeddings(te.embeddings, f"{name} test embeddings"))
-    check_same_dim(bank, queries)
-    n_img = len(x_train) + len(x_test)
-    embed_s = len(x_train) / tr.images_per_s + len(x_test) / te.images_per_s
-
-    metrics: dict[str, Any] = {"dim": int(bank.shape[1]), "embed_images_per_s": float(n_img / embed_s),
-                               "cache_hit": bool(tr.cache_hit and te.cache_hit), "threads": threads}
-    t0 = time.perf_counter()
-    search_metrics, predictions, neighbor_ids = _search_metrics(bank, y_train, queries, y_test, config, num_classes)
-    metrics.update({k: v for k, v in search_metrics.items() if k not in ("per_class", "confusion_matrix")})
-    metrics["search_s"] = time.perf_counter() - t0
-    if config.linear_probe:
-        probe = linear_probe(bank, y_train, queries, y_test, seed=config.seed)
-        metrics.update(linear_top1=probe.top1, linear_top5=probe.top5, linear_l2_penalty=probe.l2_penalty,
-                       linear_probe_s=probe.seconds)
-    else:
-        metrics.update(linear_top1=None, linear_top5=None)
-    if reference is not None:
-        metrics.update(_reference_metrics(queries, neighbor_ids, predictions, reference, config))
-    metrics["per_class"] = search_metrics["per_class"]
-    if "confusion_matrix" in search_metrics:
-        metrics["confusion_matrix"] = search_metrics["confusion_matrix"]
-    metrics["evaluate_s"] = time.perf_counter() - start
-    log.info("%s: kNN top-1 %.4f, linear top-1 %s, mAP@R %.4f", name, metrics["knn_top1"],
-             metrics["linear_top1"], metrics["map_at_r"])
-    return EngineEvaluation(name, tr.embeddings, te.embeddings, metrics, predictions, neighbor_ids)
+        metrics: dict[str, Any] = {"dim": int(bank.shape[1]), "embed_images_per_s": float(n_img / embed_s),
+                                   "cache_hit": bool(tr.cache_hit and te.cache_hit), "threads": threads}
+        t0 = time.perf_counter()
+        search_metrics, predictions, neighbor_ids = _search_metrics(bank, y_train, queries, y_test, config, num_classes)
+        metrics.update({k: v for k, v in search_metrics.items() if k not in ("per_class", "confusion_matrix")})
+        metrics["search_s"] = time.perf_counter() - t0
+        if config.linear_probe:
+            probe = linear_probe(bank, y_train, queries, y_test, seed=config.seed)
+            metrics.update(linear_top1=probe.top1, linear_top5=probe.top5, linear_l2_penalty=probe.l2_penalty,
+                           linear_probe_s=probe.seconds)
+        else:
+            metrics.update(linear_top1=None, linear_top5=None)
+        if reference is not None:
+            metrics.update(_reference_metrics(queries, neighbor_ids, predictions, reference, config))
+        metrics["per_class"] = search_metrics["per_class"]
+        if "confusion_matrix" in search_metrics:
+            metrics["confusion_matrix"] = search_metrics["confusion_matrix"]
+        metrics["evaluate_s"] = time.perf_counter() - start
+        log.info("%s: kNN top-1 %.4f, linear top-1 %s, mAP@R %.4f", name, metrics["knn_top1"],
+                 metrics["linear_top1"], metrics["map_at_r"])
+        return EngineEvaluation(name, tr.embeddings, te.embeddings, metrics, predictions, neighbor_ids)
 
 
 def compare_engines(
