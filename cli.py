@@ -25,23 +25,24 @@ import importlib
 import sys
 from typing import Any, Callable
 
-# name -> (module under edge_encoder, argument adder, handler, needs the training stack, summary)
+# name -> (module under edge_encoder, parent-parser factory, handler, needs the training stack, summary); run is the
+# composition root's (pipeline.py), which takes its options from commands/run.py.
 COMMANDS: dict[str, tuple[str, str, str, bool, str]] = {
-    "run": ("pipeline", "add_run_arguments", "main_args", True, "train, export and evaluate in one go; write the report"),
-    "train": ("commands.train", "add_arguments", "train_command", True, "train only (run's options); print the checkpoint path"),
-    "export": ("commands.export", "add_arguments", "export_command", True,
+    "run": ("pipeline", "get_args_parser", "command", True, "train, export and evaluate in one go; write the report"),
+    "train": ("commands.train", "get_args_parser", "train_command", True, "train only (run's options); print the checkpoint path"),
+    "export": ("commands.export", "get_args_parser", "export_command", True,
                "export a checkpoint again into a deploy bundle (exit 3 when a parity gate fails)"),
-    "evaluate": ("commands.evaluate", "add_arguments", "evaluate_command", True,
+    "evaluate": ("commands.evaluate", "get_args_parser", "evaluate_command", True,
                  "evaluate a bundle or any ONNX encoder file on a dataset; write the report"),
-    "embed": ("commands.embed", "add_arguments", "embed_command", False,
+    "embed": ("commands.embed", "get_args_parser", "embed_command", False,
               "embed a folder of images or a dataset through an engine into an .npz"),
-    "verify": ("commands.verify", "add_arguments", "verify_command", False,
+    "verify": ("commands.verify", "get_args_parser", "verify_command", False,
                "check a deploy bundle on this device; write device_report"),
-    "build": ("commands.build", "add_arguments", "build_command", False,
+    "build": ("commands.build", "get_args_parser", "build_command", False,
               "build the TensorRT plans of a bundle on this device"),
-    "key": ("commands.build", "add_key_arguments", "key_command", False,
+    "key": ("commands.build", "get_key_args_parser", "key_command", False,
             "write this device's engine key for a plan trtexec built"),
-    "compare": ("commands.compare", "add_arguments", "compare_command", False, "two runs' reports side by side"),
+    "compare": ("commands.compare", "get_args_parser", "compare_command", False, "two runs' reports side by side"),
 }
 
 
@@ -55,19 +56,20 @@ def _plain(doc: str | None) -> str:
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser; only ``command``'s module is imported (every subcommand when None, as for ``--help``)."""
+    """The parser; only ``command``'s module is imported (none when None: ``edge-encoder --help`` lists the
+    commands' summaries, ``edge-encoder COMMAND --help`` their options)."""
     parser = argparse.ArgumentParser(prog="edge-encoder", description=__doc__.split("\n\n")[0],
                                      epilog="Without a COMMAND, the arguments are run's. `edge-encoder COMMAND --help` "
                                             "lists a command's options.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, adder, _, _, summary) in COMMANDS.items():
-        if command is not None and name != command:
+    for name, (module_name, factory, _, _, summary) in COMMANDS.items():
+        if name != command:
             sub.add_parser(name, help=summary, add_help=False)
             continue
         module = _module(module_name)
         description = _plain(module.__doc__).split("\n\n")[0] if name == "run" else _plain(module.__doc__)
-        getattr(module, adder)(sub.add_parser(name, help=summary, description=description,
-                                              formatter_class=argparse.RawDescriptionHelpFormatter))
+        sub.add_parser(name, help=summary, description=description, epilog=getattr(module, "EPILOG", None),
+                       parents=[getattr(module, factory)()], formatter_class=argparse.RawDescriptionHelpFormatter)
     return parser
 
 
@@ -75,8 +77,8 @@ def handler(command: str) -> Callable[[argparse.Namespace], int]:
     """What runs ``command``: a function of the parsed arguments returning the exit code."""
     module_name, _, function, _, _ = COMMANDS[command]
     run = getattr(_module(module_name), function)
-    if command in ("run", "verify", "build", "key"):
-        return run  # these print their own one-line errors
+    if command in ("verify", "build", "key"):
+        return run  # these print their own one-line errors (one per bundle file or plan)
     from edge_encoder.commands.errors import run_command
 
     return lambda args: run_command(run, args)
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
         argv = ["run", *argv]  # the pre-subcommand console script took run's arguments directly
     command = argv[0] if argv[0] in COMMANDS else None
-    if command is not None and COMMANDS[command][3] and "-h" not in argv and "--help" not in argv:
+    if command is not None and COMMANDS[command][3]:  # --help too: the command's options need its modules
         from edge_encoder.commands.errors import UsageError, require_training_stack
 
         try:

@@ -22,7 +22,9 @@ from pathlib import Path
 from edge_encoder.core.errors import EXIT_OK, EXIT_USAGE
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def get_args_parser() -> argparse.ArgumentParser:
+    """The options of ``edge-encoder build`` (a parent parser)."""
+    parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("bundle", type=Path, metavar="BUNDLE", help="deploy bundle directory (with manifest.json)")
     parser.add_argument("--variant", action="append", metavar="V",
                         help="variant to build (repeatable; default: fp32, fp16, int8_trt - those in the bundle)")
@@ -35,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def add_key_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def get_key_args_parser() -> argparse.ArgumentParser:
+    """The options of ``edge-encoder key`` (a parent parser)."""
+    parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("plan", type=Path, help="the .plan file (e.g. tensorrt/encoder_fp16.plan)")
     parser.add_argument("--onnx", type=Path, required=True, help="the ONNX file it was built from")
     parser.add_argument("--dla-core", type=int, default=None, help="DLA core (default: from the plan's name)")

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import argparse
 
-from edge_encoder.commands.errors import add_output_arguments, usage_errors
+from edge_encoder.commands.errors import usage_errors
+from edge_encoder.commands.options import output_options
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def get_args_parser() -> argparse.ArgumentParser:
+    """compare's options (a parent parser)."""
+    parser = argparse.ArgumentParser(add_help=False, parents=[output_options()])
     parser.add_argument("run_a", metavar="RUN_A", help="run folder or report.json of run A")
     parser.add_argument("run_b", metavar="RUN_B", help="run folder or report.json of run B")
-    add_output_arguments(parser)
+    return parser
 
 
 def compare_command(args: argparse.Namespace) -> int:

@@ -15,39 +15,39 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edge_encoder.commands.dataset_args import (
-    DATASET_HELP,
-    add_dataset_options,
-    resolve_settings,
-)
 from edge_encoder.commands.engine_args import (
-    add_engine_arguments,
+    engine_options,
     contract_from_args,
     open_target,
     resolve_target,
     square_size,
 )
-from edge_encoder.commands.errors import UsageError, add_output_arguments, usage_errors
+from edge_encoder.commands.errors import UsageError, require_training_stack, usage_errors
+from edge_encoder.commands.options import DATASET_HELP, dataset_options, output_options, show_progress
+from edge_encoder.core.files import atomic_write
+from edge_encoder.evaluate.extract import extract
+from edge_encoder.imagedata.folder import IMAGE_SUFFIXES, read_image
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "test", "all")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_engine_arguments(parser, variant_help="bundle variant to run (default: fp32)", many_variants=False)
+def get_args_parser() -> argparse.ArgumentParser:
+    """embed's options (a parent parser)."""
+    engine = engine_options(variant_help="bundle variant to run (default: fp32)", many_variants=False)
+    parser = argparse.ArgumentParser(add_help=False, parents=[engine, dataset_options(sections=("data",)),
+                                                              output_options()])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", metavar="FOLDER", help="a folder of images (any depth; JPEG, PNG, ...)")
     source.add_argument("--dataset", metavar="SPEC", help=DATASET_HELP)
     parser.add_argument("--split", choices=SPLITS, default="all", help="dataset split(s) to embed (default: all)")
     parser.add_argument("--out", required=True, metavar="FILE.npz", help="the embeddings file to write")
     parser.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per engine call")
-    add_dataset_options(parser, sections=("data",))
-    add_output_arguments(parser)
+    return parser
 
 
 class ImageFiles:
@@ -60,16 +60,12 @@ class ImageFiles:
         return len(self.files)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        from edge_encoder.imagedata.folder import read_image
-
         return read_image(self.files[index], self.size)
 
 
 def list_images(folder: Path) -> list[Path]:
     """Every image file under ``folder`` (any depth; suffixes of ``imagedata.folder.IMAGE_SUFFIXES`` in any case),
     in order of relative path; hidden files and folders (``.name``) are left out."""
-    from edge_encoder.imagedata.folder import IMAGE_SUFFIXES
-
     if not folder.is_dir():
         raise UsageError(f"--images {folder}: not a folder" if folder.exists() else f"--images {folder} does not exist")
     found = []
@@ -90,7 +86,7 @@ def embed_command(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     target = resolve_target(args.engine, args.variant, contract_from_args(args), default_variants="fp32")
-    progress = not args.no_progress and sys.stderr.isatty()
+    progress = show_progress(args)
     with open_target(target, target.variants[0] if target.variants else None) as engine:
         size = square_size(engine)
         if args.images:
@@ -112,8 +108,6 @@ def embed_command(args: argparse.Namespace) -> int:
                               "paths": np.array(paths, dtype=str), "engine": np.array(name)}
     if all(y is not None for y in labels):
         arrays["labels"] = np.concatenate(labels).astype(np.int64)
-    from edge_encoder.core.files import atomic_write
-
     atomic_write(out, lambda f: np.savez(f, **arrays))
     n, d = arrays["embeddings"].shape
     print(f"{n} embeddings ({d}-d, rows L2-normalised) from {name} -> {out}")
@@ -122,12 +116,13 @@ def embed_command(args: argparse.Namespace) -> int:
 
 def dataset_parts(args: argparse.Namespace, size: int) -> list[tuple[Any, list[str], np.ndarray]]:
     """``[(images, paths, labels)]`` of the chosen split(s) of ``--dataset``, fitted to ``size``."""
-    from edge_encoder import pipeline
-    from edge_encoder.commands.errors import require_training_stack
-
     require_training_stack("edge-encoder embed --dataset")  # dataset loading resizes with torch; --images does not
+    # Imported here: the dataset stage needs the training stack, which the base install (--images) does not have.
+    from edge_encoder import stages
+    from edge_encoder.commands.dataset_args import resolve_settings
+
     settings = resolve_settings(args, args.dataset, size, "embed", sections=("data",))
-    data = pipeline.load_data(settings.data)
+    data = stages.load_data(settings.data)
     splits = ("train", "test") if args.split == "all" else (args.split,)
     parts = []
     for split in splits:
@@ -137,7 +132,5 @@ def dataset_parts(args: argparse.Namespace, size: int) -> list[tuple[Any, list[s
 
 
 def _extract(engine: Any, images: Any, batch_size: int, progress: bool) -> np.ndarray:
-    from edge_encoder.evaluate.extract import extract
-
     with usage_errors(f"embedding through {engine.name!r}: "):
         return extract(engine, images, batch_size=batch_size, progress=progress).embeddings

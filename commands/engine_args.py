@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_encoder.commands.errors import UsageError, usage_errors
+from edge_encoder.device.manifest import manifest_preprocess
 
 LAYOUTS = ("uint8_nhwc", "float_nchw")
 # torchvision's ImageNet weights take RGB on the 0..1 scale normalised with these
@@ -63,8 +64,9 @@ class EngineTarget:
         return self.path.stem
 
 
-def add_engine_arguments(parser: argparse.ArgumentParser, *, variant_help: str, many_variants: bool) -> None:
-    """ENGINE, ``--variant`` and the input-contract options of a foreign ONNX file."""
+def engine_options(*, variant_help: str, many_variants: bool) -> argparse.ArgumentParser:
+    """ENGINE, ``--variant`` and the input-contract options of a foreign ONNX file (a parent parser)."""
+    parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("engine", metavar="ENGINE",
                         help="a deploy bundle folder (runs/<name>/deploy, or the run folder itself) or any ONNX "
                              "encoder file")
@@ -79,6 +81,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *, variant_help: str, 
                        help="a known mean/std: imagenet = 0.485,0.456,0.406 / 0.229,0.224,0.225")
     group.add_argument("--image-size", type=int, metavar="N",
                        help="input side in pixels; required when the graph's height/width are dynamic")
+    return parser
 
 
 def _rgb(text: str, option: str) -> tuple[float, float, float]:
@@ -187,9 +190,9 @@ def describe_engine(target: EngineTarget, engine: Any, variant: str | None = Non
                              "input_size": [spec.height, spec.width]}
     if target.kind == "bundle":
         assert target.manifest is not None
-        pre = target.manifest["preprocessing"]
-        entry.update(kind="bundle variant", variant=variant, mean=pre["mean"], std=pre["std"],
-                     normalization_in_graph=pre["in_graph"],
+        pre = manifest_preprocess(target.manifest, target.path / "manifest.json")
+        entry.update(kind="bundle variant", variant=variant, mean=list(pre.mean), std=list(pre.std),
+                     normalization_in_graph=target.manifest["preprocessing"]["in_graph"],
                      output="(N, D) L2-normalised inside the graph (the bundle's contract)")
         return entry
     contract = target.contract

@@ -1,19 +1,23 @@
 """How every subcommand ends: its exit code, and one line on stderr for an expected failure (never a traceback).
 
-Exit codes (as ``python pipeline.py``): 0 ok, 2 usage or input error, 3 a gate failed, 130 interrupted.
+The error types and the exit-code table are ``core.errors``'s (0 ok, 2 usage or input error, 3 a gate failed,
+130 interrupted); this module is where the command line applies them. It imports only the standard library and
+``core``, so the device commands run it on the base install.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from edge_encoder import pipeline
-from edge_encoder.pipeline import EXIT_INTERRUPTED, EXIT_PARITY, EXIT_USAGE, UsageError
+from edge_encoder.commands.logs import setup_logging
+from edge_encoder.core.errors import EXIT_GATE, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, expected_failure
 
-__all__ = ["EXIT_INTERRUPTED", "EXIT_PARITY", "EXIT_USAGE", "UsageError", "add_output_arguments", "run_command",
+__all__ = ["EXIT_GATE", "EXIT_INTERRUPTED", "EXIT_USAGE", "UsageError", "exit_code_of", "run_command",
            "usage_errors", "require_training_stack", "missing_training_stack"]
 
 # What the training stack is, and how to get it (pyproject.toml's extras): the base install (`pip install
@@ -46,16 +50,30 @@ def usage_errors(what: str = "") -> Iterator[None]:
         raise UsageError(f"{what}{exc}") from exc
 
 
-def add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--no-progress`` and ``-v``, which every subcommand has."""
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+def exit_code_of(command: Callable[..., int], *args: Any) -> int:
+    """``command(*args)``'s exit code; the one error path of every command line (``edge-encoder``, ``pipeline.py``).
+
+    An expected failure (``core.errors.expected_failure``: bad input, a held run lock, a full or read-only disk,
+    a non-finite training state, an interrupt) prints one line on stderr and returns 2, 3 or 130; anything else
+    is a bug and propagates with its traceback."""
+    try:
+        return command(*args)
+    except BaseException as exc:
+        failure = expected_failure(exc)
+        if failure is None:
+            raise
+        code, message = failure
+        # Read from sys.modules, not imported: this module runs on the base install, where imagedata may not be.
+        splits = sys.modules.get("edge_encoder.imagedata.splits")
+        if splits is not None and isinstance(exc, splits.DatasetError):
+            # Streamed data (data.stream) is decoded only as stages reach it: an unreadable file can surface mid-run
+            # (a DatasetError met while loading is re-raised as a UsageError by stages.load_*).
+            message += ". Remove or replace the file and rerun: checkpoints and finished files are kept"
+        print(message, file=sys.stderr)
+        return code
 
 
 def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run ``command(args)`` with logging set up; expected failures become one line and an exit code."""
-    pipeline.setup_logging(args.verbose)
-    # The one error path of every command line (core.errors.expected_failure via pipeline.exit_code_of): a
-    # UsageError, bad data (DatasetError, a checkpoint), a held run lock, an OSError of a full or read-only disk
-    # or a missing path (named), a non-finite training state, an interrupt. Anything else keeps its traceback.
-    return pipeline.exit_code_of(command, args)
+    """Run ``command(args)`` with logging set up (``-v``); expected failures become one line and an exit code."""
+    setup_logging(getattr(args, "verbose", False))
+    return exit_code_of(command, args)

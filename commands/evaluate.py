@@ -11,41 +11,42 @@ saying where each engine came from and who L2-normalised its output. Embeddings 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from edge_encoder import pipeline
-from edge_encoder.commands.dataset_args import (
-    DATASET_HELP,
-    add_dataset_options,
-    resolve_settings,
-    run_name,
-)
+from edge_encoder import stages
+from edge_encoder.commands.dataset_args import resolve_settings, run_name
 from edge_encoder.commands.engine_args import (
     EngineTarget,
-    add_engine_arguments,
+    engine_options,
     contract_from_args,
     describe_engine,
     open_target,
     resolve_target,
     square_size,
 )
-from edge_encoder.commands.errors import UsageError, add_output_arguments, usage_errors
+from edge_encoder.commands.errors import UsageError
+from edge_encoder.commands.options import DATASET_HELP, dataset_options, output_options, show_progress
+from edge_encoder.evaluate.baselines import RawPixelEngine
+from edge_encoder.evaluate.report import assemble_report, render_summary_table, write_report
+from edge_encoder.evaluate.suite import evaluate_engines
+from edge_encoder.settings import Settings
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_engine_arguments(parser, variant_help="bundle variant to evaluate (repeatable; default: every variant)",
-                         many_variants=True)
+def get_args_parser() -> argparse.ArgumentParser:
+    """evaluate's options (a parent parser)."""
+    engine = engine_options(variant_help="bundle variant to evaluate (repeatable; default: every variant)",
+                            many_variants=True)
+    parser = argparse.ArgumentParser(add_help=False, parents=[engine, dataset_options(sections=("data", "evaluate")),
+                                                              output_options()])
     parser.add_argument("--dataset", required=True, metavar="SPEC", help=DATASET_HELP)
-    add_dataset_options(parser, sections=("data", "evaluate"))
     parser.add_argument("--name", metavar="NAME", help="report directory RUNS_DIR/NAME/ (default: evaluate-<engine>)")
     parser.add_argument("--runs-dir", metavar="DIR", default="runs", help="where report directories go (default: runs)")
     parser.add_argument("--no-baselines", action="store_true", help="leave out the raw-pixel baseline")
-    add_output_arguments(parser)
+    return parser
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
@@ -56,26 +57,23 @@ def evaluate_command(args: argparse.Namespace) -> int:
     with open_target(target, keys[0]) as engine:  # the input size fixes the dataset's image size
         size = square_size(engine)
     settings = resolve_settings(args, args.dataset, size, args.name or run_name(target.label, "evaluate"))
-    progress = not args.no_progress and sys.stderr.isatty()
+    progress = show_progress(args)
     run_dir = Path(args.runs_dir) / settings.name
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    data = pipeline.load_data(settings.data)
+    data = stages.load_data(settings.data)
     timings["data"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     with removed_if_left_empty(run_dir / "cache" / "embeddings"):  # a failed evaluation leaves no empty run folder
-        metrics, engines, indexed = evaluate_engines(target, keys, settings, data, run_dir, progress,
-                                                     baselines=not args.no_baselines)
+        metrics, engines, indexed = evaluate_target(target, keys, settings, data, run_dir, progress,
+                                                    baselines=not args.no_baselines)
     timings["evaluate"] = time.perf_counter() - t0
     index_section = None
     if settings.evaluate.index_benchmark:
         t0 = time.perf_counter()
-        index_section = pipeline.run_index_benchmark(settings, indexed)
+        index_section = stages.run_index_benchmark(settings, indexed)
         timings["index_benchmark"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
-
-    from edge_encoder.evaluate.report import render_summary_table, write_report
-
     report = build_report(settings, target, data, timings, metrics, engines)
     if index_section is not None:
         report["index_benchmark"] = index_section
@@ -105,46 +103,33 @@ def removed_if_left_empty(folder: Path) -> Iterator[None]:
         raise
 
 
-def evaluate_engines(target: EngineTarget, keys: list[str | None], settings: Any, data: Any, run_dir: Path,
-                     progress: bool, *, baselines: bool) -> tuple[dict[str, Any], dict[str, Any], Any]:
-    """Evaluate each engine of ``target`` (and the raw-pixel baseline) on ``data``.
-
-    Returns ``(metrics table, engines section, the evaluation the index benchmark uses: the first engine's)``.
-    A bundle's other variants are compared with its first (fp32 when evaluated: ``resolve_target`` puts it first).
-    """
-    from edge_encoder.evaluate.baselines import RawPixelEngine
-    from edge_encoder.evaluate.suite import compare_engines, evaluate_engine
-
-    def evaluate(engine: Any, reference: Any = None) -> Any:
-        with usage_errors(f"evaluating {engine.name!r}: "):  # a foreign engine's NaN or odd output, a tiny split
-            return evaluate_engine(
-                engine, data.x_train, data.y_train, data.x_test, data.y_test, config=settings.evaluate,
-                dataset_id=data.spec, cache_dir=run_dir / "cache" / "embeddings", reference=reference,
-                progress=progress, num_classes=data.num_classes)
-
-    evaluations: dict[str, Any] = {}
-    kinds: dict[str, str] = {}
-    engines: dict[str, Any] = {}
-    reference = None
-    for key in keys:
+def target_engines(target: EngineTarget, keys: list[str | None], data: Any, engines: dict[str, Any], *,
+                   baselines: bool) -> Iterator[tuple[str, Any]]:
+    """``(kind, engine)`` for ``evaluate.suite.evaluate_engines``: each engine of ``target`` (a bundle's first
+    variant is the reference of the others: fp32 when evaluated, ``resolve_target`` puts it first), then the
+    raw-pixel baseline. Each engine's description goes into ``engines`` (the report's ``engines`` section)."""
+    for index, key in enumerate(keys):
         with open_target(target, key) as engine:
-            if engine.name in evaluations:
-                raise UsageError(f"two engines are named {engine.name!r}; evaluate them one at a time")
-            evaluations[engine.name] = evaluate(engine, reference)
-            kinds[engine.name] = "reference" if reference is None and len(keys) > 1 else "engine"
-            engines[engine.name] = describe_engine(target, engine, key)
-            engines[engine.name]["providers"] = list(getattr(engine, "providers", []))
-        if reference is None and len(keys) > 1:
-            reference = evaluations[engine.name]
-    indexed = next(iter(evaluations.values()))
+            engines[engine.name] = {**describe_engine(target, engine, key),
+                                    "providers": list(getattr(engine, "providers", []))}
+            yield ("reference" if index == 0 and len(keys) > 1 else "engine"), engine
     if baselines:
         # Per-image centring, as the run report's raw_pixels (the stronger of the two raw-pixel variants).
         with RawPixelEngine(data.x_train, centering="image") as engine:
-            if engine.name in evaluations:
+            if engine.name in engines:
                 raise UsageError(f"an engine is named {engine.name!r} like the baseline; pass --no-baselines")
-            evaluations[engine.name] = evaluate(engine)
-            kinds[engine.name] = "baseline"
-    metrics = compare_engines(evaluations, reference=None if reference is None else reference.name, kinds=kinds)
+            yield "baseline", engine
+
+
+def evaluate_target(target: EngineTarget, keys: list[str | None], settings: Settings, data: Any, run_dir: Path,
+                    progress: bool, *, baselines: bool) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """Evaluate each engine of ``target`` (and the raw-pixel baseline) on ``data`` through the run's loop.
+
+    Returns ``(metrics table, engines section, the evaluation the index benchmark uses: the first engine's)``."""
+    engines: dict[str, Any] = {}
+    metrics, evaluations = evaluate_engines(target_engines(target, keys, data, engines, baselines=baselines), data,
+                                            config=settings.evaluate, cache_dir=run_dir / "cache" / "embeddings",
+                                            progress=progress)
     if target.kind == "bundle":
         assert target.manifest is not None
         for key in target.variants:
@@ -152,7 +137,7 @@ def evaluate_engines(target: EngineTarget, keys: list[str | None], settings: Any
             name = entry.get("engine_name") or f"onnx_{key}"
             if name in metrics:
                 metrics[name].update(precision=key, parity_passed=entry.get("passed"))
-    return metrics, engines, indexed
+    return metrics, engines, next(iter(evaluations.values()))
 
 
 def bundle_summary(target: EngineTarget) -> dict[str, Any]:
@@ -169,12 +154,10 @@ def bundle_summary(target: EngineTarget) -> dict[str, Any]:
     }
 
 
-def build_report(settings: Any, target: EngineTarget, data: Any, timings: dict[str, float],
+def build_report(settings: Settings, target: EngineTarget, data: Any, timings: dict[str, float],
                  metrics: dict[str, Any], engines: dict[str, Any]) -> dict[str, Any]:
     """The report dict (``docs/report_schema.md``): ``train`` is null (nothing was trained here); ``export`` is the
     bundle's summary, or null for an ONNX file; ``engines`` describes each evaluated engine."""
-    from edge_encoder.evaluate.report import assemble_report
-
     providers = sorted({p for e in engines.values() for p in e.get("providers", [])})
     config = settings.to_dict()
     report = assemble_report(

@@ -17,17 +17,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge_encoder import pipeline
-from edge_encoder.commands.dataset_args import DATASET_HELP
-from edge_encoder.commands.errors import (
-    EXIT_PARITY,
-    UsageError,
-    add_output_arguments,
-    usage_errors,
-)
+from edge_encoder import stages
+from edge_encoder.commands.errors import EXIT_GATE, UsageError, usage_errors
+from edge_encoder.commands.options import DATASET_HELP, output_options, set_option, show_progress
+from edge_encoder.core.files import hold_lock
+from edge_encoder.settings import STAGE_SECTIONS, Settings, apply_overrides, validate_config
+from edge_encoder.train.checkpoint import checkpoint_preprocess, latest_checkpoint, load_checkpoint
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def get_args_parser() -> argparse.ArgumentParser:
+    """export's options (a parent parser)."""
+    parser = argparse.ArgumentParser(add_help=False, parents=[output_options()])
     parser.add_argument("checkpoint", metavar="CHECKPOINT",
                         help="a checkpoint file (runs/NAME/train/checkpoints/step_*.pt) or a run folder (its latest)")
     parser.add_argument("--out", metavar="DIR", help="the bundle folder (default: the checkpoint's run's deploy/)")
@@ -35,18 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="calibration (train split) and parity (test split) images: " + DATASET_HELP +
                              " (default: the dataset in the run's config.json)")
     parser.add_argument("--data-root", metavar="DIR", help="where torchvision datasets are read (or downloaded) from")
-    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
-                        help="override an export (or data) config value, e.g. export.variants=['fp32','int8_cpu']")
+    set_option(parser, "override an export (or data) config value, e.g. export.variants=['fp32','int8_cpu']")
     parser.add_argument("--allow-failed-parity", action="store_true",
                         help="exit 0 even if a variant fails its parity gate")
-    add_output_arguments(parser)
+    return parser
 
 
 def resolve_checkpoint(text: str) -> tuple[Path, Path | None]:
     """``(checkpoint file, its run folder or None)``: the run folder is ``<run>`` of
     ``<run>/train/checkpoints/step_*.pt``; a folder argument stands for its latest checkpoint."""
-    from edge_encoder.train.checkpoint import latest_checkpoint
-
     path = Path(text).expanduser()
     if path.is_dir():
         train_dir = path / "train" if (path / "train" / "checkpoints").is_dir() else path
@@ -75,9 +72,9 @@ def _recorded_config(run_dir: Path | None) -> dict[str, Any]:
     return config
 
 
-def resolve_settings(args: argparse.Namespace, recorded: dict[str, Any], image_size: int) -> Any:
-    """The pipeline's ``Settings`` for the export: recorded ``[data]``/``[export]``, then the flags and ``--set``."""
-    config: dict[str, Any] = {section: {} for section in pipeline.SECTIONS[1:]}
+def resolve_settings(args: argparse.Namespace, recorded: dict[str, Any], image_size: int) -> Settings:
+    """The run's ``Settings`` for the export: recorded ``[data]``/``[export]``, then the flags and ``--set``."""
+    config: dict[str, Any] = {section: {} for section in STAGE_SECTIONS}
     config["export"] = dict(recorded.get("export") or {})
     config["data"] = {"dataset": args.dataset} if args.dataset else dict(recorded.get("data") or {})
     if "dataset" not in config["data"]:
@@ -88,36 +85,27 @@ def resolve_settings(args: argparse.Namespace, recorded: dict[str, Any], image_s
         config["data"]["data_root"] = args.data_root
     if args.allow_failed_parity:
         config["export"]["allow_failed"] = True
-    for text in args.set or []:
-        (section, key), value = pipeline.parse_override(text)
-        if section not in ("export", "data"):
-            raise UsageError(f"override {text!r}: export takes export.KEY (or data.KEY) overrides only")
-        if (section, key) == ("data", "image_size"):
-            raise UsageError(f"override {text!r}: the checkpoint fixes the image size ({image_size})")
-        config[section][key] = value
-    return pipeline.validate_config(config, recorded.get("name") or "export")
+    apply_overrides(config, args.set, sections=("export", "data"), fixed={
+        ("data", "image_size"): (image_size, f"the checkpoint fixes the image size ({image_size})")})
+    return validate_config(config, recorded.get("name") or "export")
 
 
 def export_command(args: argparse.Namespace) -> int:
     """Export the checkpoint, print the bundle and each variant's gate; returns the exit code."""
-    from edge_encoder.train.checkpoint import load_checkpoint
-
     checkpoint, run_dir = resolve_checkpoint(args.checkpoint)
     with usage_errors():
-        image_size = int(load_checkpoint(checkpoint)["preprocess"]["image_size"])
+        image_size = checkpoint_preprocess(load_checkpoint(checkpoint), checkpoint).image_size
     out = Path(args.out).expanduser() if args.out else (run_dir / "deploy" if run_dir is not None else None)
     if out is None:
         raise UsageError(f"{checkpoint} is not inside a run folder (RUN/train/checkpoints/): give --out DIR")
-    pipeline.check_bundle_dir(out)  # a folder that is not a bundle (a user's files) is refused before any work
+    stages.check_bundle_dir(out)  # a folder that is not a bundle (a user's files) is refused before any work
     settings = resolve_settings(args, _recorded_config(run_dir), image_size)
-    data = pipeline.load_run_data(settings.data)  # calibration: training images; parity: held-out images
+    data = stages.load_run_data(settings.data)  # calibration: training images; parity: held-out images
     if run_dir is not None:  # as run: no export into a run folder another process is training or exporting in
-        from edge_encoder.core.files import hold_lock
-
         hold_lock(run_dir)
-    progress = not args.no_progress and sys.stderr.isatty()
+    progress = show_progress(args)
     with usage_errors():
-        bundle = pipeline.run_export(settings, data, checkpoint, out, progress)
+        bundle = stages.run_export(settings, data, checkpoint, out, progress)
     for name, variant in bundle.variants.items():
         cosine = variant.parity.get("cosine_min")
         print(f"{name:10s} {'passed' if variant.passed else 'FAILED'}"
@@ -125,8 +113,8 @@ def export_command(args: argparse.Namespace) -> int:
               + ("" if variant.passed else f"  ({', '.join(variant.parity.get('failures', []))})"))
     print(f"bundle: {bundle.manifest_path.parent}")
     print(bundle.pin_line())
-    message = pipeline.gate_failure(bundle)
+    message = stages.gate_failure(bundle)
     if message and not settings.export.allow_failed:
         print(message, file=sys.stderr)
-        return EXIT_PARITY
+        return EXIT_GATE
     return 0

@@ -18,10 +18,11 @@ from pathlib import Path
 from edge_encoder.core.errors import EXIT_INTERRUPTED, EXIT_USAGE
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of ``edge-encoder verify``, added to ``parser``."""
+def get_args_parser() -> argparse.ArgumentParser:
+    """The options of ``edge-encoder verify`` (a parent parser)."""
     from edge_encoder.device.verify import BACKENDS
 
+    parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("bundle", type=Path, metavar="BUNDLE", help="deploy bundle directory (with manifest.json)")
     parser.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
                         help="onnxruntime: the ONNX files; tensorrt: the plans built here (default: onnxruntime)")

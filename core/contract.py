@@ -1,15 +1,141 @@
 """The image-input contract every engine honours: ``uint8 (N, H, W, 3)`` RGB in, ``float32 (N, D)`` out.
 
 One definition of what an engine accepts (:class:`InputSpec`), of one image item of a sequence
-(:func:`check_image_item`) and of the normalisation a float-NCHW graph expects (:func:`normalize_images`).
+(:func:`check_image_item`), of the preprocessing a trained encoder expects (:class:`Preprocess`: image size,
+per-channel mean and std) and of the normalisation a float-NCHW graph expects (:func:`normalize_images`).
+
+:class:`Preprocess` is the one form the preprocessing travels in between the layers (training run, checkpoint
+loader, exporter, engines). It becomes a plain dict only where it is stored: the checkpoint's ``preprocess`` entry
+(:meth:`Preprocess.to_dict` / :meth:`Preprocess.from_dict`) and the manifest's ``input.image_size`` and
+``preprocessing`` (``device.manifest.manifest_preprocess`` / ``preprocessing_section``).
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+# What each field of Preprocess must be; the words of every refusal (direct construction or a stored dict).
+_PREPROCESS_FIELDS = {
+    "image_size": "a positive integer (the side of the square input, pixels)",
+    "mean": "a list of 3 finite numbers (RGB, 0..1 scale)",
+    "std": "a list of 3 finite numbers > 0 (RGB, 0..1 scale)",
+}
+
+
+def _checked_field(name: str, value: Any) -> Any:
+    """``value`` as ``Preprocess`` stores it (``int``, or a tuple of 3 Python floats), or ``None`` when it is not
+    what ``_PREPROCESS_FIELDS[name]`` says. Strings are refused: ``float("0.5")`` would hide a corrupt entry."""
+    if name == "image_size":
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+        return int(value) if ok else None
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (Sequence, np.ndarray)):
+        return None
+    items = list(value)
+    if len(items) != 3 or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in items):
+        return None
+    floats = tuple(float(v) for v in items)
+    if not all(math.isfinite(v) for v in floats) or (name == "std" and min(floats) <= 0):
+        return None
+    return floats
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The preprocessing an encoder was trained with: uint8 ``(N, image_size, image_size, 3)`` RGB, scaled to
+    [0, 1], then ``(x - mean) / std`` per channel.
+
+    Checked on construction (``ValueError`` naming the field); ``mean`` / ``std`` are stored as tuples of 3 Python
+    floats whatever sequence of reals they were given as (a list, NumPy floats), so two equal contracts compare
+    equal and hash alike.
+    """
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        for name, what in _PREPROCESS_FIELDS.items():
+            value = getattr(self, name)
+            checked = _checked_field(name, value)
+            if checked is None:
+                raise ValueError(f"preprocess {name} must be {what}, got {_short(value)}")
+            object.__setattr__(self, name, checked)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form (a checkpoint's ``preprocess`` entry): ``{"image_size": int, "mean": [3 floats],
+        "std": [3 floats]}``."""
+        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, values: Any, *, source: str = "preprocess", key: str = "preprocess") -> Preprocess:
+        """Read the stored form written by :meth:`to_dict`.
+
+        Args:
+            values: ``{"image_size", "mean", "std"}``, exactly those keys.
+            source: where it was read from (a checkpoint path), named first in every error.
+            key: the entry's name in ``source``; errors name ``key.field``.
+
+        Raises:
+            ValueError: one line ``<source>: key '<key>.<field>' must be ..., got ...`` (or the missing / unknown
+                keys) when ``values`` is malformed.
+        """
+        if not isinstance(values, Mapping):
+            raise ValueError(f"{source}: key {key!r} must be an object {{image_size, mean, std}}, got "
+                             f"{type(values).__name__}")
+        missing, unknown = sorted(set(_PREPROCESS_FIELDS) - set(values)), sorted(set(values) - set(_PREPROCESS_FIELDS))
+        if missing or unknown:
+            raise ValueError(f"{source}: key {key!r} must hold exactly {list(_PREPROCESS_FIELDS)}"
+                             + (f"; missing keys {missing}" if missing else "")
+                             + (f"; unknown keys {unknown}" if unknown else ""))
+        checked = {}
+        for name, what in _PREPROCESS_FIELDS.items():
+            checked[name] = _checked_field(name, values[name])
+            if checked[name] is None:
+                raise ValueError(f"{source}: key '{key}.{name}' must be {what}, got {_short(values[name])}")
+        return cls(**checked)
+
+
+def as_preprocess(value: Preprocess | Mapping[str, Any], *, source: str = "preprocess") -> Preprocess:
+    """``value`` itself, or the :class:`Preprocess` of its stored dict form (for callers that still pass the dict;
+    ``ValueError`` naming ``source`` when it is malformed)."""
+    if isinstance(value, Preprocess):
+        return value
+    return Preprocess.from_dict(value, source=source)
+
+
+def normalization_of(value: Preprocess | Mapping[str, Any], *,
+                     source: str = "preprocess") -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """``(mean, std)`` of a :class:`Preprocess`, or of a ``{"mean", "std"}`` mapping (a user's declaration for a
+    foreign ONNX file, which has no image size; extra keys such as a manifest section's are ignored).
+
+    Raises:
+        ValueError: naming ``source`` and the key when ``mean`` / ``std`` is missing or not 3 finite numbers
+            (std > 0).
+    """
+    if isinstance(value, Preprocess):
+        return value.mean, value.std
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{source}: the normalisation must be a Preprocess or {{'mean', 'std'}}, got "
+                         f"{type(value).__name__}")
+    out = []
+    for name in ("mean", "std"):
+        if name not in value:
+            raise ValueError(f"{source}: missing key {name!r} ({_PREPROCESS_FIELDS[name]})")
+        checked = _checked_field(name, value[name])
+        if checked is None:
+            raise ValueError(f"{source}: key {name!r} must be {_PREPROCESS_FIELDS[name]}, got {_short(value[name])}")
+        out.append(checked)
+    return out[0], out[1]
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """The failures a user can cause, and the one mapping from such an exception to an exit code and a one-line message.
 
-Stages raise :class:`InputError` (a ``ValueError``) for bad user input or data, naming the file, key or value;
+Stages raise :class:`InputError` (a ``ValueError``) for bad user input or data, naming the file, key or value, and
+the command layer :class:`UsageError` (an ``InputError``) for a bad command line or config;
 :class:`NonFiniteError` when training state became NaN/inf; ``OSError`` comes from the file system (disk full,
-read-only or missing folders). :func:`expected_failure` is what a command line (``pipeline.main_args``, ``cli``)
+read-only or missing folders). :func:`expected_failure` is what the command line (``commands.errors``)
 calls on an exception: an expected failure becomes ``(exit code, one line)``; anything else returns ``None`` and
 must keep its traceback, because it is a bug. It never matches a plain ``ValueError``/``TypeError``/``KeyError``:
 those are programming errors until a stage turns them into an :class:`InputError` naming what was wrong.
@@ -27,6 +28,11 @@ EXPECTED_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPE
 
 class InputError(ValueError):
     """Bad user input or data (command line, config, dataset, checkpoint, bundle): one line naming it, exit 2."""
+
+
+class UsageError(InputError):
+    """Bad command line, config file or argument (an :class:`InputError` raised by the command layer and the
+    settings): one line, exit 2."""
 
 
 class NonFiniteError(RuntimeError):

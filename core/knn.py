@@ -74,9 +74,3 @@ def loo_knn_correct(embeddings: np.ndarray, labels: np.ndarray, k: int = DEFAULT
     sims, ids = loo_neighbours(embeddings, k)
     scores = vote_scores(sims, labels[ids], int(labels.max()) + 1, temperature)
     return rank_classes(scores, 1)[:, 0] == labels
-
-
-def loo_knn_top1(embeddings: np.ndarray, labels: np.ndarray, k: int = DEFAULT_K,
-                 temperature: float = DEFAULT_TEMPERATURE) -> float:
-    """Leave-one-out weighted kNN top-1 accuracy in [0, 1] (the mean of :func:`loo_knn_correct`)."""
-    return float(loo_knn_correct(embeddings, labels, k, temperature).mean())

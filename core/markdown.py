@@ -12,7 +12,6 @@ from collections.abc import Iterable, Sequence
 
 # Control characters (C0, DEL, C1) and the Unicode line/paragraph separators end or mangle a table row.
 _CONTROL = {*range(0x00, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029}
-_PUNCTUATION = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")  # what a backslash escapes in CommonMark
 _TRANSLATION = {code: repr(chr(code))[1:-1] for code in _CONTROL} | {ord("\\"): "\\\\", ord("|"): "\\|"}
 
 
@@ -29,27 +28,3 @@ def md_row(cells: Iterable[object]) -> str:
 def md_table(header: Sequence[object], rows: Iterable[Sequence[object]]) -> str:
     """A Markdown table (header, ``|---|`` rule, rows), every cell escaped: each row keeps the header's columns."""
     return "\n".join([md_row(header), "|" + "|".join("---" for _ in header) + "|", *(md_row(r) for r in rows)])
-
-
-def split_md_row(line: str) -> list[str]:
-    """The cells of one table row as a GFM reader splits it: on unescaped ``|``, a backslash before ASCII punctuation
-    dropped (``\\|`` -> ``|``, ``\\\\`` -> ``\\``), any other kept (``\\n`` stays ``\\n``); cells stripped. What
-    the tests use to count a row's columns."""
-    text = line.strip()
-    if not (text.startswith("|") and text.endswith("|")) or len(text) < 2:
-        raise ValueError(f"not a Markdown table row: {line!r}")
-    cells, current, i = [], [], 1
-    while i < len(text) - 1:
-        char = text[i]
-        if char == "\\" and i + 1 < len(text) - 1 and text[i + 1] in _PUNCTUATION:  # an escape, as CommonMark
-            current.append(text[i + 1])
-            i += 2
-            continue
-        if char == "|":
-            cells.append("".join(current).strip())
-            current = []
-        else:
-            current.append(char)
-        i += 1
-    cells.append("".join(current).strip())
-    return cells

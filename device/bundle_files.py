@@ -22,6 +22,7 @@ from edge_encoder.device.manifest import (  # noqa: F401 - re-exported: the bund
     bundle_path,
     check_manifest,
     load_manifest,
+    manifest_preprocess,
     read_bundle_file,
     recorded_files,
     resolve_bundle_file,
@@ -51,8 +52,9 @@ def open_engine(bundle_dir: Path | str, variant: str, *, backend: str = "onnxrun
     bundle = Path(bundle_dir)
     manifest = load_manifest(bundle)
     entry = variant_entry(manifest, variant, bundle)
-    pre = manifest["preprocessing"]
-    preprocess = None if pre["in_graph"] else pre  # float-NCHW graphs: the engine normalises uint8 input itself
+    # float-NCHW graphs (normalisation not in the graph): the engine normalises uint8 input itself
+    in_graph = manifest["preprocessing"]["in_graph"]
+    preprocess = None if in_graph else manifest_preprocess(manifest, bundle / MANIFEST_NAME)
     if backend == "onnxruntime":
         path = resolve_bundle_file(bundle, entry["file"], entry["sha256"], key=f"variants.{variant}.file")
         return OnnxRuntimeEngine(path, name=entry.get("engine_name"), providers=providers,

@@ -24,7 +24,6 @@ import ctypes.util
 import glob
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -155,11 +154,3 @@ def device_properties(index: int = 0) -> tuple[str, str]:
     call("cuDeviceGetAttribute", lib.cuDeviceGetAttribute(ctypes.byref(major), _CC_MAJOR, device))
     call("cuDeviceGetAttribute", lib.cuDeviceGetAttribute(ctypes.byref(minor), _CC_MINOR, device))
     return buf.value.decode(errors="replace"), f"{major.value}.{minor.value}"
-
-
-def jetson_model() -> str | None:
-    """The board's name on a Jetson (``/proc/device-tree/model``), else None."""
-    try:
-        return Path("/proc/device-tree/model").read_text(errors="replace").strip("\x00\n ") or None
-    except OSError:
-        return None

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from edge_encoder.core.contract import InputSpec, normalize_images  # noqa: F401 - re-exported
+from edge_encoder.core.contract import Preprocess, normalization_of
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +64,15 @@ def _input_size(path: Path, input_name: str, dims: Sequence[Any], image_size: in
     return static[0] or image_size, static[1] or image_size  # type: ignore[return-value]
 
 
-def _float_normalization(path: Path, meta: dict[str, str],
-                         preprocess: dict[str, Any] | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _float_normalization(path: Path, meta: dict[str, str], preprocess: Preprocess | Mapping[str, Any] | None
+                         ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """``(mean, std)`` a float-NCHW model expects: ``preprocess``, else the model's edge_encoder metadata."""
     if meta.get("edge_encoder.normalization_in_graph") == "true":
         raise ValueError(f"{path}: float input but metadata says normalization is in the graph")
-    source = preprocess if preprocess is not None else {
-        k: meta[f"edge_encoder.{k}"] for k in ("mean", "std") if f"edge_encoder.{k}" in meta}
+    if preprocess is not None:
+        return normalization_of(preprocess, source=f"{path}: preprocess")
+    # The ONNX metadata stores them as "r,g,b" strings (export.onnx_export.contract_metadata).
+    source = {k: meta[f"edge_encoder.{k}"] for k in ("mean", "std") if f"edge_encoder.{k}" in meta}
     missing = [k for k in ("mean", "std") if k not in source]
     if missing:
         raise ValueError(f"{path}: float NCHW model needs the normalisation {missing}; it is not in the model "
@@ -183,8 +186,10 @@ class OnnxRuntimeEngine(EngineBase):
             ``["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]`` with
             onnxruntime-gpu). Unavailable providers are dropped with a warning.
         intra_op_threads: ORT intra-op thread count (None: ORT default).
-        preprocess: ``{"mean", "std"}`` (e.g. the manifest's ``preprocessing``) for a float-NCHW model;
-            default: the mean/std in the model's metadata. Ignored for uint8 models.
+        preprocess: the normalisation of a float-NCHW model: a ``core.contract.Preprocess`` (a bundle's, read
+            from its manifest by ``device.manifest.manifest_preprocess``) or ``{"mean", "std"}`` (a user's
+            declaration for a foreign file); default: the mean/std in the model's metadata. Ignored for uint8
+            models.
         image_size: the side of the input images, for a model whose input height/width are dynamic (required
             then); a static input must match it.
         l2_normalize_output: for models that are not this project's bundles (foreign encoders, e.g. a torchvision
@@ -196,7 +201,7 @@ class OnnxRuntimeEngine(EngineBase):
     """
 
     def __init__(self, path: Path | str, *, name: str | None = None, providers: Sequence[str] | None = None,
-                 intra_op_threads: int | None = None, preprocess: dict[str, Any] | None = None,
+                 intra_op_threads: int | None = None, preprocess: Preprocess | Mapping[str, Any] | None = None,
                  image_size: int | None = None, l2_normalize_output: bool = False,
                  input_layout: str | None = None) -> None:
         self.source_path = Path(path)

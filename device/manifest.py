@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from edge_encoder.core.contract import Preprocess
 from edge_encoder.core.files import file_sha256
 from edge_encoder.device.parity import ParityThresholds
 
@@ -155,6 +156,38 @@ def _check_preprocessing(m: _Checker, pre: dict[str, Any]) -> None:
             m.fail(f"preprocessing.{key}", "a list of 3 numbers (RGB)", values)
     if min(pre["std"]) <= 0:
         m.fail("preprocessing.std", "3 numbers > 0", pre["std"])
+
+
+PREPROCESSING_FORMULA = "((x / 255) - mean) / std, per RGB channel"
+
+
+def preprocessing_section(pre: Preprocess, in_graph: bool) -> dict[str, Any]:
+    """The manifest's ``preprocessing`` object for ``pre`` (its ``image_size`` is the manifest's
+    ``input.image_size``, written with the input contract). ``in_graph``: the graphs normalise uint8 input
+    themselves; otherwise the caller does (``float_nchw``), which the section says."""
+    section: dict[str, Any] = {"in_graph": in_graph, "scale": 1 / 255, "mean": list(pre.mean), "std": list(pre.std),
+                               "formula": PREPROCESSING_FORMULA}
+    if not in_graph:
+        section["applied_by"] = ("the caller (upstream, e.g. DeepStream/Triton), before the graph input; "
+                                 "export.engines applies it itself when given uint8 NHWC images")
+    return section
+
+
+def manifest_preprocess(manifest: dict[str, Any], path: Path | str = MANIFEST_NAME) -> Preprocess:
+    """The :class:`Preprocess` a manifest records (``input.image_size``, ``preprocessing.mean`` / ``std``).
+
+    Raises:
+        ValueError: one line naming ``path`` and the key when either is missing or malformed (a manifest that
+            :func:`load_manifest` accepted always converts).
+    """
+    m = _Checker(path)
+    m.require(manifest, "", dict, "an object")
+    for key in ("input", "preprocessing"):
+        m.require(m.get(manifest, key), key, dict, "an object")
+    size = m.positive_int(manifest["input"], "input.image_size")
+    _check_preprocessing(m, manifest["preprocessing"])
+    pre = manifest["preprocessing"]
+    return Preprocess(size, pre["mean"], pre["std"])
 
 
 def _check_profile(m: _Checker, profile: Any) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from edge_encoder.core.contract import InputSpec, normalize_images
+from edge_encoder.core.contract import InputSpec, Preprocess, normalization_of, normalize_images
 from edge_encoder.core.files import atomic_write_bytes, file_sha256
 from edge_encoder.device.engines import EngineBase
 from edge_encoder.device.calibration_cache import retag
@@ -48,7 +48,6 @@ from edge_encoder.device.trt_plans import (  # noqa: F401 - re-exported (tests, 
     rebuild_command,
     rebuild_hint,
     resolve_dla_graph,
-    select_plans,
     summarize_engine_layers,
 )
 
@@ -325,8 +324,8 @@ class TensorRTEngine(EngineBase):
     last chunk padded to the static batch. The DLA core is the key's, else the one in the plan's name.
     """
 
-    def __init__(self, plan_path: Path | str, *, name: str = "tensorrt", preprocess: dict[str, Any] | None = None,
-                 dla_core: int | None = None) -> None:
+    def __init__(self, plan_path: Path | str, *, name: str = "tensorrt",
+                 preprocess: Preprocess | dict[str, Any] | None = None, dla_core: int | None = None) -> None:
         import tensorrt as trt
 
         self.source_path = Path(plan_path)
@@ -357,7 +356,7 @@ class TensorRTEngine(EngineBase):
 
         self._stream, self._in_buffer, self._out_buffer = Stream(), DeviceBuffer(), DeviceBuffer()
 
-    def _set_input_spec(self, trt: Any, shape: tuple[int, ...], preprocess: dict[str, Any] | None) -> None:
+    def _set_input_spec(self, trt: Any, shape: tuple[int, ...], preprocess: Preprocess | dict[str, Any] | None) -> None:
         self._normalize = None
         if self._engine.get_tensor_dtype(self._input) == trt.DataType.UINT8:
             self.input_spec = InputSpec(height=int(shape[1]), width=int(shape[2]), channels=int(shape[3]))
@@ -367,8 +366,10 @@ class TensorRTEngine(EngineBase):
             if not manifest.is_file():
                 raise ValueError(f"{self.source_path} takes normalised float NCHW input; pass preprocess= "
                                  f"{{'mean', 'std'}} (no manifest.json at {manifest})")
-            preprocess = json.loads(manifest.read_text())["preprocessing"]
-        self._normalize = (tuple(preprocess["mean"]), tuple(preprocess["std"]))
+            from edge_encoder.device.manifest import manifest_preprocess
+
+            preprocess = manifest_preprocess(json.loads(manifest.read_text()), manifest)
+        self._normalize = normalization_of(preprocess, source=f"{self.source_path}: preprocess")
         self.input_spec = InputSpec(height=int(shape[2]), width=int(shape[3]))
 
     def _run(self, images: np.ndarray) -> np.ndarray:
@@ -425,25 +426,7 @@ def write_key_for_plan(plan_path: Path, onnx_path: Path, *, dla_core: int | None
                                    "layers": _layer_summary(trt, plan_path.read_bytes(), core)})
 
 
-# ------------------------------------------------------------------------------------------------- bundle CLI
-
-
-def build_bundle(bundle_dir: Path, variants: Sequence[str] | None = None, *, dla_core: int | None = None,
-                 dla_batch: int | None = None, workspace_mib: int = 1024) -> list[Path]:
-    """Build the plans ``trt_plans.select_plans`` chooses for the bundle, using only the bundle.
-
-    Raises:
-        ValueError: one line — a bad manifest or ONNX file, an unknown variant, fp32 on DLA, no DLA batch.
-    """
-    from edge_encoder.device.manifest import load_manifest
-
-    bundle = Path(bundle_dir)
-    manifest = load_manifest(bundle)  # typed, and every ONNX file below is contained and hash-checked
-    specs, notes = select_plans(manifest, variants, dla_core=dla_core, dla_batch=dla_batch,
-                                source=str(bundle / "manifest.json"))
-    for note in notes:
-        logger.warning(note)
-    return build_plans(bundle, manifest, specs, workspace_mib=workspace_mib)
+# --------------------------------------------------------------------------------- plans (edge-encoder build)
 
 
 def build_plans(bundle: Path, manifest: dict[str, Any], specs: Sequence[PlanSpec], *,

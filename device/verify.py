@@ -52,6 +52,8 @@ from edge_encoder.device.manifest import (
     variant_entry,
 )
 from edge_encoder.core.knn import DEFAULT_K, DEFAULT_TEMPERATURE
+from edge_encoder.core.errors import EXIT_GATE, EXIT_OK
+from edge_encoder.core.errors import EXIT_USAGE as EXIT_FILE  # a bundle file is missing or does not match: exit 2
 from edge_encoder.device.parity import ParityThresholds, compare_embeddings, loose_gate_fields
 from edge_encoder.device.reference import ReferenceSet, load_reference_set
 
@@ -60,7 +62,6 @@ logger = logging.getLogger(__name__)
 REPORT_FORMAT = "edge-encoder/device-report/1"
 REPORT_JSON, REPORT_MD = "device_report.json", "device_report.md"
 BACKENDS = ("onnxruntime", "tensorrt")
-EXIT_OK, EXIT_FILE, EXIT_GATE, EXIT_INTERRUPTED = 0, 2, 3, 130
 DEFAULT_PROFILE_MAX = 64
 
 

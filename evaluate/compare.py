@@ -1,4 +1,5 @@
-"""Compare two runs' reports side by side: ``python -m edge_encoder.evaluate.compare RUN_A RUN_B``.
+"""Two runs' reports side by side (what ``edge-encoder compare RUN_A RUN_B`` prints; its command line is
+``commands/compare.py``).
 
 RUN_A / RUN_B are run directories (holding ``report.json``) or report files. For each engine/baseline
 present in either run it prints the headline metrics of A, of B, and B minus A.
@@ -6,11 +7,9 @@ present in either run it prints the headline metrics of A, of B, and B minus A.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from typing import Any
 
-from edge_encoder.evaluate.report import SUMMARY_COLUMNS, load_report
+from edge_encoder.evaluate.report import SUMMARY_COLUMNS
 
 COMPARED = tuple((k, t) for k, t, _ in SUMMARY_COLUMNS if not k.startswith("delta_"))
 
@@ -43,22 +42,3 @@ def render_comparison(a: dict[str, Any], b: dict[str, Any]) -> str:
     if da.get("name") != db.get("name"):
         head.append("warning: the runs use different datasets; differences are not comparable")
     return "\n".join(head + [""] + lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m edge_encoder.evaluate.compare", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run_a", help="run directory or report.json of run A")
-    ap.add_argument("run_b", help="run directory or report.json of run B")
-    args = ap.parse_args(argv)
-    try:
-        a, b = load_report(args.run_a), load_report(args.run_b)
-    except (ValueError, TypeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(render_comparison(a, b))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

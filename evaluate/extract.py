@@ -360,22 +360,3 @@ def extract(
             npy.unlink(missing_ok=True)
             raise
     return Extraction(emb, images_per_s, False, npy)
-
-
-def extract_embeddings(
-    engine: Any,
-    images: np.ndarray | ImageSource,
-    *,
-    batch_size: int = 256,
-    cache_dir: Path | None = None,
-    dataset_id: str = "",
-    split: str = "",
-    progress: bool = False,
-    shard: bool = False,
-) -> np.ndarray:
-    """``float32 (N, D)`` embeddings of ``uint8 (N, H, W, 3)`` images (or an :class:`ImageSource`); :func:`extract`
-    without the metadata."""
-    return extract(
-        engine, images, batch_size=batch_size, cache_dir=cache_dir, dataset_id=dataset_id, split=split,
-        progress=progress, shard=shard,
-    ).embeddings

@@ -103,30 +103,3 @@ def summarize(per_query: dict[str, np.ndarray], query_labels: np.ndarray, num_re
     out["num_queries_without_relevant"] = int((~answerable).sum())
     out["per_class"] = {name: per_class_mean(v, query_labels) for name, v in per_query.items()}
     return out
-
-
-def retrieval_metrics(
-    neighbor_ids: np.ndarray,
-    bank_labels: np.ndarray,
-    query_labels: np.ndarray,
-    ks: tuple[int, ...] = (1, 5, 10),
-) -> dict[str, object]:
-    """Overall and per-class recall@k, precision@k (for each ``k`` in ``ks``) and mAP@R.
-
-    Args:
-        neighbor_ids: ``int (Q, K)`` database indices ranked by decreasing similarity, with
-            ``K >= max(ks)`` and ``K >= R`` for every query (the class size in the database).
-        bank_labels: ``int (N,)`` database labels.
-        query_labels: ``int (Q,)`` query labels.
-
-    Returns:
-        ``{"recall_at_<k>": float, "precision_at_<k>": float, "map_at_r": float,
-        "num_queries_without_relevant": int, "per_class": {metric: {class: float}}}``.
-    """
-    if bank_labels is None:
-        raise ValueError("bank labels are missing (None)")
-    bank_labels = check_labels(bank_labels, len(bank_labels), "bank labels")
-    query_labels = check_labels(query_labels, neighbor_ids.shape[0], "query labels")
-    rel = relevance(neighbor_ids, bank_labels, query_labels)
-    r = relevant_counts(bank_labels, query_labels)
-    return summarize(retrieval_per_query(rel, r, ks), query_labels, r)

@@ -1,6 +1,7 @@
 """One engine's full evaluation (extraction, kNN, retrieval, linear probe) and the cross-engine table.
 
-``evaluate_engine`` is the entry point the pipeline calls per engine or baseline; its images are arrays or image
+``evaluate_engines`` is the loop the pipeline and ``edge-encoder evaluate`` run over their engines and baselines,
+calling ``evaluate_engine`` for each; its images are arrays or image
 sources decoded batch by batch (``evaluate.extract.ImageSource``); everything after the two extractions is a
 function of arrays. ``compare_engines`` turns several evaluations into the report's
 ``metrics`` section, with deltas against the FP32 reference.
@@ -12,10 +13,11 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 from edge_encoder.core.config import TEMPERATURE_RANGE, check_types, config_from_dict, require
+from edge_encoder.core.errors import InputError
 from edge_encoder.evaluate.extract import ImageSource, extract
 from edge_encoder.evaluate.knn import (
     scoped_threads,
@@ -347,3 +349,50 @@ def compare_engines(
                 row["knn_prediction_agreement"] = float((ev.knn_predictions == ref.knn_predictions).mean())
         table[name] = row
     return table
+
+
+def evaluate_engines(
+    engines: Iterable[tuple[str, Any]],
+    splits: Any,
+    *,
+    config: EvalConfig,
+    cache_dir: Path | None,
+    progress: bool = False,
+) -> tuple[dict[str, dict[str, Any]], dict[str, EngineEvaluation]]:
+    """The one engine-evaluation loop (``pipeline.run`` and ``edge-encoder evaluate``): each engine on ``splits``.
+
+    Args:
+        engines: ``(kind, engine)`` pairs, each engine open while the loop holds it (a generator that closes it
+            when resumed): ``"reference"`` (at most one, before its engines), ``"engine"`` (compared with the
+            reference) or ``"baseline"`` (not compared).
+        splits: a labelled dataset: ``x_train``, ``y_train`` (the kNN bank), ``x_test``, ``y_test`` (the
+            queries), ``spec`` (the cache's dataset id) and ``num_classes`` (``imagedata.ImageSplits``).
+        config, cache_dir, progress: as :func:`evaluate_engine`.
+
+    Returns:
+        ``(the report's metrics table, name -> EngineEvaluation)``, both in the order of ``engines``.
+
+    Raises:
+        InputError: two engines share a name, or an engine's output cannot be evaluated (NaN, wrong shape; the
+            message names the engine).
+    """
+    evaluations: dict[str, EngineEvaluation] = {}
+    kinds: dict[str, str] = {}
+    reference: EngineEvaluation | None = None
+    for kind, engine in engines:
+        if engine.name in evaluations:
+            raise InputError(f"two engines are named {engine.name!r}; evaluate them one at a time")
+        try:
+            evaluations[engine.name] = evaluate_engine(
+                engine, splits.x_train, splits.y_train, splits.x_test, splits.y_test, config=config,
+                dataset_id=splits.spec, cache_dir=cache_dir, reference=reference if kind == "engine" else None,
+                progress=progress, num_classes=splits.num_classes)
+        except InputError:
+            raise
+        except (ValueError, TypeError) as exc:  # a foreign engine's NaN or odd output, a tiny split
+            raise InputError(f"evaluating {engine.name!r}: {exc}") from exc
+        kinds[engine.name] = kind
+        if kind == "reference":
+            reference = evaluations[engine.name]
+    reference_name = None if reference is None else reference.name
+    return compare_engines(evaluations, reference=reference_name, kinds=kinds), evaluations

@@ -40,12 +40,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-from edge_encoder.core.contract import check_uint8_nhwc
+from edge_encoder.core.contract import Preprocess, as_preprocess, check_uint8_nhwc
 from edge_encoder.core.files import atomic_write_bytes, file_sha256, make_temp_dir, pid_alive
 from edge_encoder.device.manifest import (  # noqa: F401 - load_manifest re-exported
     DEVICE_FILES,
     MANIFEST_FORMAT,
     load_manifest,
+    preprocessing_section,
     record_bundle_files,
 )
 from edge_encoder.export.config import ExportConfig
@@ -54,7 +55,6 @@ from edge_encoder.export.engines import TorchEngine
 from edge_encoder.export.onnx_export import (
     INPUT_NAME,
     OUTPUT_NAME,
-    Preprocess,
     build_fp32_encoder,
     input_contract,
     save_model,
@@ -226,8 +226,9 @@ class BuiltVariants:
     variants: list[BuiltVariant]
 
 
-def _resolve_source(source: Any) -> tuple[Any, dict[str, Any], dict[str, Any], str | None]:
-    """``(backbone, preprocess, backbone_config, checkpoint_sha256)`` from a checkpoint path or a triple."""
+def _resolve_source(source: Any) -> tuple[Any, Preprocess, dict[str, Any], str | None]:
+    """``(backbone, preprocess, backbone_config, checkpoint_sha256)`` from a checkpoint path or a triple (whose
+    preprocess may still be the stored dict form)."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
@@ -240,7 +241,7 @@ def _resolve_source(source: Any) -> tuple[Any, dict[str, Any], dict[str, Any], s
         return backbone, preprocess, backbone_config, file_sha256(path)
     if isinstance(source, tuple) and len(source) == 3:
         backbone, preprocess, backbone_config = source
-        return backbone, dict(preprocess), dict(backbone_config), None
+        return backbone, as_preprocess(preprocess), dict(backbone_config), None
     raise TypeError(f"source must be a checkpoint path or a (backbone, preprocess, backbone_config) tuple, got {type(source).__name__}")
 
 
@@ -269,7 +270,8 @@ def export_bundle(source: Any, out_dir: Path | str, images: BundleImages, config
 
     Args:
         source: checkpoint path (read with ``train.checkpoint.load_backbone``) or an in-memory
-            ``(backbone, preprocess, backbone_config)`` triple.
+            ``(backbone, preprocess, backbone_config)`` triple (``preprocess``: a ``core.contract.Preprocess``,
+            or its dict form).
         out_dir: the bundle directory (built beside it, swapped in as a whole at the end).
         images: calibration and parity images (:class:`BundleImages`).
         config: variants, exporter, input layout, gates (:class:`export.config.ExportConfig`).
@@ -282,8 +284,7 @@ def export_bundle(source: Any, out_dir: Path | str, images: BundleImages, config
     """
     out_dir = Path(out_dir)
     check_bundle_target(out_dir)
-    backbone, preprocess, backbone_config, ckpt_sha = _resolve_source(source)
-    pre = Preprocess.from_dict(preprocess)
+    backbone, pre, backbone_config, ckpt_sha = _resolve_source(source)
     images.check(pre.image_size)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     recover_interrupted(out_dir)
@@ -308,9 +309,9 @@ def build_variants(backbone: Any, pre: Preprocess, images: BundleImages, config:
                    progress: bool = False) -> BuiltVariants:
     """Export the verified FP32 graph, derive each variant of ``config.variants`` into
     ``folder/encoder_<variant>.onnx`` and gate it on the parity images against the PyTorch reference."""
-    fp32, exporter_used, notes = build_fp32_encoder(backbone, pre.to_dict(), opset=config.opset,
-                                                    exporter=config.exporter, input_layout=config.input_layout)
-    with TorchEngine(backbone, pre.to_dict()) as ref_engine:
+    fp32, exporter_used, notes = build_fp32_encoder(backbone, pre, opset=config.opset, exporter=config.exporter,
+                                                    input_layout=config.input_layout)
+    with TorchEngine(backbone, pre) as ref_engine:
         reference = ref_engine.embed(images.parity)
     thresholds = {**DEFAULT_THRESHOLDS, **config.thresholds}
     iterator: Any = list(config.variants)
@@ -329,7 +330,7 @@ def _build_variant(fp32: Any, variant: str, pre: Preprocess, images: BundleImage
     model = make_variant(fp32, variant, images.calibration, config.quant_configs.get(variant))
     file = f"encoder_{variant}.onnx"
     sha = save_model(model, folder / file)
-    with OnnxRuntimeEngine(folder / file, name=f"onnx_{variant}", preprocess=pre.to_dict()) as engine:
+    with OnnxRuntimeEngine(folder / file, name=f"onnx_{variant}", preprocess=pre) as engine:
         candidate = engine.embed(images.parity)
     report = compare_embeddings(reference, candidate, images.parity_labels, thresholds)
     # A DLA bundle's int8_trt also gets the graphs its DLA plans build from (export.dla_int8), written now so that
@@ -362,7 +363,7 @@ def _build_dla_int8(fp32: Any, int8_model: Any, pre: Preprocess, images: BundleI
 
     graphs = build_dla_int8(fp32, int8_model, images.calibration, config.quant_configs.get("int8_trt"))
     entry = write_dla_int8(graphs, folder)
-    with OnnxRuntimeEngine(folder / EXPLICIT_FILE, name="onnx_int8_trt_dla_qdq", preprocess=pre.to_dict()) as engine:
+    with OnnxRuntimeEngine(folder / EXPLICIT_FILE, name="onnx_int8_trt_dla_qdq", preprocess=pre) as engine:
         emulated = compare_embeddings(reference, engine.embed(images.parity), images.parity_labels, thresholds)
     entry["tensorrt11"]["onnxruntime_parity"] = {**emulated.to_dict(), "gated": False,
                                                  "note": "ONNX Runtime running the Q/DQ graph (every DLA tensor INT8) "
@@ -419,11 +420,7 @@ def _manifest(pre: Preprocess, built: BuiltVariants, backbone_config: dict[str, 
         "input_layout": input_layout,
         "input": {"name": INPUT_NAME, "shape": spec["shape"], "layout": spec["layout"],
                   "dtype": spec["dtype"], "color": "RGB", "image_size": pre.image_size},
-        "preprocessing": {"in_graph": spec["normalization_in_graph"], "scale": 1 / 255, "mean": list(pre.mean),
-                          "std": list(pre.std), "formula": "((x / 255) - mean) / std, per RGB channel",
-                          **({} if spec["normalization_in_graph"] else {
-                              "applied_by": "the caller (upstream, e.g. DeepStream/Triton), before the graph input; "
-                                            "export.engines applies it itself when given uint8 NHWC images"})},
+        "preprocessing": preprocessing_section(pre, spec["normalization_in_graph"]),
         "output": {"name": OUTPUT_NAME, "shape": ["batch", out_dim], "dtype": "float32", "embedding_dim": out_dim,
                    "l2_normalized": True, "tail_precision": "fp32"},
         "backbone_config": backbone_config,

@@ -3,6 +3,13 @@
 
 Both are frozen dataclasses checked on construction, so a bundle request that cannot succeed (an unknown
 variant, no ``fp32`` reference, too few parity images) is refused before a model is trained or exported.
+
+They stay two types because they hold different things: the section holds what a run chooses (how many images
+calibrate and check the variants, the INT8 stem, whether a failed gate fails the run) and nothing that is not
+TOML; ``ExportConfig`` holds what ``export_bundle`` needs and a library caller may pass (per-variant threshold and
+quantizer objects, the input layout), and takes its images from the caller. The fields they share take their
+defaults from the one set of constants below (``DEFAULT_*``), so a library caller building ``ExportConfig()`` gets
+what a run with an empty ``[export]`` section gets (tests/export/test_export_config.py checks every shared field).
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
 from edge_encoder.core.config import check_types, config_from_dict, require
-from edge_encoder.export.onnx_export import EXPORTERS, INPUT_LAYOUTS, MAX_OPSET, MIN_OPSET
+from edge_encoder.export.onnx_export import DEFAULT_OPSET, EXPORTERS, INPUT_LAYOUTS, MAX_OPSET, MIN_OPSET
 from edge_encoder.device.parity import ParityThresholds
 from edge_encoder.export.precision import INT8_FLAVOURS, VARIANTS, QuantConfig
 from edge_encoder.device.trt_plans import DLA_MAX_BATCH, check_dla_batch
@@ -22,6 +29,15 @@ SECTION = "export"
 CALIBRATION_METHODS = ("auto", "percentile", "minmax", "entropy")
 INT8_STEMS = ("auto", "fp32", "int8")  # QuantConfig.float_input_convs: see ExportSettings
 MIN_PARITY_IMAGES = 2  # device.parity.compare_embeddings compares at least 2 rows (top-1 neighbours)
+
+# The defaults of the fields ExportSettings and ExportConfig share: one constant each, used by both.
+DEFAULT_VARIANTS: tuple[str, ...] = VARIANTS
+# DEFAULT_OPSET (export.onnx_export's, the exporter's own default too) is 18: the dynamo exporter's native opset. At 17, "auto" fails with dynamo (it cannot down-convert the graph) and
+# falls back to TorchScript (tests/export/test_onnx_export.py); TensorRT 10/11 parse 18 (export.trt_conformance:
+# opsets 9 to 20). What `edge-encoder run` has exported with (docs/BENCHMARKS.md: "opset 18 / dynamo").
+DEFAULT_EXPORTER = "auto"
+DEFAULT_ALLOW_FAILED = False
+DEFAULT_DLA_BATCH = 0  # no DLA plans
 
 
 def resolve_float_stem(flavour: str, int8_stem: str, dla_batch: int) -> bool:
@@ -50,7 +66,8 @@ class ExportSettings:
 
     Attributes:
         variants: the ONNX variants to export (from ``export.precision.VARIANTS``; ``fp32`` required).
-        opset: ONNX opset (18: the dynamo exporter's native opset; TensorRT 10/11 parse it).
+        opset: ONNX opset (default ``DEFAULT_OPSET`` = 18: the dynamo exporter's native opset; TensorRT 10/11
+            parse it).
         exporter: ``"auto"``, ``"dynamo"`` or ``"torchscript"`` (``export.onnx_export``).
         calibration_images: training images that calibrate the INT8 variants (a seeded sample, >= 1).
         calibration_method: ``"auto"`` (each INT8 flavour's own: entropy for ``int8_trt``, percentile for
@@ -65,15 +82,15 @@ class ExportSettings:
         dla_batch: static batch of the Jetson DLA plans (fp16 / int8_trt); 0 = none (see ``device.trt_plans``).
     """
 
-    variants: tuple[str, ...] = VARIANTS
-    opset: int = 18
-    exporter: str = "auto"
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
+    opset: int = DEFAULT_OPSET
+    exporter: str = DEFAULT_EXPORTER
     calibration_images: int = 256
     calibration_method: str = "auto"
     int8_stem: str = "auto"
     parity_images: int = 500
-    allow_failed: bool = False
-    dla_batch: int = 0
+    allow_failed: bool = DEFAULT_ALLOW_FAILED
+    dla_batch: int = DEFAULT_DLA_BATCH
 
     def __post_init__(self) -> None:
         check_types(SECTION, self)
@@ -95,11 +112,6 @@ class ExportSettings:
         # "The maximum supported batch size is 4096" (TensorRT's DLA restrictions; device.trt_plans.DLA_MAX_BATCH)
         require(self.dla_batch == 0 or 1 <= self.dla_batch <= DLA_MAX_BATCH, SECTION, "dla_batch",
                 f"must be 0 (no DLA plans) or in [1, {DLA_MAX_BATCH}] (DLA's maximum batch)", self.dla_batch)
-
-    @property
-    def float_stem(self) -> bool:
-        """Whether ``int8_trt`` keeps the image-reading convolution float (``int8_stem`` resolved)."""
-        return resolve_float_stem("int8_trt", self.int8_stem, self.dla_batch)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "variants": list(self.variants)}
@@ -127,7 +139,8 @@ class ExportConfig:
 
     Attributes:
         variants: variants to build, ``fp32`` first in the manifest order given.
-        opset / exporter: as in ``export.onnx_export.build_fp32_encoder``.
+        opset / exporter: passed to ``export.onnx_export.build_fp32_encoder``; defaults ``DEFAULT_OPSET`` /
+            ``DEFAULT_EXPORTER``, a run's (``ExportSettings``).
         input_layout: ``"uint8_nhwc"`` (preprocessing in every graph) or ``"float_nchw"`` (normalised upstream).
         thresholds: per-variant overrides of ``device.parity.DEFAULT_THRESHOLDS``.
         quant_configs: per-flavour overrides of ``export.precision.INT8_FLAVOURS``; with ``dla_batch`` set and no
@@ -138,14 +151,14 @@ class ExportConfig:
             ``trtexec.txt`` and the ``encoder_trt_<v>_dla`` Triton models; 0 = no DLA plans (``device.trt_plans``).
     """
 
-    variants: tuple[str, ...] = VARIANTS
-    opset: int = 17
-    exporter: str = "auto"
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
+    opset: int = DEFAULT_OPSET
+    exporter: str = DEFAULT_EXPORTER
     input_layout: str = "uint8_nhwc"
     thresholds: Mapping[str, ParityThresholds] = field(default_factory=dict)
     quant_configs: Mapping[str, QuantConfig] = field(default_factory=dict)
-    allow_failed: bool = False
-    dla_batch: int = 0
+    allow_failed: bool = DEFAULT_ALLOW_FAILED
+    dla_batch: int = DEFAULT_DLA_BATCH
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "variants", tuple(self.variants))

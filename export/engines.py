@@ -6,10 +6,10 @@ preprocessing and L2 tail as the exported graph; the deployable engines live in 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
-from edge_encoder.core.contract import InputSpec
+from edge_encoder.core.contract import InputSpec, Preprocess, as_preprocess
 from edge_encoder.device.engines import EngineBase
 
 
@@ -18,16 +18,16 @@ class TorchEngine(EngineBase):
 
     Args:
         backbone: float ``(N, 3, H, W)`` normalised -> ``(N, D)`` features.
-        preprocess: ``{"image_size", "mean", "std"}`` (0..1 scale).
+        preprocess: the encoder's ``core.contract.Preprocess`` (input side, mean and std on the 0..1 scale); its
+            stored dict form ``{"image_size", "mean", "std"}`` is accepted too.
         device: ``"cpu"`` or ``"cuda"``.
     """
 
-    def __init__(self, backbone: Any, preprocess: dict[str, Any], *, name: str = "pytorch_fp32",
+    def __init__(self, backbone: Any, preprocess: Preprocess | Mapping[str, Any], *, name: str = "pytorch_fp32",
                  device: str = "cpu") -> None:
         import torch
-        from edge_encoder.export.onnx_export import Preprocess
 
-        pre = Preprocess.from_dict(preprocess)
+        pre = as_preprocess(preprocess)
         self.name = name
         self.source_path = None
         self.input_spec = InputSpec(height=pre.image_size, width=pre.image_size)
@@ -47,7 +47,7 @@ class TorchEngine(EngineBase):
             return torch.nn.functional.normalize(feats.float(), dim=1).cpu().numpy()
 
 
-def _weights_digest(model: Any, pre: Any) -> str:
+def _weights_digest(model: Any, pre: Preprocess) -> str:
     """SHA-256 over the preprocessing and every parameter/buffer (name, shape, dtype, bytes) of ``model``."""
     import hashlib
 

@@ -24,13 +24,13 @@ import hashlib
 import io
 import logging
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import onnx
 import torch
+from edge_encoder.core.contract import Preprocess  # the one preprocessing type (issue 17), used here and re-exported
 from edge_encoder.core.files import atomic_write_bytes
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
@@ -50,64 +50,8 @@ INPUT_LAYOUTS = ("uint8_nhwc", "float_nchw")
 METADATA_PREFIX = "edge_encoder."
 # ONNX opsets this module emits correctly (ReduceSum takes axes as an input from 13 on).
 MIN_OPSET, MAX_OPSET = 13, 21
-
-
-@dataclass(frozen=True)
-class ExportInfo:
-    """What an export produced; every field is checked against the file, not taken from the request.
-
-    Attributes:
-        path: the ONNX file.
-        opset: default-domain opset of the file.
-        ir_version: ONNX IR version of the file.
-        exporter: the exporter that produced the backbone graph (``"dynamo"`` or ``"torchscript"``).
-        input_name / input_shape: e.g. ``"images"``, ``("batch", 32, 32, 3)`` (``("batch", 3, 32, 32)`` for
-            ``input_layout="float_nchw"``).
-        output_name / output_shape: e.g. ``"embeddings"``, ``("batch", 512)``.
-        sha256: hex digest of the file.
-        precision: ``"fp32"``, ``"fp16"``, ``"int8_trt"``, ``"int8_cpu"``.
-        input_layout: ``"uint8_nhwc"`` (preprocessing in the graph) or ``"float_nchw"`` (normalised upstream).
-    """
-
-    path: Path
-    opset: int
-    ir_version: int
-    exporter: str
-    input_name: str
-    input_shape: tuple[int | str, ...]
-    output_name: str
-    output_shape: tuple[int | str, ...]
-    sha256: str
-    precision: str = "fp32"
-    notes: tuple[str, ...] = field(default_factory=tuple)
-    input_layout: str = "uint8_nhwc"
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """Preprocessing contract: uint8 NHWC RGB, scaled to [0, 1], then ``(x - mean) / std`` per channel."""
-
-    image_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
-        """Validate a preprocess dict (as stored in checkpoints): ``image_size``, ``mean``, ``std``."""
-        missing = {"image_size", "mean", "std"} - set(d)
-        if missing:
-            raise ValueError(f"preprocess dict is missing keys {sorted(missing)}; got {sorted(d)}")
-        size, mean, std = d["image_size"], tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"])
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise ValueError(f"preprocess image_size must be a positive int, got {size!r}")
-        if len(mean) != 3 or len(std) != 3:
-            raise ValueError(f"preprocess mean/std must have 3 values (RGB), got mean={mean}, std={std}")
-        if min(std) <= 0:
-            raise ValueError(f"preprocess std must be > 0, got {std}")
-        return cls(size, mean, std)  # type: ignore[arg-type]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
+# The one default opset (export.config takes it too): the dynamo exporter's native opset, parsed by TensorRT 10/11.
+DEFAULT_OPSET = 18
 
 
 def fold_batchnorm(backbone: nn.Module) -> nn.Module:
@@ -165,7 +109,7 @@ def _export_torchscript(module: nn.Module, example: torch.Tensor, opset: int) ->
     return onnx.load_from_string(buffer.getvalue())
 
 
-def export_backbone_graph(backbone: nn.Module, image_size: int, *, opset: int = 17,
+def export_backbone_graph(backbone: nn.Module, image_size: int, *, opset: int = DEFAULT_OPSET,
                           exporter: str = "auto") -> tuple[onnx.ModelProto, str, list[str]]:
     """Export the (BN-folded) backbone alone: float32 ``(N, 3, H, W)`` -> float32 ``(N, D)``.
 
@@ -417,17 +361,7 @@ def save_model(model: onnx.ModelProto, path: Path | str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def export_info(path: Path, model: onnx.ModelProto, exporter: str, precision: str, sha256: str,
-                notes: Sequence[str] = ()) -> ExportInfo:
-    """``ExportInfo`` read back from the model proto that was saved to ``path``."""
-    inp, out = model.graph.input[0], model.graph.output[0]
-    layout = "uint8_nhwc" if inp.type.tensor_type.elem_type == TensorProto.UINT8 else "float_nchw"
-    return ExportInfo(path=Path(path), opset=_opset_of(model), ir_version=model.ir_version, exporter=exporter,
-                      input_name=inp.name, input_shape=_dims(inp), output_name=out.name, output_shape=_dims(out),
-                      sha256=sha256, precision=precision, notes=tuple(notes), input_layout=layout)
-
-
-def build_fp32_encoder(backbone: nn.Module, preprocess: dict[str, Any] | Preprocess, *, opset: int = 17,
+def build_fp32_encoder(backbone: nn.Module, preprocess: dict[str, Any] | Preprocess, *, opset: int = DEFAULT_OPSET,
                        exporter: str = "auto", input_layout: str = "uint8_nhwc") -> tuple[onnx.ModelProto, str, list[str]]:
     """The verified FP32 deploy graph in memory: ``(model, exporter_used, notes)``."""
     check_input_layout(input_layout)
@@ -448,27 +382,3 @@ def _body_out_dim(body: onnx.ModelProto, backbone: nn.Module, image_size: int) -
     # TorchScript may leave the feature dim symbolic; ask the module itself.
     with torch.no_grad():
         return int(backbone.eval()(torch.zeros(1, 3, image_size, image_size)).shape[1])
-
-
-def export_onnx(backbone: nn.Module, preprocess: dict[str, Any], out_path: Path, *, opset: int = 17,
-                exporter: str = "auto", input_layout: str = "uint8_nhwc") -> ExportInfo:
-    """Export ``backbone`` + preprocessing + L2 tail to one verified FP32 ONNX file.
-
-    Args:
-        backbone: maps float ``(N, 3, H, W)`` normalised images to ``(N, D)`` features.
-        preprocess: ``{"image_size": int, "mean": [r, g, b], "std": [r, g, b]}`` (0..1 scale).
-        out_path: the ``.onnx`` file to write (atomically).
-        opset: requested default-domain opset; the file is checked to carry exactly it.
-        exporter: ``"auto"`` (dynamo, TorchScript fallback), ``"dynamo"`` or ``"torchscript"``.
-        input_layout: ``"uint8_nhwc"`` (default): ``images`` uint8 ``(N, H, W, 3)`` RGB, cast/scale/normalise
-            inside the graph. ``"float_nchw"``: ``images`` float32 ``(N, 3, H, W)`` RGB already normalised
-            upstream as ``((x / 255) - mean) / std`` with ``preprocess``'s mean/std; no preprocessing nodes.
-
-    Returns:
-        ``ExportInfo`` read back from the saved model. The graph maps ``images`` to ``embeddings`` float32
-        ``(N, D)`` with L2-normalised rows (FP32 tail).
-    """
-    model, used, notes = build_fp32_encoder(backbone, preprocess, opset=opset, exporter=exporter,
-                                            input_layout=input_layout)
-    sha = save_model(model, Path(out_path))
-    return export_info(Path(out_path), model, used, "fp32", sha, notes)

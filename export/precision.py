@@ -403,16 +403,6 @@ def _keep_residual_qdq_only(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def zero_points(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Every zero-point initializer used by a QuantizeLinear/DequantizeLinear node, by tensor name."""
-    inits = {t.name: t for t in model.graph.initializer}
-    found: dict[str, np.ndarray] = {}
-    for node in model.graph.node:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2 and node.input[2]:
-            found[node.input[2]] = numpy_helper.to_array(inits[node.input[2]])
-    return found
-
-
 def select_calibration_indices(n_available: int, n: int = 256, seed: int = 0) -> np.ndarray:
     """Deterministic calibration subset: ``n`` sorted indices drawn without replacement with ``seed``."""
     return seeded_rows(n_available, n, seed)

@@ -1,7 +1,7 @@
 """The ``[data]`` config section (:class:`DataSettings`) and the one function that opens what it names.
 
 Validated like every section (``core.config``): unknown keys, types, then the ranges below, all before a run
-creates anything. ``open_splits`` is what ``pipeline.load_data`` calls: the dataset as arrays, or with
+creates anything. ``open_splits`` is what ``stages.load_data`` calls: the dataset as arrays, or with
 ``stream`` its two splits listed and decoded on access.
 """
 

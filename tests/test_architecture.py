@@ -1,11 +1,14 @@
 """The one-way import rule, read from the source with ``ast`` (every ``import``, lazy ones inside functions too).
 
-    pipeline.py, cli.py, commands/  -> anything (they compose the stages)
+    pipeline.py                     -> anything (the composition root)
+    cli.py, commands/, settings.py, stages.py -> anything but pipeline (commands never import the pipeline)
     export/                         -> train/, device/, core/
     device/                         -> core/  (and of third parties only numpy and the backends: the device install)
     train/, imagedata/, evaluate/   -> core/
     core/                           -> nothing of the project (and of third parties only numpy)
-    no stage imports pipeline, cli or commands; no import cycle between the modules of a package
+    no stage imports pipeline, cli, commands, settings or stages; no import cycle between the modules of a package
+    a command line (argparse, ``if __name__ == "__main__"``) only in cli.py, pipeline.py and commands/
+    pipeline.py: at most 200 lines, every project import at module level
 
 Each checker is a pure function of ``{module name: source}``, so the tests below also feed it crafted sources
 that break each rule: the rule test on the tree can fail.
@@ -21,7 +24,9 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "edge_encoder"
 STAGES = ("core", "device", "train", "export", "evaluate", "imagedata")
-COMPOSERS = ("pipeline", "cli", "commands")
+COMPOSERS = ("pipeline", "cli", "commands", "settings", "stages")
+COMMAND_LINE = ("pipeline", "cli", "commands")  # where argparse and __main__ entry points may live
+PIPELINE_MAX_LINES = 200
 ALLOWED: dict[str, set[str]] = {
     "core": set(),
     "train": {"core"},
@@ -41,7 +46,7 @@ PROJECT_NAMES = set(STAGES) | set(COMPOSERS)
 def project_sources(root: Path = PROJECT_ROOT) -> dict[str, str]:
     """``{"edge_encoder.export.bundle": source, ...}`` for every module the wheel installs (pyproject's mapping:
     each stage folder and ``commands/`` is a subpackage, the root's ``pipeline.py``/``cli.py`` are modules)."""
-    sources = {f"{PACKAGE}.{path.stem}": path.read_text() for path in (root / "pipeline.py", root / "cli.py")}
+    sources = {f"{PACKAGE}.{path.stem}": path.read_text() for path in sorted(root.glob("*.py"))}
     for folder in (*STAGES, "commands"):
         for path in sorted((root / folder).rglob("*.py")):
             parts = path.relative_to(root).with_suffix("").parts
@@ -98,10 +103,14 @@ def rule_violations(sources: dict[str, str]) -> list[str]:
                 if name.split(".")[0] in PROJECT_NAMES:
                     problems.append(f"{where}: import the project as {PACKAGE}.{name}, not as a top-level name")
                 continue
-            if target == layer or layer in COMPOSERS:
+            if target == layer or layer == "pipeline":
                 continue
-            if target in COMPOSERS:
-                problems.append(f"{where}: only pipeline, cli and commands may import the composers")
+            if target == "pipeline":
+                problems.append(f"{where}: nothing imports the pipeline (the composition root)")
+            elif layer in COMPOSERS:
+                continue
+            elif target in COMPOSERS:
+                problems.append(f"{where}: only pipeline, cli, commands, settings and stages may import the composers")
             elif target == PACKAGE or target not in ALLOWED.get(layer, set()):
                 allowed = sorted(ALLOWED.get(layer, set())) or "nothing of the project"
                 problems.append(f"{where}: {layer}/ may import {allowed}")
@@ -152,6 +161,35 @@ def script_violations(path_name: str, source: str) -> list[str]:
     return sorted(problems, key=lambda p: int(p.split(":")[1]))
 
 
+def command_line_violations(sources: dict[str, str]) -> list[str]:
+    """One line per command line outside ``COMMAND_LINE``: an ``argparse`` import or an
+    ``if __name__ == "__main__":`` block in a stage, ``settings`` or ``stages``."""
+    problems = []
+    for module, source in sources.items():
+        if layer_of(module) in COMMAND_LINE:
+            continue
+        tree = ast.parse(source)
+        for line, name in imported_modules(module, source):
+            if name.split(".")[0] == "argparse":
+                problems.append(f"{module}:{line} imports argparse: command lines live in commands/")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "__name__" in ast.unparse(node.test) and "__main__" in ast.unparse(node.test):
+                problems.append(f"{module}:{node.lineno} has a __main__ entry point: command lines live in commands/")
+    return problems
+
+
+def function_level_project_imports(module: str, source: str) -> list[str]:
+    """One line per project import inside a function of ``source`` (the composition root imports at the top)."""
+    problems = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = ast.Module(body=node.body, type_ignores=[])
+            for line, name in imported_modules(module, ast.unparse(body)):
+                if name.split(".")[0] == PACKAGE:
+                    problems.append(f"{module}: function {node.name} imports {name}")
+    return problems
+
+
 def third_party_violations(sources: dict[str, str]) -> list[str]:
     """One line per import, in ``device/`` or ``core/``, of a package that the device install does not have."""
     import sys
@@ -180,6 +218,32 @@ def test_the_tree_keeps_the_one_way_import_rule() -> None:
 
 def test_the_device_code_imports_only_what_the_device_install_has() -> None:
     assert third_party_violations(project_sources()) == []
+
+
+def test_command_lines_live_in_commands_only() -> None:
+    sources = project_sources()
+    assert {f"{PACKAGE}.settings", f"{PACKAGE}.stages", f"{PACKAGE}.evaluate.compare"} <= set(sources)
+    assert command_line_violations(sources) == []
+
+
+@pytest.mark.parametrize("module, source, expected", [
+    ("edge_encoder.evaluate.compare", "import argparse\n", "imports argparse"),
+    ("edge_encoder.device.verify", "def main():\n    pass\nif __name__ == '__main__':\n    main()\n", "__main__"),
+    ("edge_encoder.stages", "from argparse import Namespace\n", "imports argparse"),
+])
+def test_command_line_checker_finds_an_entry_point_outside_commands(module: str, source: str, expected: str) -> None:
+    problems = command_line_violations({module: source})
+    assert len(problems) == 1 and expected in problems[0], problems
+    assert command_line_violations({"edge_encoder.commands.verify": source, "edge_encoder.pipeline": source}) == []
+
+
+def test_pipeline_is_a_short_composition_root_with_module_level_imports() -> None:
+    source = (PROJECT_ROOT / "pipeline.py").read_text()
+    assert len(source.splitlines()) <= PIPELINE_MAX_LINES
+    assert function_level_project_imports(f"{PACKAGE}.pipeline", source) == []
+    crafted = "import os\ndef run():\n    from edge_encoder.train.loop import train_moco\n"
+    assert function_level_project_imports(f"{PACKAGE}.pipeline", crafted) == [
+        "edge_encoder.pipeline: function run imports edge_encoder.train.loop.train_moco"]
 
 
 @pytest.mark.parametrize("module, source", [
@@ -221,9 +285,13 @@ def test_benchmarks_and_worker_scripts_import_the_installed_package() -> None:
     ("edge_encoder.device.verify", "from edge_encoder.export.bundle import x\n", "device/ may import ['core']"),
     ("edge_encoder.device.engines", "from edge_encoder.evaluate.knn import x\n", "device/ may import ['core']"),
     ("edge_encoder.core.files", "from edge_encoder import train\n", "core/ may import nothing of the project"),
-    ("edge_encoder.export.bundle", "from edge_encoder import pipeline\n", "only pipeline, cli and commands"),
+    ("edge_encoder.export.bundle", "from edge_encoder import pipeline\n", "nothing imports the pipeline"),
+    ("edge_encoder.commands.train", "from edge_encoder import pipeline\n", "nothing imports the pipeline"),
+    ("edge_encoder.commands.run", "def f():\n    from edge_encoder.pipeline import run\n", "nothing imports the pipeline"),
+    ("edge_encoder.stages", "import edge_encoder.pipeline\n", "nothing imports the pipeline"),
     ("edge_encoder.train.loop", "import importlib\nimportlib.import_module('edge_encoder.cli')\n",
-     "only pipeline, cli and commands"),
+     "only pipeline, cli, commands, settings and stages"),
+    ("edge_encoder.export.config", "from edge_encoder.settings import Settings\n", "only pipeline, cli, commands"),
     ("edge_encoder.evaluate.suite", "from ..train.loop import train_moco\n", "evaluate/ may import ['core']"),
     ("edge_encoder.train.loop", "import evaluate.knn\n", "not as a top-level name"),
 ])
@@ -236,8 +304,9 @@ def test_rule_checker_allows_what_the_rule_allows() -> None:
     allowed = {
         "edge_encoder.export.bundle": "import numpy\nfrom edge_encoder.train.checkpoint import load_backbone\n"
                                       "from edge_encoder.core.files import atomic_write\nfrom . import engines\n",
-        "edge_encoder.pipeline": "from edge_encoder.evaluate import suite\nfrom edge_encoder.export import bundle\n",
-        "edge_encoder.commands.train": "from edge_encoder import pipeline\n",
+        "edge_encoder.pipeline": "from edge_encoder.evaluate import suite\nfrom edge_encoder.export import bundle\n"
+                                 "from edge_encoder.commands.run import prepare_run\n",
+        "edge_encoder.commands.train": "from edge_encoder import stages\nfrom edge_encoder.settings import Settings\n",
         "edge_encoder.core.config": "import dataclasses\nfrom edge_encoder.core import files\n",
     }
     assert rule_violations(allowed) == []

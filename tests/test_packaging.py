@@ -50,11 +50,12 @@ def test_installed_wheel_finds_its_default_preset_and_presets_by_name(wheel: Pat
                              str(wheel)], capture_output=True, text=True, check=False, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     probe = (
-        "import edge_encoder.pipeline as p\n"
+        "import edge_encoder.settings as p\n"
+        "from edge_encoder.commands import options, run\n"
         f"assert p.__file__.startswith({str(site)!r}), p.__file__  # the wheel's copy, not the checkout\n"
-        "assert p.DEFAULT_CONFIG.is_file() and p.DEFAULT_CONFIG.is_relative_to(p.PROJECT_ROOT), p.DEFAULT_CONFIG\n"
+        "assert p.DEFAULT_CONFIG.is_file() and p.DEFAULT_CONFIG.is_relative_to(p.CONFIG_DIR.parent), p.DEFAULT_CONFIG\n"
         "for argv, name in (([], 'digits_cpu'), (['--config', 'cifar10_cpu'], 'cifar10_cpu')):\n"
-        "    settings = p.validate_config(p.resolve_config(p.build_parser().parse_args(argv)), None)\n"
+        "    settings = options.run_settings(run.build_parser().parse_args(argv))\n"
         "    assert settings.name == name, settings.name\n"
         "print(p.DEFAULT_CONFIG)\n"
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
+from edge_encoder.core.contract import Preprocess
 from edge_encoder.core.errors import InputError
 from edge_encoder.core.files import atomic_write
 from edge_encoder.train.backbones import ResNetBackbone, build_backbone
@@ -166,7 +167,7 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         CheckpointError: (a ``ValueError``) the file is not a loadable checkpoint of this format, or an entry is
-            missing or mistyped (the message names the file and the entry).
+            missing or mistyped, ``preprocess`` included (the message names the file and the entry).
     """
     path = Path(path)
     if not path.is_file():
@@ -189,7 +190,20 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     for key, kind in (("backbone", dict), ("backbone_config", dict), ("preprocess", dict), ("config", dict)):
         if not isinstance(payload[key], kind):
             raise CheckpointError(f"{path}: entry '{key}' must be a {kind.__name__}, got {type(payload[key]).__name__}")
+    checkpoint_preprocess(payload, path)  # refused here, not later in an export or an engine
     return payload
+
+
+def checkpoint_preprocess(payload: dict[str, Any], path: Path | str) -> Preprocess:
+    """The preprocessing of a loaded checkpoint: its ``preprocess`` entry (stored as ``Preprocess.to_dict``).
+
+    Raises:
+        CheckpointError: naming ``path`` and the malformed key (``preprocess.std`` ...).
+    """
+    try:
+        return Preprocess.from_dict(payload.get("preprocess"), source=str(path), key="preprocess")
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
 
 
 def check_training_state(payload: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -251,8 +265,8 @@ def last_good_checkpoint(run_dir: Path) -> Path | None:
     return found[0] if found else None
 
 
-def load_backbone(path: Path | str) -> tuple[ResNetBackbone, dict[str, Any], dict[str, Any]]:
-    """``(backbone in eval mode on CPU, preprocess dict, backbone_config dict)`` from a checkpoint.
+def load_backbone(path: Path | str) -> tuple[ResNetBackbone, Preprocess, dict[str, Any]]:
+    """``(backbone in eval mode on CPU, its Preprocess, backbone_config dict)`` from a checkpoint.
 
     The backbone uses plain ``BatchNorm2d`` (split batch norm saves under the same keys).
     """
@@ -266,4 +280,4 @@ def load_backbone(path: Path | str) -> tuple[ResNetBackbone, dict[str, Any], dic
     except RuntimeError as err:
         raise CheckpointError(f"{path}: backbone weights do not match its backbone_config: {err}") from err
     backbone.eval()
-    return backbone, dict(payload["preprocess"]), dict(payload["backbone_config"])
+    return backbone, checkpoint_preprocess(payload, path), dict(payload["backbone_config"])

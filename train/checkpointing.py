@@ -13,11 +13,13 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+from edge_encoder.core.contract import Preprocess
 from edge_encoder.core.errors import InputError, NonFiniteError
 from edge_encoder.train.checkpoint import (
     FORMAT,
     CheckpointError,
     checkpoint_path,
+    checkpoint_preprocess,
     first_nonfinite,
     last_good_checkpoint,
     newest_good_checkpoint,
@@ -56,7 +58,7 @@ def payload(run: Run) -> dict[str, Any]:
         "format": FORMAT,
         "backbone": plain_backbone_state(run.model.backbone_q),
         "backbone_config": run.backbone_config.to_dict(),
-        "preprocess": dict(run.preprocess),
+        "preprocess": run.preprocess.to_dict(),
         "config": run.config.to_dict(),
         "state": {
             "model": run.model.state_dict(),
@@ -151,12 +153,13 @@ def check_resume(run_dir: Path, config: TrainConfig, *, image_size: int, mean: t
         InputError: the newest good checkpoint was made with another training config or preprocessing.
         CheckpointError: there are checkpoints but none can be resumed (see ``newest_good_checkpoint``).
     """
-    preprocess = {"image_size": config.image_size or int(image_size), "mean": [float(v) for v in mean],
-                  "std": [float(v) for v in std]}
+    preprocess = Preprocess(config.image_size or int(image_size), mean, std)
     return resume_source(Path(run_dir), config, preprocess)
 
 
-def resume_source(run_dir: Path, config: TrainConfig, preprocess: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
+def resume_source(run_dir: Path, config: TrainConfig, preprocess: Preprocess) -> tuple[Path, dict[str, Any]] | None:
+    """``(path, payload)`` of the newest good checkpoint of ``run_dir`` if it was made with ``config`` (but for
+    ``RESUME_FREE_KEYS``) and ``preprocess``; ``None`` when there is none. Raises ``InputError`` otherwise."""
     found = newest_good_checkpoint(run_dir)  # a newer unusable file is skipped with a warning, not deleted
     if found is None:
         return None
@@ -168,8 +171,10 @@ def resume_source(run_dir: Path, config: TrainConfig, preprocess: dict[str, Any]
         changes = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in differing)
         raise InputError(f"run directory {run_dir} holds a checkpoint ({path.name}) from a different training "
                          f"config ({changes}); use another run directory or delete {path.parent}")
-    if payload["preprocess"] != preprocess:
-        raise InputError(f"{path}: preprocess {payload['preprocess']} differs from this run's {preprocess}")
+    saved_preprocess = checkpoint_preprocess(payload, path)
+    if saved_preprocess != preprocess:
+        raise InputError(f"{path}: preprocess {saved_preprocess.to_dict()} differs from this run's "
+                         f"{preprocess.to_dict()}")
     return path, payload
 
 

@@ -237,12 +237,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset_config(name: str, **overrides: Any) -> TrainConfig:
-    """A published recipe (``PRESETS``) with optional overrides, validated like user input."""
+    """A published recipe (``PRESETS``) with optional overrides, validated like user input.
+
+    Public Python API (README, "Presets and configuration"): the one way to the recipes, which the pipeline itself
+    never reads (its presets are the TOML files in ``configs/``).
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown train preset {name!r}; choose one of {sorted(PRESETS)}")
     return train_config_from_dict({**PRESETS[name], **overrides})
-
-
-def with_overrides(config: TrainConfig, **overrides: Any) -> TrainConfig:
-    """A copy of ``config`` with some keys changed (validated)."""
-    return config_from_dict(SECTION, TrainConfig, {**config.to_dict(), **overrides})

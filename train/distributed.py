@@ -55,6 +55,23 @@ def env_world_size() -> int:
         return 1
 
 
+def env_rank() -> int:
+    """This process's rank as ``torchrun`` announces it (0 when not launched by it): rank 0 writes the run folder,
+    exports and evaluates; the other ranks only train."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def leave_process_group() -> None:
+    """Close the ``torchrun`` process group training opened (after a barrier), so that the stages after training
+    run single-process and never wait on ranks that have exited; nothing when no group is open."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def setup(device: torch.device) -> tuple[DistContext, torch.device]:
     """Join the ``torchrun`` process group (``env://``) when there is more than one process.
 

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+from edge_encoder.core.contract import Preprocess
 from edge_encoder.train.backbones import BackboneConfig
 from edge_encoder.train.checkpointing import RESUME_FREE_KEYS as _RESUME_FREE_KEYS  # noqa: F401 - re-exported
 from edge_encoder.train.checkpointing import NonFiniteStateError, check_resume, save, save_due
@@ -289,7 +290,7 @@ def _build_run(images: np.ndarray | ImageSequence, config: TrainConfig, run_dir:
     if ctx.active:
         runtime["ddp_bn"] = ddp_bn
     return Run(config=config, run_dir=run_dir, device=device, model=model, optimizer=optimizer, aug_gen=aug_gen,
-                preprocess={"image_size": size, "mean": [float(v) for v in mean], "std": [float(v) for v in std]},
+                preprocess=Preprocess(size, mean, std),
                 backbone_config=backbone_config, steps_per_epoch=spe, total_steps=config.epochs * spe,
                 runtime=runtime, item_shape=item_shape, dist=ctx,
                 # one step code path: a disabled scaler (bf16, fp32) passes the loss and the step straight through

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from edge_encoder.core.contract import Preprocess
 from edge_encoder.train.backbones import BackboneConfig
 from edge_encoder.train.config import TrainConfig
 from edge_encoder.train.distributed import DistContext
@@ -25,7 +26,7 @@ class Run:
     model: MoCo
     optimizer: torch.optim.Optimizer
     aug_gen: torch.Generator
-    preprocess: dict[str, Any]
+    preprocess: Preprocess  # written into every checkpoint (Preprocess.to_dict)
     backbone_config: BackboneConfig
     steps_per_epoch: int
     total_steps: int

@@ -69,7 +69,7 @@ def augment_params(config: TrainConfig, size: int, mean: tuple[float, float, flo
 
 def step_plan(run: Run, mean: tuple[float, float, float], std: tuple[float, float, float]) -> StepPlan:
     config, precision = run.config, run.runtime["precision"]
-    aug = augment_params(config, config.crop_size or run.preprocess["image_size"], mean, std)
+    aug = augment_params(config, config.crop_size or run.preprocess.image_size, mean, std)
     autocast = torch.autocast(run.device.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16,
                               enabled=precision != "fp32")
     return StepPlan(aug=aug, autocast=autocast, peak_lr=scaled_lr(config.base_lr, config.batch_size),

@@ -106,7 +106,7 @@ def test_train_and_export_mistakes_are_one_line_exit_2(capsys, trained: tuple[Pa
         (["export", tmp_path / "missing.pt"], "does not exist"),
         (["export", garbage, "--dataset", "digits", "--out", tmp_path / "x"], "not a loadable checkpoint"),
         (["export", tmp_path], "no checkpoint in"),
-        (["export", checkpoint, "--set", "train.epochs=1"], "export.KEY (or data.KEY) overrides only"),
+        (["export", checkpoint, "--set", "train.epochs=1"], "this command takes export.KEY/data.KEY only"),
         (["export", checkpoint, "--set", "export.variants=['fp16']"], "export.variants"),
         (["export", checkpoint, "--set", "data.image_size=32"], "fixes the image size"),
         (["train", "--config", TINY, "--runs-dir", tmp_path, "--set", "train.epochz=1"], "epochz"),

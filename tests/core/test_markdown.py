@@ -5,7 +5,9 @@ keeps its row to the table's column count, and reads back as written (``|`` and 
 from __future__ import annotations
 
 import pytest
-from edge_encoder.core.markdown import md_cell, md_row, md_table, split_md_row
+from edge_encoder.core.markdown import md_cell, md_row, md_table
+
+from tests.core.markdown_reader import split_md_row
 
 ODD = ["a|b", "c\nd", "e\r\nf", "g\\", "h\\|i", "tab\there", "esc\x1b[31m", "line\u2028sep", "||", "\\n literal"]
 

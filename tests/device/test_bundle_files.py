@@ -263,9 +263,14 @@ def test_intact_plan_without_tensorrt_is_one_line(damaged) -> None:
 
 
 def test_tensorrt_build_reads_only_checked_files(damaged) -> None:
-    """``device.tensorrt.build_bundle`` goes through the same loader: an outside path is refused before TensorRT."""
-    from edge_encoder.device.tensorrt import build_bundle
+    """``edge-encoder build``'s ``device.tensorrt.build_plans`` goes through the same loader: an outside path is
+    refused before TensorRT is imported (so this runs without it)."""
+    from edge_encoder.device.tensorrt import build_plans
+    from edge_encoder.device.trt_plans import select_plans
 
     edit_manifest(damaged, lambda m: m["variants"]["fp32"].update(file="/etc/passwd"))
+    manifest = load_manifest(damaged)
+    specs, _ = select_plans(manifest, ["fp32"])
     with pytest.raises(BundleFileError, match="'variants.fp32.file'"):
-        build_bundle(damaged, ["fp32"])
+        build_plans(damaged, manifest, specs)
+    assert not (damaged / "tensorrt").exists()

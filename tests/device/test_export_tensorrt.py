@@ -350,10 +350,11 @@ def test_device_key_from_the_driver_api() -> None:
 def test_keyless_plan_loads_and_a_damaged_plan_names_the_rebuild(dla_bundle, tmp_path) -> None:
     import shutil
 
-    from edge_encoder.device.tensorrt import EngineLoadError, TensorRTEngine, build_bundle, key_path, write_key_for_plan
+    from edge_encoder.device.tensorrt import EngineLoadError, TensorRTEngine, key_path, write_key_for_plan
 
     bundle = Path(shutil.copytree(dla_bundle, tmp_path / "deploy"))
-    plan = build_bundle(bundle, ["fp32"])[0]
+    assert cli_main(["build", str(bundle), "--variant", "fp32"]) == 0  # what a user runs on the device
+    plan = bundle / "tensorrt" / "encoder_fp32.plan"
     images, _ = synthetic_images(70, seed=3)
     with TensorRTEngine(plan) as engine:
         keyed = engine.embed(images)

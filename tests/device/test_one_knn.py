@@ -107,7 +107,7 @@ def craft(bundle: Path, dest: Path) -> tuple[Path, np.ndarray, np.ndarray, np.nd
 
 def test_the_crafted_votes_disagree() -> None:
     ref, cand, labels = crafted_embeddings(16)
-    assert core_knn.loo_knn_top1(ref, labels, K) == 1.0 and core_knn.loo_knn_top1(cand, labels, K) == 1.0
+    assert core_knn.loo_knn_correct(ref, labels, K).all() and core_knn.loo_knn_correct(cand, labels, K).all()
     sims, ids = core_knn.loo_neighbours(cand, K)
     majority = np.array([np.bincount(labels[row], minlength=2).argmax() for row in ids])
     assert (majority == labels).mean() == 0.5  # a majority vote would see a 0.5 drop
@@ -135,7 +135,7 @@ def test_gate_report_and_verify_share_one_vote() -> None:
     assert evaluate_knn.vote_scores is core_knn.vote_scores and evaluate_knn.rank_classes is core_knn.rank_classes
     ref, cand, labels = crafted_embeddings(16)
     report = compare_embeddings(ref, cand, labels, knn_k=K, knn_temperature=0.07)
-    assert report.knn_accuracy_candidate == core_knn.loo_knn_top1(cand, labels, K, 0.07)
+    assert report.knn_accuracy_candidate == core_knn.loo_knn_correct(cand, labels, K, 0.07).mean()
     # The same neighbours through the report's path (FAISS search, self removed) give the same votes.
     sims, ids = evaluate_knn.exact_search(cand, cand, K + 1)
     keep = ids != np.arange(len(cand))[:, None]

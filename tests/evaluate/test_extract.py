@@ -7,7 +7,6 @@ from edge_encoder.evaluate.extract import (
     ImageSource,
     cache_key,
     extract,
-    extract_embeddings,
 )
 
 from tests.evaluate.conftest import ListSource, ProjectionEngine, make_projection_model
@@ -15,7 +14,7 @@ from tests.evaluate.conftest import ListSource, ProjectionEngine, make_projectio
 
 def test_embeddings_match_engine_and_batches(engine, images):
     x = images[0]
-    emb = extract_embeddings(engine, x, batch_size=7)
+    emb = extract(engine, x, batch_size=7).embeddings
     assert emb.shape == (len(x), 16) and emb.dtype == np.float32
     np.testing.assert_allclose(emb, engine.embed(x), atol=1e-6)  # BLAS blocking differs by batch size
     assert isinstance(engine, Engine)
@@ -74,23 +73,23 @@ class _BadEngine:
 )
 def test_bad_engine_output(fn, match, images):
     with pytest.raises(ValueError, match=match):
-        extract_embeddings(_BadEngine(fn), images[0][:5])
+        extract(_BadEngine(fn), images[0][:5])
 
 
 def test_bad_images(engine, images):
     x = images[0]
     with pytest.raises(ValueError, match="empty"):
-        extract_embeddings(engine, x[:0])
+        extract(engine, x[:0])
     with pytest.raises(ValueError, match=r"\(N, H, W, 3\)"):
-        extract_embeddings(engine, x[..., 0])
+        extract(engine, x[..., 0])
     with pytest.raises(TypeError, match="uint8"):
-        extract_embeddings(engine, x.astype(np.float32))
+        extract(engine, x.astype(np.float32))
 
 
 def test_input_spec_mismatch(engine, images):
     engine.input_spec = type("Spec", (), {"height": 16, "width": 16})()
     with pytest.raises(ValueError, match="expects 16x16 images but got 8x8"):
-        extract_embeddings(engine, images[0])
+        extract(engine, images[0])
 
 
 def test_missing_model_file(tmp_path, images):
@@ -126,10 +125,10 @@ def test_a_source_embeds_exactly_as_its_array(engine, images):
     source = ListSource(x)
     assert isinstance(source, ImageSource)
     for batch_size in (7, 256):  # the same batches reach the engine, so the rows are bit-identical
-        np.testing.assert_array_equal(extract_embeddings(engine, source, batch_size=batch_size),
-                                      extract_embeddings(engine, x, batch_size=batch_size))
+        np.testing.assert_array_equal(extract(engine, source, batch_size=batch_size).embeddings,
+                                      extract(engine, x, batch_size=batch_size).embeddings)
     source.reads = 0
-    extract_embeddings(engine, source, batch_size=7)
+    extract(engine, source, batch_size=7)
     assert source.reads == 1 + 7 + len(x)  # item 0 checked, one warm-up batch, then every item once
 
 
@@ -161,18 +160,18 @@ def test_bad_source_items_are_named_by_index(engine, images):
     x = images[0]
     items = list(x)
     with pytest.raises(ValueError, match=r"image 3 is float32 \(8, 8, 3\)"):
-        extract_embeddings(engine, ListSource(items[:3] + [items[3].astype(np.float32)] + items[4:]))
+        extract(engine, ListSource(items[:3] + [items[3].astype(np.float32)] + items[4:]))
     with pytest.raises(ValueError, match=r"image 9 has shape \(8, 7, 3\) but image 0 has \(8, 8, 3\)"):
-        extract_embeddings(engine, ListSource(items[:9] + [items[9][:, :7]] + items[10:]))
+        extract(engine, ListSource(items[:9] + [items[9][:, :7]] + items[10:]))
     with pytest.raises(ValueError, match="image 0 is a list"):
-        extract_embeddings(engine, [[1, 2, 3]])
+        extract(engine, [[1, 2, 3]])
     with pytest.raises(ValueError, match="empty"):
-        extract_embeddings(engine, ListSource([]))
+        extract(engine, ListSource([]))
     with pytest.raises(TypeError, match="indexable image sequence"):
-        extract_embeddings(engine, 42)
+        extract(engine, 42)
     engine.input_spec = type("Spec", (), {"height": 16, "width": 16})()
     with pytest.raises(ValueError, match="expects 16x16 images but got 8x8"):
-        extract_embeddings(engine, ListSource(x))
+        extract(engine, ListSource(x))
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 import pytest
-from edge_encoder.evaluate.compare import main as compare_main
+from edge_encoder.cli import main as cli_main
 from edge_encoder.evaluate.report import (
     load_report,
     render_markdown,
@@ -78,11 +78,11 @@ def test_compare_cli(engine, images, tmp_path, capsys):
     b["metrics"]["onnx_fp32"]["knn_top1"] = a["metrics"]["onnx_fp32"]["knn_top1"] - 0.25
     write_report(tmp_path / "a", a)
     write_report(tmp_path / "b", b)
-    assert compare_main([str(tmp_path / "a"), str(tmp_path / "b" / "report.json")]) == 0
+    assert cli_main(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "report.json")]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("onnx_fp32") and "kNN top-1" in line)
     assert row.split()[-1] == "-0.2500"
-    assert compare_main([str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
+    assert cli_main(["compare", str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
     assert "no report at" in capsys.readouterr().err
     assert not math.isnan(a["metrics"]["onnx_fp32"]["knn_top1"])
 

@@ -7,8 +7,18 @@ from edge_encoder.evaluate.retrieval import (
     recall_at_k,
     relevance,
     relevant_counts,
-    retrieval_metrics,
+    retrieval_per_query,
+    summarize,
 )
+
+
+def retrieval_metrics(neighbor_ids: np.ndarray, bank_labels: np.ndarray, query_labels: np.ndarray,
+                      ks: tuple[int, ...]) -> dict[str, object]:
+    """The report's retrieval metrics in one call, composed as ``evaluate.suite`` composes them (there per query
+    chunk, concatenated before ``summarize``)."""
+    rel = relevance(neighbor_ids, bank_labels, query_labels)
+    r = relevant_counts(bank_labels, query_labels)
+    return summarize(retrieval_per_query(rel, r, ks), query_labels, r)
 
 
 def test_map_at_r_hand_cases():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from edge_encoder.export.bundle import BundleImages, ParityGateError, export_bundle, load_manifest
 from edge_encoder.device.bundle_files import open_engine
-from edge_encoder.export.config import ExportConfig
+from edge_encoder.export.config import DEFAULT_OPSET, ExportConfig
 from edge_encoder.device.engines import OnnxRuntimeEngine
 from edge_encoder.export.engines import TorchEngine
 from edge_encoder.export.onnx_export import build_fp32_encoder, save_model
@@ -56,7 +56,8 @@ def test_bundle_layout_and_manifest_round_trip(bundle) -> None:
     assert manifest["input"] == {"name": "images", "shape": ["batch", IMAGE_SIZE, IMAGE_SIZE, 3], "layout": "NHWC",
                                  "dtype": "uint8", "color": "RGB", "image_size": IMAGE_SIZE}
     assert manifest["preprocessing"]["mean"] == PREPROCESS["mean"] and manifest["output"]["l2_normalized"] is True
-    assert manifest["provenance"]["opset"] == 17 and manifest["provenance"]["versions"]["onnx"]
+    # ExportConfig() exports at a run's opset (export.config.DEFAULT_OPSET), not at a library-only default
+    assert manifest["provenance"]["opset"] == DEFAULT_OPSET == 18 and manifest["provenance"]["versions"]["onnx"]
     for variant in ("fp32", "fp16", "int8_trt", "int8_cpu"):
         entry = manifest["variants"][variant]
         path = out / f"encoder_{variant}.onnx"

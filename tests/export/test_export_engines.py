@@ -6,6 +6,7 @@ import importlib.util
 
 import numpy as np
 import pytest
+from edge_encoder.core.contract import Preprocess
 from edge_encoder.device.engines import OnnxRuntimeEngine
 from edge_encoder.export.engines import TorchEngine
 from edge_encoder.export.onnx_export import build_fp32_encoder, save_model
@@ -106,3 +107,14 @@ def test_float_nchw_engine_normalises_with_metadata_or_given_preprocess(backbone
         OnnxRuntimeEngine(tmp_path / "bare.onnx")
     with OnnxRuntimeEngine(tmp_path / "bare.onnx", preprocess=PREPROCESS) as eng:
         np.testing.assert_array_equal(eng.embed(random_images), ours)
+    with OnnxRuntimeEngine(tmp_path / "bare.onnx", preprocess=Preprocess.from_dict(PREPROCESS)) as eng:
+        np.testing.assert_array_equal(eng.embed(random_images), ours)
+
+
+def test_torch_engine_takes_the_typed_preprocess_and_its_stored_form_alike(backbone, random_images) -> None:
+    """The dict form (older callers) is read into the same Preprocess: same embeddings, same cache key."""
+    with TorchEngine(backbone, Preprocess.from_dict(PREPROCESS)) as typed, TorchEngine(backbone, PREPROCESS) as plain:
+        assert typed.cache_token == plain.cache_token and typed.input_spec == plain.input_spec
+        np.testing.assert_array_equal(typed.embed(random_images), plain.embed(random_images))
+    with pytest.raises(ValueError, match="key 'preprocess.std' must be"):
+        TorchEngine(backbone, {**PREPROCESS, "std": [0.2, 0.2]})

@@ -18,11 +18,21 @@ from edge_encoder.export.precision import (
     input_convs,
     make_variant,
     select_calibration_indices,
-    zero_points,
 )
 from onnx import numpy_helper
 
 from tests.export.conftest import PREPROCESS
+
+
+def zero_points(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Every zero-point initializer used by a QuantizeLinear/DequantizeLinear node, by tensor name (read straight
+    from the graph, independently of ``export.trt_conformance``, which gates the same property in the product)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    found: dict[str, np.ndarray] = {}
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2 and node.input[2]:
+            found[node.input[2]] = numpy_helper.to_array(inits[node.input[2]])
+    return found
 
 
 @pytest.fixture(scope="module")

@@ -1,36 +1,65 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import pytest
+from edge_encoder.core.files import file_sha256
 from edge_encoder.device.engines import OnnxRuntimeEngine
 from edge_encoder.export.engines import TorchEngine
 from edge_encoder.export.onnx_export import (
+    DEFAULT_OPSET,
     build_fp32_encoder,
-    export_onnx,
     fold_batchnorm,
     read_metadata,
     region_node_names,
+    save_model,
     verify_encoder,
 )
 
 from tests.export.conftest import IMAGE_SIZE, PREPROCESS
 
 
+@dataclass(frozen=True)
+class Exported:
+    """An FP32 encoder written the way ``export.bundle`` writes ``encoder_fp32.onnx`` (build, then save)."""
+
+    path: Path
+    exporter: str  # the exporter build_fp32_encoder reports it used
+    sha256: str  # what save_model returned
+
+
+def export_to(backbone: Any, path: Path, **options: Any) -> Exported:
+    model, used, _ = build_fp32_encoder(backbone, PREPROCESS, **options)
+    return Exported(path, used, save_model(model, path))
+
+
+def io_shapes(path: Path) -> tuple[tuple[int | str, ...], tuple[int | str, ...]]:
+    """``(input dims, output dims)`` read back from the file (a symbolic dim as its name)."""
+    model = onnx.load(path)
+    dims = [tuple(d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim)
+            for vi in (model.graph.input[0], model.graph.output[0])]
+    return dims[0], dims[1]
+
+
+def default_opset(path: Path) -> int:
+    (version,) = [o.version for o in onnx.load(path).opset_import if o.domain == ""]
+    return version
+
+
 @pytest.fixture(scope="module")
-def exported(backbone, tmp_path_factory) -> Path:
-    return export_onnx(backbone, PREPROCESS, tmp_path_factory.mktemp("onnx") / "encoder.onnx", exporter="torchscript")
+def exported(backbone, tmp_path_factory) -> Exported:
+    return export_to(backbone, tmp_path_factory.mktemp("onnx") / "encoder.onnx", exporter="torchscript")
 
 
-def test_export_info_matches_file(exported) -> None:
-    model = onnx.load(exported.path)
-    assert exported.opset == 17 and exported.exporter == "torchscript"
-    assert exported.input_shape == ("batch", IMAGE_SIZE, IMAGE_SIZE, 3)
-    assert exported.output_shape == ("batch", 64)  # every non-batch dim static
-    assert [o.version for o in model.opset_import if o.domain == ""] == [17]
-    assert len(exported.sha256) == 64
+def test_saved_file_is_the_requested_graph(exported) -> None:
+    assert default_opset(exported.path) == DEFAULT_OPSET == 18 and exported.exporter == "torchscript"
+    # every non-batch dim static
+    assert io_shapes(exported.path) == (("batch", IMAGE_SIZE, IMAGE_SIZE, 3), ("batch", 64))
+    assert exported.sha256 == file_sha256(exported.path)  # save_model's digest is the file's
 
 
 def test_single_file_no_batchnorm_checked(exported) -> None:
@@ -68,7 +97,7 @@ def test_fold_batchnorm_is_exact(backbone) -> None:
 
 
 def test_verify_rejects_training_mode_batchnorm_and_wrong_opset(backbone) -> None:
-    model, _, _ = build_fp32_encoder(backbone, PREPROCESS, exporter="torchscript")
+    model, _, _ = build_fp32_encoder(backbone, PREPROCESS, opset=17, exporter="torchscript")
     with pytest.raises(ValueError, match="opset"):
         verify_encoder(model, opset=18, image_size=IMAGE_SIZE, out_dim=64)
     bad = onnx.ModelProto.FromString(model.SerializeToString())
@@ -90,17 +119,17 @@ def test_explicit_exporter_refuses_a_changed_opset(backbone) -> None:
 
 @pytest.mark.slow
 def test_dynamo_exporter_at_its_native_opset(backbone, random_images, tmp_path) -> None:
-    info = export_onnx(backbone, PREPROCESS, tmp_path / "d.onnx", opset=18, exporter="dynamo")
-    assert info.exporter == "dynamo" and info.opset == 18
+    info = export_to(backbone, tmp_path / "d.onnx", opset=18, exporter="dynamo")
+    assert info.exporter == "dynamo" and default_opset(info.path) == 18
     with TorchEngine(backbone, PREPROCESS) as ref, OnnxRuntimeEngine(info.path) as eng:
         assert (ref.embed(random_images) * eng.embed(random_images)).sum(1).min() >= 0.9999
 
 
-def test_bad_preprocess_and_exporter(backbone, tmp_path) -> None:
+def test_bad_preprocess_and_exporter(backbone) -> None:
     with pytest.raises(ValueError, match="missing keys"):
-        export_onnx(backbone, {"image_size": 16}, tmp_path / "x.onnx")
+        build_fp32_encoder(backbone, {"image_size": 16})
     with pytest.raises(ValueError, match="exporter"):
-        export_onnx(backbone, PREPROCESS, tmp_path / "x.onnx", exporter="magic")
+        build_fp32_encoder(backbone, PREPROCESS, exporter="magic")
 
 
 # --- optional float NCHW input layout (normalised upstream, no preprocessing nodes) ---------------------------
@@ -108,14 +137,12 @@ def test_bad_preprocess_and_exporter(backbone, tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def exported_float(backbone, tmp_path_factory):
-    return export_onnx(backbone, PREPROCESS, tmp_path_factory.mktemp("onnx_float") / "encoder.onnx",
-                       exporter="torchscript", input_layout="float_nchw")
+    return export_to(backbone, tmp_path_factory.mktemp("onnx_float") / "encoder.onnx", exporter="torchscript",
+                     input_layout="float_nchw")
 
 
 def test_float_nchw_export_contract(exported_float) -> None:
-    assert exported_float.input_layout == "float_nchw"
-    assert exported_float.input_shape == ("batch", 3, IMAGE_SIZE, IMAGE_SIZE)
-    assert exported_float.output_shape == ("batch", 64)
+    assert io_shapes(exported_float.path) == (("batch", 3, IMAGE_SIZE, IMAGE_SIZE), ("batch", 64))
     model = onnx.load(exported_float.path)
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     regions = region_node_names(model)
@@ -126,15 +153,16 @@ def test_float_nchw_export_contract(exported_float) -> None:
         ("float_nchw", "NCHW", "float32", "false")
     assert [float(v) for v in meta["mean"].split(",")] == PREPROCESS["mean"]
     assert [float(v) for v in meta["std"].split(",")] == PREPROCESS["std"]
-    verify_encoder(model, opset=17, image_size=IMAGE_SIZE, out_dim=64, input_layout="float_nchw")
+    verify_encoder(model, opset=DEFAULT_OPSET, image_size=IMAGE_SIZE, out_dim=64, input_layout="float_nchw")
     with pytest.raises(ValueError, match="must be UINT8"):
-        verify_encoder(model, opset=17, image_size=IMAGE_SIZE, out_dim=64)
+        verify_encoder(model, opset=DEFAULT_OPSET, image_size=IMAGE_SIZE, out_dim=64)
     assert read_metadata(onnx.load(exported_float.path))["tail_precision"] == "fp32"
 
 
 def test_uint8_export_records_layout(exported) -> None:
-    meta = read_metadata(onnx.load(exported.path))
-    assert exported.input_layout == "uint8_nhwc"
+    model = onnx.load(exported.path)
+    meta = read_metadata(model)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert (meta["input_format"], meta["normalization_in_graph"]) == ("uint8_nhwc", "true")
 
 
@@ -165,6 +193,6 @@ def test_uint8_and_float_layouts_give_the_same_embeddings(exported, exported_flo
     np.testing.assert_allclose(b, a, atol=1e-6, rtol=0)
 
 
-def test_bad_input_layout(backbone, tmp_path) -> None:
+def test_bad_input_layout(backbone) -> None:
     with pytest.raises(ValueError, match="input_layout"):
-        export_onnx(backbone, PREPROCESS, tmp_path / "x.onnx", exporter="torchscript", input_layout="float_nhwc")
+        build_fp32_encoder(backbone, PREPROCESS, exporter="torchscript", input_layout="float_nhwc")

@@ -10,7 +10,10 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from edge_encoder import pipeline
+from edge_encoder.commands.options import resolve_run_config
+from edge_encoder.commands.run import build_parser
+from edge_encoder.pipeline import main as pipeline_main
+from edge_encoder.settings import validate_config
 from edge_encoder.imagedata.stats import knn_monitor_rows
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -18,7 +21,7 @@ TINY = Path(__file__).with_name("tiny.toml")
 
 
 def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    code = pipeline.main(list(argv))
+    code = pipeline_main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out + captured.err
 
@@ -32,14 +35,14 @@ def test_help_explains_every_option() -> None:
 
 @pytest.mark.parametrize("preset", sorted((PROJECT_ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
 def test_every_shipped_preset_validates(preset: Path) -> None:
-    args = pipeline.build_parser().parse_args(["--config", str(preset)])
-    settings = pipeline.validate_config(pipeline.resolve_config(args), None)
+    args = build_parser().parse_args(["--config", str(preset)])
+    settings = validate_config(resolve_run_config(args), None)
     assert settings.name == preset.stem
 
 
 def test_overrides_are_typed_and_applied() -> None:
-    args = pipeline.build_parser().parse_args(["--config", str(TINY), "--set", "train.epochs=7", "--set", "train.bf16=false"])
-    settings = pipeline.validate_config(pipeline.resolve_config(args), "x")
+    args = build_parser().parse_args(["--config", str(TINY), "--set", "train.epochs=7", "--set", "train.bf16=false"])
+    settings = validate_config(resolve_run_config(args), "x")
     assert settings.train.epochs == 7 and settings.train.bf16 is False and settings.name == "x"
 
 
@@ -213,7 +216,7 @@ def test_streamed_folder_run_equals_in_memory_run(tmp_path: Path, write_png_tree
     for stream in (False, True):
         # evaluation sets the thread count it is configured with; bit-identical training needs the same count
         torch.set_num_threads(threads)
-        code = pipeline.main([
+        code = pipeline_main([
             "--config", str(TINY), "--dataset", f"folder:{root}", "--skip-corrupt", "--runs-dir", str(tmp_path),
             "--name", f"stream_{stream}", "--device", "cpu", "--no-progress", "--set", "train.data_workers=2",
             "--set", "data.max_train=64", "--set", "export.variants=['fp32', 'int8_cpu']",

@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from edge_encoder import pipeline
+from edge_encoder.commands.options import resolve_run_config
+from edge_encoder.commands.run import build_parser
+from edge_encoder.pipeline import main as run_main
+from edge_encoder.settings import validate_config
 
 from tests.imagedata.test_layouts import write_images, write_split_tree
 
@@ -18,8 +21,8 @@ NOT_MEASURED = "Accuracy was not measured: no labelled evaluation set was given 
 
 
 def _data_settings(*argv: str):
-    args = pipeline.build_parser().parse_args(["--config", str(TINY), *argv])
-    return pipeline.validate_config(pipeline.resolve_config(args), "x").data
+    args = build_parser().parse_args(["--config", str(TINY), *argv])
+    return validate_config(resolve_run_config(args), "x").data
 
 
 def test_flags_set_the_data_keys_and_dataset_keeps_its_evaluation_role() -> None:
@@ -36,12 +39,12 @@ def test_flags_set_the_data_keys_and_dataset_keeps_its_evaluation_role() -> None
 
 
 def test_bad_training_data_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code = pipeline.main(["--config", str(TINY), "--runs-dir", str(tmp_path), "--train-data", f"list:{tmp_path}/x.txt"])
+    code = run_main(["--config", str(TINY), "--runs-dir", str(tmp_path), "--train-data", f"list:{tmp_path}/x.txt"])
     output = capsys.readouterr().err
     assert code == 2 and f"image list {tmp_path}/x.txt does not exist" in output and "Traceback" not in output
     write_split_tree(tmp_path / "amb", "val", {"a": (2, 1)})
     write_images(tmp_path / "amb" / "validation" / "a", 1)
-    code = pipeline.main(["--config", str(TINY), "--runs-dir", str(tmp_path), "--dataset", f"folder:{tmp_path / 'amb'}"])
+    code = run_main(["--config", str(TINY), "--runs-dir", str(tmp_path), "--dataset", f"folder:{tmp_path / 'amb'}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("error: image folder") and "could each be the evaluation split" in err[-1]
 
@@ -55,7 +58,7 @@ def test_train_on_a_flat_folder_with_and_without_a_labelled_eval_set(tmp_path: P
     common = ["--config", str(TINY), "--runs-dir", str(tmp_path / "runs"), "--no-progress", "--train-data",
               f"folder:{flat}", "--set", "data.image_size=16"]
 
-    assert pipeline.main([*common, "--eval-data", f"folder:{labelled}", "--name", "with_eval"]) == 0
+    assert run_main([*common, "--eval-data", f"folder:{labelled}", "--name", "with_eval"]) == 0
     report = json.loads((tmp_path / "runs" / "with_eval" / "report.json").read_text())
     assert report["accuracy_measured"] is True and report["dataset"]["spec"] == f"folder:{labelled}"
     assert report["dataset"]["num_classes"] == 4 and report["dataset"]["num_test"] == 24
@@ -65,7 +68,7 @@ def test_train_on_a_flat_folder_with_and_without_a_labelled_eval_set(tmp_path: P
         assert 0.0 <= report["metrics"][engine]["linear_top1"] <= 1.0
     assert "onnx_fp32" in report["label_free"]["engines"]
 
-    assert pipeline.main([*common, "--name", "no_eval"]) == 0
+    assert run_main([*common, "--name", "no_eval"]) == 0
     run = tmp_path / "runs" / "no_eval"
     report = json.loads((run / "report.json").read_text())
     assert report["accuracy_measured"] is False and report["metrics"] == {}

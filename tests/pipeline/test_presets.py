@@ -7,16 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edge_encoder import pipeline
+from edge_encoder import stages
+from edge_encoder.commands.options import resolve_run_config
+from edge_encoder.commands.run import build_parser
+from edge_encoder.settings import Settings, validate_config
 from edge_encoder.train.backbones import BackboneConfig, build_backbone
 from PIL import Image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def settings_of(*argv: str) -> pipeline.Settings:
-    args = pipeline.build_parser().parse_args(list(argv))
-    return pipeline.validate_config(pipeline.resolve_config(args), None)
+def settings_of(*argv: str) -> Settings:
+    args = build_parser().parse_args(list(argv))
+    return validate_config(resolve_run_config(args), None)
 
 
 @pytest.fixture
@@ -38,7 +41,7 @@ def photo_folder(tmp_path: Path) -> Path:
     ["--set", "data.dataset='folder:{root}'"],
 ])
 def test_image_files_without_a_preset_get_the_photo_preset(photo_folder: Path, argv: list[str], caplog) -> None:
-    caplog.set_level("INFO", logger=pipeline.__name__)
+    caplog.set_level("INFO", logger="edge_encoder.commands.options")
     settings = settings_of(*(a.format(root=photo_folder) for a in argv))
     assert settings.name == "photos_cpu"
     assert settings.data.image_size == 64 and settings.train.stem == "imagenet_nopool"
@@ -46,7 +49,7 @@ def test_image_files_without_a_preset_get_the_photo_preset(photo_folder: Path, a
 
 
 def test_folder_with_the_default_preset_loads_photo_sized_images(photo_folder: Path) -> None:
-    data = pipeline.load_run_data(settings_of("--dataset", f"folder:{photo_folder}").data)
+    data = stages.load_run_data(settings_of("--dataset", f"folder:{photo_folder}").data)
     assert data.train_images.shape == (8, 64, 64, 3)
     assert data.evaluation.x_test.shape == (4, 64, 64, 3)
 

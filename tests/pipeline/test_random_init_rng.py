@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from edge_encoder import pipeline
+from edge_encoder import stages
 from edge_encoder.train.backbones import BackboneConfig, build_backbone
 
 
@@ -13,7 +13,7 @@ def test_random_init_baseline_leaves_the_global_rng_state_unchanged(tmp_path: Pa
     config = BackboneConfig(width=4)
     preprocess = {"image_size": 8, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
     trained = build_backbone(config).eval()  # stands in for a checkpoint's backbone
-    monkeypatch.setattr("edge_encoder.train.checkpoint.load_backbone",
+    monkeypatch.setattr("edge_encoder.stages.load_backbone",
                         lambda path: (trained, preprocess, config.to_dict()))
     settings = SimpleNamespace(train=SimpleNamespace(seed=3))
     bundle = SimpleNamespace(variants={}, manifest_path=tmp_path / "manifest.json")
@@ -21,9 +21,9 @@ def test_random_init_baseline_leaves_the_global_rng_state_unchanged(tmp_path: Pa
     torch.manual_seed(1234)
     before = torch.get_rng_state()
     seen = {}
-    for name, kind, engine in pipeline.each_engine(settings, tmp_path / "step_1.pt", bundle, images):
-        seen[name] = kind
-        if name == "random_init":
+    for kind, engine in stages.each_engine(settings, tmp_path / "step_1.pt", bundle, images):
+        seen[engine.name] = kind
+        if engine.name == "random_init":
             assert torch.equal(torch.get_rng_state(), before)  # seeded locally, the caller's stream untouched
             got = engine.embed(np.full((2, 8, 8, 3), 100, dtype=np.uint8))
     assert seen == {"pytorch_fp32": "reference", "raw_pixels": "baseline", "random_init": "baseline"}

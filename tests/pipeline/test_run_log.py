@@ -8,14 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from edge_encoder import pipeline
+from edge_encoder.commands.logs import log_to_file
 
 
 def test_a_full_disk_stops_the_log_file_with_one_warning(small_tmpfs: Callable[..., Path],
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     disk = small_tmpfs(size="16k")
     log_path = disk / "pipeline.log"
-    pipeline._log_to_file(log_path)
+    log_to_file(log_path)
     handler = logging.getLogger().handlers[-1]
     try:
         (disk / "filler").write_bytes(b"\0" * (16 * 1024 - 4096))  # the log's first page is taken; none left

@@ -8,7 +8,12 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from edge_encoder import pipeline
+from edge_encoder import stages
+from edge_encoder.commands.options import resolve_run_config
+from edge_encoder.commands.run import build_parser
+from edge_encoder.pipeline import main as run_main
+from edge_encoder.core.errors import UsageError
+from edge_encoder.settings import validate_config
 from edge_encoder.evaluate.extract import extract
 from edge_encoder.evaluate.suite import EvalConfig, evaluate_engine
 from edge_encoder.device.engines import OnnxRuntimeEngine
@@ -85,17 +90,17 @@ def test_streamed_load_data_lists_the_folder_without_decoding_it(capsys: pytest.
     for path in sorted(tree.rglob("*.png")):
         path.write_bytes(path.read_bytes()[:60])  # the PNG signature and IHDR chunk survive
     argv = ["--config", str(TINY), "--dataset", f"folder:{tree}", "--skip-corrupt", "--runs-dir", str(tmp_path)]
-    args = pipeline.build_parser().parse_args([*argv, "--set", "data.stream=true"])
-    data = pipeline.load_data(pipeline.validate_config(pipeline.resolve_config(args), "lazy").data)
+    args = build_parser().parse_args([*argv, "--set", "data.stream=true"])
+    data = stages.load_data(validate_config(resolve_run_config(args), "lazy").data)
     assert isinstance(data.x_train, FolderImages) and isinstance(data.x_test, FolderImages)
     assert len(data.x_train) + len(data.x_test) == 42 and data.skipped_files == ()
     assert data.summary()["image_shape"] == [16, 16, 3] and data.y_train.dtype == np.int64
     with pytest.raises(DatasetError, match="cannot read image"):
         data.x_train[0]
-    args = pipeline.build_parser().parse_args(argv)
-    with pytest.raises(pipeline.UsageError, match="has no readable images"):
-        pipeline.load_data(pipeline.validate_config(pipeline.resolve_config(args), "eager").data)
+    args = build_parser().parse_args(argv)
+    with pytest.raises(UsageError, match="has no readable images"):
+        stages.load_data(validate_config(resolve_run_config(args), "eager").data)
     # a file damaged past its header stops a streamed run when first decoded (here the channel statistics pass)
-    code = pipeline.main([*argv, "--name", "stops", "--set", "data.stream=true"])
+    code = run_main([*argv, "--name", "stops", "--set", "data.stream=true"])
     output = capsys.readouterr().err
     assert code == 2 and "error: cannot read image" in output and "Traceback" not in output

@@ -532,15 +532,7 @@ def compare_dataset_list(probe: Probe) -> Outcome:
     report = json.loads((other / "report.json").read_text())
     report["dataset"] = ["digits", "cifar10"]
     (other / "report.json").write_text(json.dumps(report))
-    from edge_encoder import cli
-
-    args = ("compare", str(run_dir), str(other)) if "compare" in getattr(cli, "COMMANDS", ()) else None
-    if args is None:
-        code = (f"import sys; sys.argv = ['compare', {str(run_dir)!r}, {str(other)!r}]; import runpy; "
-                "runpy.run_module('edge_encoder.evaluate.compare', run_name='__main__')")
-        result = probe.python(code)
-    else:
-        result = probe.cli(*args, run_args=False)
+    result = probe.cli("compare", str(run_dir), str(other), run_args=False)
     return cli_verdict(result, mentions=("dataset",))
 
 
@@ -954,7 +946,7 @@ def _evaluate_tree(probe: Probe, tree: Path, *extra: str) -> tuple[Result, Path]
 def report_class_names_with_pipe_and_newline(probe: Probe) -> Outcome:
     """Class folders named `a|b` and `c<newline>d` (and an engine report on them): every table of report.md keeps
     its header's column count, and the per-class table names each class once."""
-    from edge_encoder.core.markdown import split_md_row
+    from tests.core.markdown_reader import split_md_row
 
     names = ["a|b", "c\nd", "plain"]
     tree = probe.root / "tree"

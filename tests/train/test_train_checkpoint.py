@@ -3,9 +3,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from edge_encoder.core.contract import Preprocess
 from edge_encoder.train.backbones import BackboneConfig, build_backbone
 from edge_encoder.train.checkpoint import (
     FORMAT,
+    CheckpointError,
     checkpoint_path,
     list_checkpoints,
     load_backbone,
@@ -29,7 +31,8 @@ def test_save_is_atomic_and_load_backbone_roundtrips(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temp file left behind
     backbone, preprocess, config = load_backbone(path)
     assert not backbone.training
-    assert preprocess == payload["preprocess"] and config == payload["backbone_config"]
+    assert preprocess == Preprocess(16, (0.5,) * 3, (0.25,) * 3) and preprocess.to_dict() == payload["preprocess"]
+    assert config == payload["backbone_config"]
     for key, value in payload["backbone"].items():
         assert torch.equal(backbone.state_dict()[key], value)
 
@@ -90,6 +93,21 @@ def test_missing_garbage_and_foreign_files_are_named(tmp_path: Path) -> None:
     torch.save({**_payload(), "format": "edge-encoder/moco-checkpoint/9"}, other)
     with pytest.raises(ValueError, match="v9.pt has checkpoint format"):
         load_checkpoint(other)
+
+
+@pytest.mark.parametrize("preprocess, key", [
+    ({"image_size": 16, "mean": [0.5] * 3, "std": [0.25, 0.0, 0.25]}, "preprocess.std"),
+    ({"image_size": 16, "mean": [0.5] * 2, "std": [0.25] * 3}, "preprocess.mean"),
+    ({"image_size": "16", "mean": [0.5] * 3, "std": [0.25] * 3}, "preprocess.image_size"),
+    ({"image_size": 16, "mean": [0.5] * 3}, "missing keys ['std']"),
+])
+def test_a_malformed_preprocess_entry_is_named_when_loaded(tmp_path: Path, preprocess: dict, key: str) -> None:
+    """Refused when the checkpoint is read (naming the file and the key), not later by an export or an engine."""
+    path = save_checkpoint(tmp_path / "bad_pre.pt", {**_payload(), "preprocess": preprocess})
+    for load in (load_checkpoint, load_backbone):
+        with pytest.raises(CheckpointError, match=r"bad_pre\.pt: key '?preprocess") as err:
+            load(path)
+        assert key in str(err.value), err.value
 
 
 def test_mismatched_backbone_weights_are_named(tmp_path: Path) -> None:

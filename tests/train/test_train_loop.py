@@ -5,6 +5,7 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
+from edge_encoder.core.contract import Preprocess
 from edge_encoder.train.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
@@ -35,11 +36,13 @@ def test_tiny_run_writes_a_checkpoint_that_load_backbone_reads(tiny_images: np.n
     assert calls == [False, False]  # every epoch, backbone in eval mode
     assert [h["knn_top1"] for h in result.history if h["event"] == "knn"] == [0.5, 0.5]
     backbone, preprocess, backbone_config = load_backbone(result.checkpoint_path)
-    assert preprocess == {"image_size": 16, "mean": list(MEAN), "std": list(STD)}
+    assert preprocess == Preprocess(16, MEAN, STD)
     assert backbone_config == {"arch": "resnet18", "width": 4, "stem": "cifar"}
     feats = backbone(torch.randn(3, 3, 16, 16))
     assert feats.shape == (3, 32)
     payload = load_checkpoint(result.checkpoint_path)
+    # the stored form is the plain dict it always was: older code reads new checkpoints, and new code old ones
+    assert payload["preprocess"] == {"image_size": 16, "mean": list(MEAN), "std": list(STD)}
     assert not any(k.startswith(("module.", "encoder_q.", "backbone_q.")) for k in payload["backbone"])
     assert payload["config"] == tiny_config(knn_every_epochs=1).to_dict()
     log = (tmp_path / "train_log.jsonl").read_text().splitlines()

@@ -113,7 +113,7 @@ def test_png_folder_trains_end_to_end_through_folder_images(tmp_path: Path, writ
     streamed = _train(images, tmp_path / "run", config)
     assert streamed.steps == 4 and np.isfinite(streamed.final_loss)
     backbone, preprocess, _ = load_backbone(streamed.checkpoint_path)
-    assert preprocess["image_size"] == 16 and backbone(torch.randn(2, 3, 16, 16)).shape == (2, 32)
+    assert preprocess.image_size == 16 and backbone(torch.randn(2, 3, 16, 16)).shape == (2, 32)
     decoded = np.stack([images[i] for i in range(len(images))])  # the oracle: the same images held in memory
     _assert_same_training(_train(decoded, tmp_path / "array", config), streamed)
 
