@@ -57,6 +57,7 @@ test: $(STAMP_TEST)
 bench: $(STAMP_TEST)
 	@echo ">> benchmarks (writes benchmarks/results/); lightly's MoCo blocks are the training reference"
 	$(VPY) -m pip install --quiet --no-deps "lightly>=1.5"
+	$(VPY) -m pip install --quiet "lightning-utilities>=0.10"  # lightly.transforms (time_to_accuracy.py)
 	$(VPY) benchmarks/run_all.py
 
 # The wheel a device installs (the base install has no torch: see README "Deployment").

@@ -4,13 +4,15 @@ Both run on the same machine in one process, with the same backbone (train.backb
 queue size, augmentation family and data (cifar10_dev, or random uint8 images with --synthetic):
 
 - ours: uint8 data in memory, batched two-view augmentation (train/augment.py), split BN + key shuffle,
-  bf16 autocast + channels_last where the CPU supports bf16, ``_foreach`` EMA — i.e. ``train.loop``'s step;
+  bf16 autocast and channels_last as the trainer's "auto" chooses them on this CPU (``train.loop``'s
+  ``resolve_bf16`` / ``resolve_channels_last``), ``_foreach`` EMA — i.e. ``train.loop``'s step;
 - reference: torchvision per-sample transforms (RandomResizedCrop, ColorJitter, RandomGrayscale, flip) in a
   DataLoader with one worker, lightly's ``MoCoProjectionHead``, ``NTXentLoss(memory_bank_size=K)``,
   ``update_momentum``, ``batch_shuffle``/``batch_unshuffle``, fp32.
 
-Prints images/s, extrapolated seconds per epoch, the ratio, peak memory, and the achieved training FLOP/s
-against the machine's measured dense-matmul FLOP/s (bf16 and fp32). Needs ``pip install lightly`` (its
+Prints images/s, extrapolated seconds per epoch, the ratio, peak memory, the settings chosen, and the achieved
+training FLOP/s against the machine's measured dense-matmul FLOP/s of the precision the step ran in (bf16 where the
+trainer chose bf16, else fp32; both peaks are printed). Needs ``pip install lightly`` (its
 building blocks import without its optional dependencies: ``pip install --no-deps lightly`` suffices).
 
 Usage: python benchmarks/train_throughput.py [--steps 8] [--batch 256] [--width 16] [--threads 0] [--synthetic]
@@ -25,12 +27,13 @@ import os
 import resource
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from edge_encoder.train.augment import AugmentParams, two_views
 from edge_encoder.train.backbones import BackboneConfig, build_backbone
-from edge_encoder.train.loop import resolve_bf16
+from edge_encoder.train.loop import resolve_bf16, resolve_channels_last
 from edge_encoder.train.moco import build_moco
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -45,12 +48,16 @@ def load_images(synthetic: bool) -> np.ndarray:
     return np.load(path)["x_train"]
 
 
-def ours(images: np.ndarray, args: argparse.Namespace) -> tuple[float, float]:
-    """Seconds per step (median of args.steps after 2 warm-up steps) and training FLOPs per step."""
+def ours(images: np.ndarray, args: argparse.Namespace) -> tuple[float, float, dict[str, Any]]:
+    """Seconds per step (median of args.steps after 2 warm-up steps), training FLOPs per step, and the settings the
+    trainer's "auto" chose on this CPU (precision, memory format), as ``train.loop`` resolves them."""
     torch.manual_seed(0)
     model = build_moco(BackboneConfig(width=args.width), method="moco_v2", proj_hidden_dim=0, proj_dim=128,
                        pred_hidden_dim=0, queue_size=4096, temperature=0.2, symmetric=False,
-                       split_bn_groups=args.split_bn).to(memory_format=torch.channels_last)
+                       split_bn_groups=args.split_bn)
+    channels_last, _ = resolve_channels_last("auto", torch.device("cpu"), model)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     opt = torch.optim.SGD(model.query_parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
     bf16 = resolve_bf16("auto", torch.device("cpu"))
     data = torch.from_numpy(images)
@@ -60,7 +67,7 @@ def ours(images: np.ndarray, args: argparse.Namespace) -> tuple[float, float]:
 
     def step(i: int) -> None:
         batch = data[order[(i * args.batch) % (len(data) - args.batch):][:args.batch]]
-        v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in two_views(batch, p, gen))
+        v1, v2 = (v.contiguous(memory_format=memory_format) for v in two_views(batch, p, gen))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = model(v1, v2, 0.99)
         opt.zero_grad(set_to_none=True)
@@ -70,7 +77,8 @@ def ours(images: np.ndarray, args: argparse.Namespace) -> tuple[float, float]:
     flops = FlopCounterMode(display=False)
     with flops:
         step(0)
-    return _timed(step, args.steps), flops.get_total_flops()
+    settings = {"precision": "bf16" if bf16 else "fp32", "channels_last": channels_last}
+    return _timed(step, args.steps), flops.get_total_flops(), settings
 
 
 def reference(images: np.ndarray, args: argparse.Namespace) -> float:
@@ -159,18 +167,22 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     images = load_images(args.synthetic)
     steps_per_epoch = len(images) // args.batch
-    t_ours, flops = ours(images, args)
+    t_ours, flops, settings = ours(images, args)
     rss_ours = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t_ref = reference(images, args)
     peak_bf16, peak_fp32 = matmul_flops(torch.bfloat16), matmul_flops(torch.float32)
+    # Utilisation against the peak of the precision the step ran in (bf16 only where the trainer chose it).
+    peak_run = peak_bf16 if settings["precision"] == "bf16" else peak_fp32
     print(json.dumps({
+        "isa": torch.backends.cpu.get_cpu_capability(), "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+        **settings,
         "threads": torch.get_num_threads(), "batch": args.batch, "width": args.width, "split_bn": args.split_bn,
         "ours_images_per_s": round(args.batch / t_ours, 1), "reference_images_per_s": round(args.batch / t_ref, 1),
         "ours_epoch_s": round(t_ours * steps_per_epoch, 1), "reference_epoch_s": round(t_ref * steps_per_epoch, 1),
         "speedup": round(t_ref / t_ours, 2), "peak_rss_mb_after_ours": round(rss_ours),
         "train_gflop_per_step": round(flops / 1e9, 2), "achieved_gflop_s": round(flops / t_ours / 1e9, 1),
         "matmul_peak_gflop_s_bf16": round(peak_bf16 / 1e9, 1), "matmul_peak_gflop_s_fp32": round(peak_fp32 / 1e9, 1),
-        "utilisation_vs_bf16_matmul": round(flops / t_ours / peak_bf16, 3),
+        f"utilisation_vs_{settings['precision']}_matmul": round(flops / t_ours / peak_run, 3),
     }))
 
 

@@ -145,6 +145,15 @@ def _md_timings(report: dict[str, Any]) -> str:
     return _md_table(["stage", "seconds"], [[k, _fmt(v, ".1f")] for k, v in t.items()])
 
 
+def _md_training_settings(report: dict[str, Any]) -> str | None:
+    """The settings training chose on this machine (``train.runtime``: ISA, precision, memory format, threads)."""
+    runtime = (report.get("train") or {}).get("runtime") or {}
+    keys = ("device", "cpu_isa", "precision", "channels_last", "threads", "compile", "augment", "data_workers",
+            "split_bn_groups", "world_size")
+    rows = [[k, _fmt(runtime[k], "")] for k in keys if k in runtime]
+    return _md_table(["setting", "value"], rows) if rows else None
+
+
 def _md_metrics(report: dict[str, Any]) -> str:
     header = ["name", "kind"] + [title for _, title, _ in SUMMARY_COLUMNS]
     rows = [[name, str(m.get("kind"))] + [_fmt(m.get(k), s) for k, _, s in SUMMARY_COLUMNS]
@@ -224,6 +233,9 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
     if isinstance(report.get("train_data"), dict):
         parts += ["## Training images", _md_train_data(report)]
     parts += ["## Timings (s)", _md_timings(report)]
+    settings = _md_training_settings(report)
+    if settings is not None:
+        parts += ["## Training settings (chosen for this machine)", settings]
     if report.get("accuracy_measured") is not False:
         parts += ["## Metrics", _md_metrics(report),
                   "Δ columns are engine minus the FP32 reference; kNN accuracy always uses exact search.",

@@ -88,6 +88,7 @@ class TrainResult:
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from_step: int | None = None
+    runtime: dict[str, Any] = field(default_factory=dict)  # the settings chosen on this machine (Run.runtime)
 
     def summary(self) -> dict[str, Any]:
         """The report's ``train`` entry: figures of the run plus the kNN monitor's history (best and final)."""
@@ -95,7 +96,7 @@ class TrainResult:
         summary: dict[str, Any] = {
             "checkpoint": str(self.checkpoint_path), "steps": self.steps, "epochs": self.epochs,
             "final_loss": self.final_loss, "images_per_s": self.images_per_s, "seconds": self.seconds,
-            "resumed_from_step": self.resumed_from_step, "knn_monitor": monitored,
+            "resumed_from_step": self.resumed_from_step, "knn_monitor": monitored, "runtime": self.runtime,
         }
         if monitored:
             summary["knn_top1_final"] = monitored[-1]["knn_top1"]
@@ -162,6 +163,15 @@ def resolve_precision(device_type: str, bf16: str | bool, bf16_supported: bool) 
     if bf16_supported:
         return "bf16"
     return "fp16" if device_type == "cuda" else "fp32"
+
+
+def cpu_runtime(device: torch.device, config: TrainConfig) -> dict[str, Any]:
+    """What the report records of the machine-dependent choices besides precision and memory format: the CPU's
+    instruction-set level as torch dispatches it (``AVX512``, ``AVX2``, ...; None on CUDA), the intra-op threads
+    the run uses, torch.compile, and where augmentation runs (batched tensor ops in the training process)."""
+    isa = torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else None
+    threads = config.num_threads or torch.get_num_threads()
+    return {"cpu_isa": isa, "threads": threads, "compile": config.compile, "augment": "batched, training process"}
 
 
 def resolve_bf16(setting: str | bool, device: torch.device) -> bool:
@@ -286,7 +296,7 @@ def _build_run(images: np.ndarray | ImageSequence, config: TrainConfig, run_dir:
     precision = resolve_precision(device.type, config.bf16, bf16_native(device) if config.bf16 == "auto" else False)
     runtime = {"device": str(device), "precision": precision, "bf16": precision == "bf16",
                "channels_last": channels_last, "split_bn_groups": groups,
-               "steps_per_epoch": spe, "world_size": ctx.world}
+               "steps_per_epoch": spe, "world_size": ctx.world, **cpu_runtime(device, config)}
     if ctx.active:
         runtime["ddp_bn"] = ddp_bn
     return Run(config=config, run_dir=run_dir, device=device, model=model, optimizer=optimizer, aug_gen=aug_gen,
@@ -394,6 +404,11 @@ def _loop(run: Run, images: np.ndarray | ImageSequence, resumed_from: int | None
     plan = step_plan(run, options.mean, options.std)
     if run.config.compile:
         compile_encoders(run.model)
+    if run.dist.is_main:
+        r = run.runtime
+        logger.info("training on %s%s: %s, channels_last %s, %d threads, compile %s, augmentation %s", r["device"],
+                    f" ({r['cpu_isa']})" if r["cpu_isa"] else "", r["precision"], r["channels_last"], r["threads"],
+                    r["compile"], r["augment"])
     log(run, {"event": "start", "step": run.step, "total_steps": run.total_steps, "resumed": resumed_from is not None,
               **run.runtime})
     final_path: Path | None = run.resumed_path if run.step >= stop else None
@@ -418,7 +433,7 @@ def _loop(run: Run, images: np.ndarray | ImageSequence, resumed_from: int | None
               "data_wait_frac": meter.data_wait_frac, "fetch_wait_frac": meter.fetch_wait_frac})
     return TrainResult(checkpoint_path=final_path, steps=run.step, epochs=run.step // run.steps_per_epoch,
                        final_loss=run.last_loss, images_per_s=meter.images_per_s, seconds=meter.train_s,
-                       history=run.history, resumed_from_step=resumed_from)
+                       history=run.history, resumed_from_step=resumed_from, runtime=dict(run.runtime))
 
 
 def _after_step(run: Run, window: list[float], lr: float, m: float, meter: Meter, bar: Any,

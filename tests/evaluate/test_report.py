@@ -26,7 +26,8 @@ def _report(engine, images, name="run_a"):
                     "class_names": ["a", "b", "c", "d"]},
         "config": {"evaluate": cfg.to_dict()},
         "timings_s": {"data": 0.1, "train": 1.0, "export": 0.5, "evaluate": 0.2, "total": 1.8},
-        "train": {}, "export": {},
+        "train": {"runtime": {"device": "cpu", "cpu_isa": "AVX2", "precision": "fp32", "channels_last": False,
+                              "threads": 2}}, "export": {},
         "metrics": compare_engines({"onnx_fp32": ev}, kinds={"onnx_fp32": "reference"}),
         "environment": {"numpy": np.__version__},
         "index_benchmark": {"rows": [
@@ -55,6 +56,8 @@ def test_round_trip_and_markdown(engine, images, tmp_path):
     assert "| onnx_fp32 | reference | " + knn in md
     assert "## Per-class kNN top-1" in md and "| 0 a |" in md
     assert "Recommendation: HNSW32 efSearch=64" in md
+    assert "## Training settings (chosen for this machine)" in md and "| cpu_isa | AVX2 |" in md
+    assert "| precision | fp32 |" in md and "| channels_last | False |" in md
     assert md == render_markdown(loaded, plots)
 
 

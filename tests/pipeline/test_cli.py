@@ -234,6 +234,7 @@ def test_streamed_folder_run_equals_in_memory_run(tmp_path: Path, write_png_tree
     for key, value in states[False]["model"].items():
         assert torch.equal(value, states[True]["model"][key]), key
     assert manifests[True]["preprocessing"] == manifests[False]["preprocessing"]
+    assert streamed["train"]["runtime"].pop("data_workers") == 2 and "data_workers" not in in_memory["train"]["runtime"]
     for section in ("train", "export", "metrics"):
         assert _without_timings(streamed[section]) == _without_timings(in_memory[section]), section
     assert len(streamed["train"]["knn_monitor"]) == 2 and set(streamed["metrics"]) == set(in_memory["metrics"])

@@ -34,6 +34,10 @@ def test_tiny_run_writes_a_checkpoint_that_load_backbone_reads(tiny_images: np.n
     assert result.steps == 8 and result.epochs == 2 and math.isfinite(result.final_loss)
     assert result.resumed_from_step is None and result.images_per_s > 0
     assert calls == [False, False]  # every epoch, backbone in eval mode
+    runtime = result.summary()["runtime"]  # the settings chosen for this machine, recorded for the report
+    assert runtime["cpu_isa"] == torch.backends.cpu.get_cpu_capability() and runtime["threads"] >= 1
+    assert runtime["precision"] in ("fp32", "bf16") and isinstance(runtime["channels_last"], bool)
+    assert runtime["compile"] is False and runtime["augment"].startswith("batched")
     assert [h["knn_top1"] for h in result.history if h["event"] == "knn"] == [0.5, 0.5]
     backbone, preprocess, backbone_config = load_backbone(result.checkpoint_path)
     assert preprocess == Preprocess(16, MEAN, STD)
