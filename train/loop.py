@@ -406,9 +406,10 @@ def _loop(run: Run, images: np.ndarray | ImageSequence, resumed_from: int | None
         compile_encoders(run.model)
     if run.dist.is_main:
         r = run.runtime
-        logger.info("training on %s%s: %s, channels_last %s, %d threads, compile %s, augmentation %s", r["device"],
-                    f" ({r['cpu_isa']})" if r["cpu_isa"] else "", r["precision"], r["channels_last"], r["threads"],
-                    r["compile"], r["augment"])
+        # "NHWC"/"NCHW", not the setting's name: the oneDNN hazard lines alone speak of channels_last
+        logger.info("training on %s%s: %s, %s memory format, %d threads, compile %s, augmentation %s", r["device"],
+                    f" ({r['cpu_isa']})" if r["cpu_isa"] else "", r["precision"],
+                    "NHWC" if r["channels_last"] else "NCHW", r["threads"], r["compile"], r["augment"])
     log(run, {"event": "start", "step": run.step, "total_steps": run.total_steps, "resumed": resumed_from is not None,
               **run.runtime})
     final_path: Path | None = run.resumed_path if run.step >= stop else None
