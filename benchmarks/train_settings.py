@@ -22,6 +22,8 @@ import itertools
 import json
 import math
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -33,7 +35,7 @@ import torch
 from edge_encoder.imagedata.stats import channel_stats
 from edge_encoder.settings import load_config_file, preset_path
 from edge_encoder.train.config import TrainConfig, train_config_from_dict
-from edge_encoder.train.loop import train_moco
+from edge_encoder.train.loop import resolve_bf16, train_moco
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "train_settings.json"
@@ -63,11 +65,33 @@ def wall_time(images: np.ndarray, config: TrainConfig, steps: int, mean: list[fl
 def measure(images: np.ndarray, config: TrainConfig, steps: int) -> dict[str, Any]:
     """Steady images/s and start-up seconds of ``config`` on ``images``, with the settings the run used."""
     mean, std = channel_stats(images)
+    startup = None
+    if config.compile:  # a first run compiles; the two timed ones then load the same cached kernels
+        started = time.perf_counter()
+        wall_time(images, config, 4, mean, std)
+        startup = time.perf_counter() - started
     (short, _), (long, runtime) = wall_time(images, config, 4, mean, std), wall_time(images, config, steps, mean, std)
     per_step = max(long - short, 1e-6) / (steps - 4)
     return {"precision": runtime["precision"], "channels_last": runtime["channels_last"],
             "compile": runtime["compile"], "threads": runtime["threads"],
-            "images_per_s": round(config.batch_size / per_step, 1), "startup_s": round(short - 4 * per_step, 1)}
+            "images_per_s": round(config.batch_size / per_step, 1),
+            "startup_s": round((startup if startup is not None else short) - 4 * per_step, 1)}
+
+
+def measure_apart(args: argparse.Namespace, setting: dict[str, Any] | None) -> dict[str, Any]:
+    """``measure`` in a fresh process (``setting`` None: the preset as shipped). Apart because inductor reuses a
+    kernel compiled for one thread count at another in the same process (torch 2.14 crashed with "malloc():
+    unaligned tcache chunk detected" going from 1 to 2 threads), and so every row starts as a user's run does."""
+    cmd = [sys.executable, __file__, "--preset", args.preset, "--dataset", args.dataset, "--steps", str(args.steps),
+           "--one", json.dumps(setting)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {**(setting or {"auto": True}), "error": f"no result within {args.timeout} s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        return {**(setting or {"auto": True}), "error": f"exit {done.returncode}: {done.stderr.strip()[-300:]}"}
+    return json.loads(lines[-1])
 
 
 def main() -> None:
@@ -78,20 +102,30 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16, help="steps of the long run (the short one has 4)")
     ap.add_argument("--threads", default=str(torch.get_num_threads()), help="comma-separated intra-op thread counts")
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile (inductor)")
+    # bf16 only where the CPU computes it natively by default: emulated bf16 runs at ~1 GFLOP/s (minutes per step)
+    ap.add_argument("--precisions", default="fp32,bf16" if resolve_bf16("auto", torch.device("cpu")) else "fp32",
+                    help="comma-separated: fp32, bf16 (default: bf16 only where native)")
     ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--timeout", type=int, default=900, help="seconds allowed for one combination")
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one setting (JSON) in this process
     args = ap.parse_args()
     base = train_config_from_dict(dict(load_config_file(preset_path(args.preset))["train"]))
-    images = images_of(args.dataset, base.crop_size or None)
+    if args.one is not None:
+        setting = json.loads(args.one)
+        config = base if setting is None else replace(base, **setting)
+        print(json.dumps(measure(images_of(args.dataset, base.crop_size or None), config, args.steps)))
+        return
     rows: list[dict[str, Any]] = []
     for bf16, channels_last, compiled, threads in itertools.product(
-            (False, True), (False, True), (False, True) if args.compile else (False,),
+            [p == "bf16" for p in args.precisions.split(",")], (False, True), (False, True) if args.compile else (False,),
             (int(t) for t in args.threads.split(","))):
-        config = replace(base, bf16=bf16, channels_last=channels_last, compile=compiled, num_threads=threads)
-        rows.append(measure(images, config, args.steps))
+        setting = {"bf16": bf16, "channels_last": channels_last, "compile": compiled, "num_threads": threads}
+        rows.append(measure_apart(args, setting))
         print(json.dumps(rows[-1]), flush=True)
-    auto = measure(images, base, args.steps)  # the preset as shipped: what "auto" picks here, and its speed
+    auto = measure_apart(args, None)  # the preset as shipped: what "auto" picks here, and its speed
     print(json.dumps({"auto": auto}), flush=True)
-    best = max(rows, key=lambda r: r["images_per_s"])
+    rows = [r for r in rows if "error" not in r] or rows
+    best = max(rows, key=lambda r: r.get("images_per_s", 0.0))
     entry = {"preset": args.preset, "dataset": Path(args.dataset).name, "isa": torch.backends.cpu.get_cpu_capability(),
              "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"), "torch": torch.__version__, "rows": rows,
              "fastest": best, "auto": auto, "date": time.strftime("%Y-%m-%d %H:%M")}

@@ -7,8 +7,9 @@ queue size, augmentation family and data (cifar10_dev, or random uint8 images wi
   bf16 autocast and channels_last as the trainer's "auto" chooses them on this CPU (``train.loop``'s
   ``resolve_bf16`` / ``resolve_channels_last``), ``_foreach`` EMA — i.e. ``train.loop``'s step;
 - reference: torchvision per-sample transforms (RandomResizedCrop, ColorJitter, RandomGrayscale, flip) in a
-  DataLoader with one worker, lightly's ``MoCoProjectionHead``, ``NTXentLoss(memory_bank_size=K)``,
-  ``update_momentum``, ``batch_shuffle``/``batch_unshuffle``, fp32.
+  DataLoader with one worker, lightly's ``SplitBatchNorm`` (``--split-bn`` groups, as its CIFAR-10 benchmark's
+  ``num_splits=8``), ``MoCoProjectionHead``, ``NTXentLoss(memory_bank_size=K)``, ``update_momentum``,
+  ``batch_shuffle``/``batch_unshuffle``, fp32.
 
 Prints images/s, extrapolated seconds per epoch, the ratio, peak memory, the settings chosen, and the achieved
 training FLOP/s against the machine's measured dense-matmul FLOP/s of the precision the step ran in (bf16 where the
@@ -108,7 +109,14 @@ def reference(images: np.ndarray, args: argparse.Namespace) -> float:
     loader = torch.utils.data.DataLoader(TwoViews(), batch_size=args.batch, shuffle=True, drop_last=True,
                                          num_workers=1, persistent_workers=True)
     torch.manual_seed(0)
-    backbone = build_backbone(BackboneConfig(width=args.width))
+    # lightly's documented CIFAR-10 MocoModel splits its batch norm in 8 (ResNetGenerator(num_splits=8), i.e.
+    # lightly.models.batchnorm.SplitBatchNorm): the same --split-bn as ours, through lightly's own module
+    norm_layer = None
+    if args.split_bn > 1:
+        from lightly.models.batchnorm import SplitBatchNorm
+
+        norm_layer = lambda channels: SplitBatchNorm(channels, args.split_bn)  # noqa: E731
+    backbone = build_backbone(BackboneConfig(width=args.width), norm_layer=norm_layer)
     head = MoCoProjectionHead(backbone.out_dim, backbone.out_dim, 128)
     backbone_k, head_k = copy.deepcopy(backbone), copy.deepcopy(head)
     deactivate_requires_grad(backbone_k)

@@ -36,6 +36,9 @@ class TrainConfig:
     fewer than 8 input channels, i.e. width < 8 for ResNet-18/34: that weight gradient crashes there, see
     ``loop.resolve_channels_last``), ``True`` (obeyed, with a warning at that hazard) or ``False``. A memory layout,
     not a recipe: a resume may change it.
+    ``compile`` (default off) runs the encoders through ``torch.compile`` (inductor), with a kernel cache per device,
+    ISA and thread count (``step.isolate_compile_cache``). Off because on 2-core CPUs it did not pay: 35-60 s of
+    compilation for -10 % to +20 % steady speed (``benchmarks/train_settings.py``, docs/BENCHMARKS.md).
     Checkpoint/monitor intervals of 0 switch that trigger off (a final checkpoint is always written).
     ``data_workers``: DataLoader worker processes decoding a streamed image source (an image sequence such as
     ``imagedata.FolderImages`` rather than an in-memory array, which stays on the device and ignores it): ``0``

@@ -403,7 +403,10 @@ def _loop(run: Run, images: np.ndarray | ImageSequence, resumed_from: int | None
     source = batch_source(run, images, stop)
     plan = step_plan(run, options.mean, options.std)
     if run.config.compile:
-        compile_encoders(run.model)
+        r = run.runtime
+        onednn_cap = os.environ.get("ONEDNN_MAX_CPU_ISA")  # an emulated ISA compiles apart from the native one
+        compile_encoders(run.model, f"{r['device']}-{r['cpu_isa'] or 'gpu'}{'-' + onednn_cap if onednn_cap else ''}-"
+                                    f"{r['threads']}t".lower())
     if run.dist.is_main:
         r = run.runtime
         # "NHWC"/"NCHW", not the setting's name: the oneDNN hazard lines alone speak of channels_last

@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ContextManager
 
 import torch
@@ -113,11 +115,31 @@ def _global_loss(run: Run, loss_value: float, signum: int | None) -> tuple[float
     return loss_sum / ctx.world, (signum or signal.SIGTERM) if signalled > 0 else None
 
 
-def compile_encoders(model: MoCo) -> None:
+# the user's own inductor cache folder, read before torch sets the variable itself on its first compile
+_USER_INDUCTOR_CACHE = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+
+
+def isolate_compile_cache(machine_key: str) -> Path:
+    """Point inductor's on-disk kernel cache at a subfolder for ``machine_key`` (device, ISA, threads) and return it.
+
+    Why: with torch 2.14 on CPU, kernels cached by a run at one thread count and loaded by a run at another
+    corrupted the heap (abort: "malloc(): unaligned tcache chunk detected", "corrupted size vs. prev_size"), and
+    runs under another ISA cap loaded them too (NaN at step 0, SIGSEGV); a fresh cache folder ran correctly
+    (docs/BENCHMARKS.md, "torch.compile on CPU"). Kept inside the user's ``TORCHINDUCTOR_CACHE_DIR`` if set."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    folder = Path(_USER_INDUCTOR_CACHE or default_cache_dir()) / f"edge_encoder-{machine_key}"
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    return folder
+
+
+def compile_encoders(model: MoCo, machine_key: str) -> None:
     """``torch.compile`` the encoders in place (``nn.Module.compile``: state-dict keys unchanged, so checkpoints
-    and export are unaffected). Only the encoders: compiling the whole step breaks autograd, because the queue
-    is updated in place after the loss that will be back-propagated has read it (the clone that keeps eager
-    mode correct is folded away by the compiler), and the encoders are where the FLOPs are anyway."""
+    and export are unaffected), with the kernel cache of ``machine_key`` (``isolate_compile_cache``). Only the
+    encoders: compiling the whole step breaks autograd, because the queue is updated in place after the loss that
+    will be back-propagated has read it (the clone that keeps eager mode correct is folded away by the compiler),
+    and the encoders are where the FLOPs are anyway."""
+    isolate_compile_cache(machine_key)
     for name in ("backbone_q", "projector_q", "predictor", "backbone_k", "projector_k"):
         module = getattr(model, name, None)
         if isinstance(module, nn.Module):

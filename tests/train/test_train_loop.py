@@ -1,4 +1,5 @@
 import math
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -139,10 +140,19 @@ def test_compile_trains_like_eager_and_keeps_checkpoint_keys(tiny_images: np.nda
     which would take minutes on 2 cores; inductor's kernels are torch's business, not ours."""
     import functools
 
+    from edge_encoder.train import step
+
     monkeypatch.setattr(torch.nn.Module, "compile", functools.partialmethod(torch.nn.Module.compile, backend="aot_eager"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))  # restored after the test
+    monkeypatch.setattr(step, "_USER_INDUCTOR_CACHE", str(tmp_path / "inductor"))
     torch._dynamo.reset()
     eager = _train(tiny_images, tmp_path / "eager", tiny_config(bf16=False))
     compiled = _train(tiny_images, tmp_path / "compiled", tiny_config(bf16=False, compile=True))
+    # the kernel cache the run compiled into is its own: this device, ISA and thread count
+    isa, threads = compiled.runtime["cpu_isa"].lower(), compiled.runtime["threads"]
+    assert Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]).parent == tmp_path / "inductor"
+    assert Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]).name.startswith(f"edge_encoder-cpu-{isa}")
+    assert Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]).name.endswith(f"-{threads}t")
     assert compiled.final_loss == pytest.approx(eager.final_loss, rel=1e-4)
     keys = load_checkpoint(compiled.checkpoint_path)["backbone"].keys()
     assert keys == load_checkpoint(eager.checkpoint_path)["backbone"].keys()  # no "_orig_mod." prefixes
