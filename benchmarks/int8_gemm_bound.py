@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from edge_encoder.core.files import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "int8_gemm_bound.json"
 # (label, M, K, N): square, then width-16 ResNet-18 3x3 convs at 32 px (stages at 32, 16, 8, 4 px), batch 64
@@ -74,9 +75,7 @@ def main() -> None:
               f"int8/fp32 {row['ratio']:.2f}")
     entries = json.loads(args.results.read_text()) if args.results.is_file() else []
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.results.with_suffix(".tmp")
-    tmp.write_text(json.dumps([*entries, entry], indent=1) + "\n")
-    os.replace(tmp, args.results)
+    atomic_write_json(args.results, [*entries, entry])
 
 
 if __name__ == "__main__":

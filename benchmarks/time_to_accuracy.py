@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from edge_encoder.core.files import atomic_write_json
 from edge_encoder.evaluate.knn import knn_accuracy
 from edge_encoder.export.engines import TorchEngine
 from edge_encoder.imagedata.sources import load_dataset
@@ -268,11 +269,8 @@ def run_reference(data: dict[str, np.ndarray], budget_s: float, width: int, work
 def append_result(entry: dict[str, Any], path: Path = RESULTS) -> None:
     """Add ``entry`` to the results file (a JSON list), written whole to a temporary file and renamed."""
     entries = json.loads(path.read_text()) if path.is_file() else []
-    entries.append(entry)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(entries, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, [*entries, entry])
 
 
 def summary(path: Path = RESULTS) -> str:

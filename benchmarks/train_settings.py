@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from edge_encoder.core.files import atomic_write_json
 from edge_encoder.imagedata.stats import channel_stats
 from edge_encoder.settings import load_config_file, preset_path
 from edge_encoder.train.config import TrainConfig, train_config_from_dict
@@ -131,7 +132,7 @@ def main() -> None:
              "fastest": best, "auto": auto, "date": time.strftime("%Y-%m-%d %H:%M")}
     entries = json.loads(args.results.read_text()) if args.results.is_file() else []
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps([*entries, entry], indent=1) + "\n")
+    atomic_write_json(args.results, [*entries, entry])
     print(json.dumps({"fastest": best, "auto": auto}))
 
 

@@ -56,7 +56,8 @@ from edge_encoder.train.moco import QueryEncoder, build_moco
 from edge_encoder.train.monitor import Meter, close, end_epoch, log, log_step, progress_bar
 from edge_encoder.train.optim import build_optimizer
 from edge_encoder.train.state import Run
-from edge_encoder.train.step import NonFiniteLossError, compile_encoders, step_plan, train_step
+from edge_encoder.train.step import (NonFiniteLossError, compile_cache_key, compile_encoders, step_plan,
+                                     train_step)
 from edge_encoder.train.step import augment_params as _augment_params  # noqa: F401 - re-exported
 from torch import nn
 
@@ -403,10 +404,7 @@ def _loop(run: Run, images: np.ndarray | ImageSequence, resumed_from: int | None
     source = batch_source(run, images, stop)
     plan = step_plan(run, options.mean, options.std)
     if run.config.compile:
-        r = run.runtime
-        onednn_cap = os.environ.get("ONEDNN_MAX_CPU_ISA")  # an emulated ISA compiles apart from the native one
-        compile_encoders(run.model, f"{r['device']}-{r['cpu_isa'] or 'gpu'}{'-' + onednn_cap if onednn_cap else ''}-"
-                                    f"{r['threads']}t".lower())
+        compile_encoders(run.model, compile_cache_key(run.runtime))
     if run.dist.is_main:
         r = run.runtime
         # "NHWC"/"NCHW", not the setting's name: the oneDNN hazard lines alone speak of channels_last

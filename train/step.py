@@ -133,6 +133,14 @@ def isolate_compile_cache(machine_key: str) -> Path:
     return folder
 
 
+def compile_cache_key(runtime: dict[str, Any]) -> str:
+    """``isolate_compile_cache``'s key for a run's ``Run.runtime``: device, ISA, oneDNN's ISA cap when set (an
+    emulated ISA compiles apart from the native one) and threads, e.g. ``cpu-avx2-avx2-2t``."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    parts = [runtime["device"], runtime["cpu_isa"] or "gpu", *([cap] if cap else []), f"{runtime['threads']}t"]
+    return "-".join(parts).lower()
+
+
 def compile_encoders(model: MoCo, machine_key: str) -> None:
     """``torch.compile`` the encoders in place (``nn.Module.compile``: state-dict keys unchanged, so checkpoints
     and export are unaffected), with the kernel cache of ``machine_key`` (``isolate_compile_cache``). Only the
