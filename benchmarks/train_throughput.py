@@ -11,7 +11,9 @@ queue size, augmentation family and data (cifar10_dev, or random uint8 images wi
   ``num_splits=8``), ``MoCoProjectionHead``, ``NTXentLoss(memory_bank_size=K)``, ``update_momentum``,
   ``batch_shuffle``/``batch_unshuffle``, fp32.
 
-Prints images/s, extrapolated seconds per epoch, the ratio, peak memory, the settings chosen, and the achieved
+Prints images/s, extrapolated seconds per epoch, the ratio, the seconds per step our step spends in convolutions and
+the bound that puts on the ratio at equal work (``equal_work_bound`` = reference step / our convolution time: our
+step with nothing but its convolutions), peak memory, the settings chosen, and the achieved
 training FLOP/s against the machine's measured dense-matmul FLOP/s of the precision the step ran in (bf16 where the
 trainer chose bf16, else fp32; both peaks are printed). Needs ``pip install lightly`` (its
 building blocks import without its optional dependencies: ``pip install --no-deps lightly`` suffices).
@@ -49,9 +51,10 @@ def load_images(synthetic: bool) -> np.ndarray:
     return np.load(path)["x_train"]
 
 
-def ours(images: np.ndarray, args: argparse.Namespace) -> tuple[float, float, dict[str, Any]]:
-    """Seconds per step (median of args.steps after 2 warm-up steps), training FLOPs per step, and the settings the
-    trainer's "auto" chose on this CPU (precision, memory format), as ``train.loop`` resolves them."""
+def ours(images: np.ndarray, args: argparse.Namespace) -> tuple[float, float, float, dict[str, Any]]:
+    """Seconds per step (median of args.steps after 2 warm-up steps), seconds per step inside convolutions, training
+    FLOPs per step, and the settings the trainer's "auto" chose on this CPU (precision, memory format), as
+    ``train.loop`` resolves them."""
     torch.manual_seed(0)
     model = build_moco(BackboneConfig(width=args.width), method="moco_v2", proj_hidden_dim=0, proj_dim=128,
                        pred_hidden_dim=0, queue_size=4096, temperature=0.2, symmetric=False,
@@ -79,7 +82,21 @@ def ours(images: np.ndarray, args: argparse.Namespace) -> tuple[float, float, di
     with flops:
         step(0)
     settings = {"precision": "bf16" if bf16 else "fp32", "channels_last": channels_last}
-    return _timed(step, args.steps), flops.get_total_flops(), settings
+    return _timed(step, args.steps), conv_seconds(step), flops.get_total_flops(), settings
+
+
+def conv_seconds(step, steps: int = 3) -> float:  # noqa: ANN001
+    """Seconds per step spent in convolutions (forward and backward, oneDNN), from the profiler's self time.
+
+    At equal work both steps run the same convolutions, so ``reference step / this`` bounds the speed-up that any
+    change to the rest of our step (augmentation, batch norm, copies, optimiser) could give."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(steps):
+            step(100 + i)
+    micros = sum(e.self_cpu_time_total for e in prof.key_averages() if "convolution" in e.key)
+    return micros / 1e6 / steps
 
 
 def reference(images: np.ndarray, args: argparse.Namespace) -> float:
@@ -175,7 +192,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     images = load_images(args.synthetic)
     steps_per_epoch = len(images) // args.batch
-    t_ours, flops, settings = ours(images, args)
+    t_ours, t_conv, flops, settings = ours(images, args)
     rss_ours = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t_ref = reference(images, args)
     peak_bf16, peak_fp32 = matmul_flops(torch.bfloat16), matmul_flops(torch.float32)
@@ -187,7 +204,9 @@ def main() -> None:
         "threads": torch.get_num_threads(), "batch": args.batch, "width": args.width, "split_bn": args.split_bn,
         "ours_images_per_s": round(args.batch / t_ours, 1), "reference_images_per_s": round(args.batch / t_ref, 1),
         "ours_epoch_s": round(t_ours * steps_per_epoch, 1), "reference_epoch_s": round(t_ref * steps_per_epoch, 1),
-        "speedup": round(t_ref / t_ours, 2), "peak_rss_mb_after_ours": round(rss_ours),
+        "speedup": round(t_ref / t_ours, 2), "ours_conv_s_per_step": round(t_conv, 3),
+        "ours_conv_share": round(t_conv / t_ours, 2), "equal_work_bound": round(t_ref / t_conv, 2),
+        "peak_rss_mb_after_ours": round(rss_ours),
         "train_gflop_per_step": round(flops / 1e9, 2), "achieved_gflop_s": round(flops / t_ours / 1e9, 1),
         "matmul_peak_gflop_s_bf16": round(peak_bf16 / 1e9, 1), "matmul_peak_gflop_s_fp32": round(peak_fp32 / 1e9, 1),
         f"utilisation_vs_{settings['precision']}_matmul": round(flops / t_ours / peak_run, 3),

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from edge_encoder.train.distributed import local_rows
 
 # ITU-R 601 luma, as torchvision's rgb_to_grayscale.
 _LUMA = (0.299, 0.587, 0.114)
@@ -153,7 +154,7 @@ def augment_view(x: torch.Tensor, p: AugmentParams, generator: torch.Generator,
         x: ``float32 (N, 3, H, W)`` in [0, 1] (see ``to_float_nchw``), on the generator's device.
         p: augmentation parameters.
         generator: source of all randomness (one draw per call, so a saved state replays exactly).
-        shard: ``(rank, world)`` when ``x`` holds rows ``rank, rank + world, ...`` of a global batch of
+        shard: ``(rank, world)`` when ``x`` holds rows ``rank * N .. (rank + 1) * N - 1`` of a global batch of
             ``world * N`` samples (DDP, see ``train.distributed``). The random numbers are drawn for the whole
             global batch and this rank keeps its rows, so every sample gets exactly the view one process would
             give it, while each rank renders only its own samples; the generator advances identically on every
@@ -167,7 +168,7 @@ def augment_view(x: torch.Tensor, p: AugmentParams, generator: torch.Generator,
     u = torch.rand(n * world, 2 * _CROP_TRIES + 3 + 6 + 2 + 1, generator=generator, device=x.device,
                    dtype=torch.float32)  # one row of random numbers per sample of the global batch
     if world > 1:
-        u = u[rank::world]  # N x D, this rank's samples
+        u = local_rows(u, rank, world)  # N x D, this rank's samples (its block of the global batch)
     u_crop, u_col, u_blur, u_sol = u[:, :2 * _CROP_TRIES + 3], u[:, -9:-3], u[:, -3:-1], u[:, -1]
     grid = F.affine_grid(_crop_thetas(u_crop, p), [n, 3, size, size], align_corners=False)  # N x S x S x 2
     v = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)  # N x 3 x S x S

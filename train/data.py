@@ -22,6 +22,7 @@ from typing import Any, Iterator, Protocol
 import numpy as np
 import torch
 from edge_encoder.core.contract import check_image_item
+from edge_encoder.train.distributed import local_rows
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 # Batches decoded ahead, over all workers: a slow batch (large JPEGs, a cold disk) is absorbed instead of
@@ -73,7 +74,7 @@ class StepBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         for _, rows in step_rows(self.seed, self.n, self.batch_size, self.steps_per_epoch, self.start, self.stop):
-            yield rows[self.rank::self.world].tolist()
+            yield local_rows(rows, self.rank, self.world).tolist()
 
 
 def check_sequence(images: Any) -> tuple[int, tuple[int, ...]]:

@@ -1,11 +1,13 @@
 """Multi-process training under ``torchrun``: the process group, the per-rank view of a global batch, collectives.
 
 The layout every helper here shares: the global batch of ``N`` samples (``config.batch_size``) is split across
-``W`` ranks by stride, rank ``r`` holding global rows ``r, r + W, r + 2W, ...``. This is the same assignment that
-``SplitBatchNorm2d`` makes on one device (sample ``n`` in group ``n % G``), so ``W`` ranks with ``g`` split groups
-each normalise exactly the groups one process with ``G = W * g`` split groups normalises: DDP with per-rank batch
-norm *is* the single-process split-BN run, sample for sample. ``gather_rows`` undoes the split (all_gather, then
-interleave) so every rank sees the global batch in global order.
+``W`` ranks in contiguous blocks, rank ``r`` holding global rows ``r * N/W .. (r + 1) * N/W - 1`` (``local_rows``).
+This is the same assignment that ``SplitBatchNorm2d`` makes on one device (contiguous blocks of ``N/G`` samples),
+so ``W`` ranks with ``g`` split groups each normalise exactly the groups one process with ``G = W * g`` split groups
+normalises: DDP with per-rank batch norm *is* the single-process split-BN run, sample for sample. ``gather_rows``
+undoes the split (all_gather, then concatenate) so every rank sees the global batch in global order. Blocks rather
+than a stride because a block of an NHWC (channels_last) batch is itself NHWC-contiguous: split BN normalises each
+block in place of a copy (``benchmarks/split_bn_layouts.py``).
 
 With one process (no ``WORLD_SIZE`` > 1 and no initialised group) nothing here communicates: ``DistContext.world``
 is 1 and every helper is the identity.
@@ -18,6 +20,7 @@ import inspect
 import logging
 import os
 from dataclasses import dataclass
+from typing import Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -27,6 +30,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 logger = logging.getLogger(__name__)
 
 DDP_BN_MODES = ("shuffle", "sync")
+T = TypeVar("T", bound=Sequence)
 
 
 @dataclass
@@ -129,14 +133,23 @@ def barrier(ctx: DistContext) -> None:
 
 
 @torch.no_grad()
+def local_rows(rows: T, rank: int, world: int) -> T:
+    """This rank's block of a global-order batch (a tensor, array or list of ``N`` rows, ``N % world == 0``): rows
+    ``rank * N/world .. (rank + 1) * N/world - 1``; ``rows`` itself for one process."""
+    if world == 1:
+        return rows
+    n = len(rows) // world
+    return rows[rank * n:(rank + 1) * n]
+
+
 def gather_rows(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    """``(n, ...)`` per rank -> ``(W * n, ...)`` in global order (row ``r + W * j`` is rank r's row j); no grad."""
+    """``(n, ...)`` per rank -> ``(W * n, ...)`` in global order (row ``r * n + j`` is rank r's row j); no grad."""
     if not ctx.active:
         return x
     x = x.contiguous()
     parts = [torch.empty_like(x) for _ in range(ctx.world)]
     dist.all_gather(parts, x)
-    return torch.stack(parts, dim=1).reshape(ctx.world * x.shape[0], *x.shape[1:])  # interleave ranks
+    return torch.cat(parts)  # rank r's block is rows r * n .. (r + 1) * n - 1
 
 
 @torch.no_grad()

@@ -12,19 +12,19 @@ from typing import ContextManager, Iterator
 import numpy as np
 import torch
 from edge_encoder.train.data import ImageSequence, StepBatchSampler, StreamedBatches, resolve_workers, step_rows
-from edge_encoder.train.distributed import DistContext
+from edge_encoder.train.distributed import DistContext, local_rows
 from edge_encoder.train.state import Run
 
 
 def batches(run: Run, data: torch.Tensor, stop: int) -> Iterator[tuple[int, torch.Tensor]]:
     """``(step, uint8 batch)`` from ``run.step`` up to ``stop``, indexing device-resident ``data``.
 
-    Under DDP every rank computes the same global order and takes rows ``rank::world`` of each global batch:
+    Under DDP every rank computes the same global order and takes its block of each global batch (``local_rows``):
     the ranks' samples are disjoint and together the global batch (see ``train.distributed`` for the layout)."""
     d = run.dist
     for step, rows in step_rows(run.config.seed, data.shape[0], run.config.batch_size, run.steps_per_epoch,
                                 run.step, stop, data.device):
-        yield step, data[rows[d.rank::d.world] if d.active else rows]
+        yield step, data[local_rows(rows, d.rank, d.world) if d.active else rows]
 
 
 def batch_source(run: Run, images: np.ndarray | ImageSequence,

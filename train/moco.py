@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from edge_encoder.train.backbones import BackboneConfig, ResNetBackbone, build_backbone
-from edge_encoder.train.distributed import DistContext, broadcast_, gather_rows
+from edge_encoder.train.distributed import DistContext, broadcast_, gather_rows, local_rows
 from torch import nn
 
 
@@ -71,9 +71,13 @@ def in_batch_contrastive_loss(q: torch.Tensor, k: torch.Tensor, temperature: flo
 
 
 class SplitBatchNorm2d(nn.BatchNorm2d):
-    """Batch norm that, in training, normalises ``num_splits`` interleaved groups of the batch separately.
+    """Batch norm that, in training, normalises ``num_splits`` contiguous blocks of the batch separately.
 
-    Sample ``n`` belongs to group ``n % num_splits``: this is what G devices with N/G samples each would do.
+    Sample ``n`` belongs to group ``n // (N / num_splits)``: this is what G devices with N/G samples each would do
+    (``train.distributed`` gives rank r the r-th block). Blocks, not interleaved groups (lightly's and the MoCo
+    code's ``(N, C, H, W) -> (N/G, G*C, H, W)`` view): a block of an NHWC batch is NHWC-contiguous, so each is
+    normalised where it lies and joined with one ``cat``, where the view copies an NHWC batch in and out and hands
+    the next convolution an NCHW tensor (2.3x the time per layer, ``benchmarks/split_bn_layouts.py``).
     Together with a shuffle of the key batch it stops MoCo from "cheating" through batch statistics on one
     device. The state dict keys and eval-mode computation are those of ``nn.BatchNorm2d`` (running stats are
     the mean over groups), so a checkpoint loads into a plain ``BatchNorm2d`` with identical eval outputs.
@@ -84,22 +88,20 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         self.num_splits = num_splits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        g = self.num_splits
+        n, g = x.shape[0], self.num_splits
         if not self.training or g == 1:
             return super().forward(x)
         if n % g:
             raise ValueError(f"split batch norm: batch {n} is not divisible by {g} groups")
-        mean_split = self.running_mean.repeat(g)  # gC
-        var_split = self.running_var.repeat(g)  # gC
-        # (N, C, H, W) -> (N/g, g*C, H, W): channel j*C + c of row i is channel c of sample i*g + j.
-        out = F.batch_norm(
-            x.reshape(n // g, g * c, h, w), mean_split, var_split, self.weight.repeat(g), self.bias.repeat(g),
-            True, self.momentum if self.momentum is not None else 0.1, self.eps,
-        ).view(n, c, h, w)
+        momentum = self.momentum if self.momentum is not None else 0.1
+        # each block updates its own copy of the running statistics; the module keeps their mean over blocks
+        means = [self.running_mean.clone() for _ in range(g)]
+        variances = [self.running_var.clone() for _ in range(g)]
+        out = torch.cat([F.batch_norm(block, mean, var, self.weight, self.bias, True, momentum, self.eps)
+                         for block, mean, var in zip(x.chunk(g), means, variances)])
         with torch.no_grad():
-            self.running_mean.copy_(mean_split.view(g, c).mean(dim=0))
-            self.running_var.copy_(var_split.view(g, c).mean(dim=0))
+            self.running_mean.copy_(torch.stack(means).mean(dim=0))
+            self.running_var.copy_(torch.stack(variances).mean(dim=0))
             self.num_batches_tracked.add_(1)
         return out
 
@@ -172,8 +174,8 @@ class MoCo(nn.Module):
     ``forward(im_q, im_k, momentum)`` performs the momentum update of the key encoder, encodes both views,
     computes the loss (symmetric if configured), enqueues the keys and returns the fp32 loss.
 
-    Under DDP (``attach_distributed``) the inputs are this rank's rows of the global batch (rows
-    ``rank::world``, see ``train.distributed``); the query path runs through the DDP wrapper, keys are gathered
+    Under DDP (``attach_distributed``) the inputs are this rank's rows of the global batch (its contiguous
+    block, ``train.distributed.local_rows``); the query path runs through the DDP wrapper, keys are gathered
     from all ranks in global order before they are enqueued (every rank holds the same queue), and with
     ``shuffle_keys`` the key batch is shuffled across ranks (gather, permute with rank 0's permutation, encode
     this rank's rows, gather, unshuffle). With one process nothing changes.
@@ -282,11 +284,11 @@ class MoCo(nn.Module):
             # Drawn on every rank from the shared generator (keeps the generators in step, and equals the
             # single-process draw); rank 0's permutation is broadcast and authoritative.
             perm = broadcast_(torch.randperm(im_all.shape[0], device=im.device, generator=self.generator), d)
-            k_shuffled = gather_rows(self._encode_key_plain(im_all[perm][d.rank::d.world]), d)  # W*n x C
+            k_shuffled = gather_rows(self._encode_key_plain(local_rows(im_all[perm], d.rank, d.world)), d)  # W*n x C
             k_all = k_shuffled[torch.argsort(perm)]  # unshuffled
         else:
             k_all = gather_rows(self._encode_key_plain(im), d)
-        return k_all[d.rank::d.world], k_all
+        return local_rows(k_all, d.rank, d.world), k_all
 
     @torch.no_grad()
     def _encode_key_plain(self, im: torch.Tensor) -> torch.Tensor:
@@ -312,9 +314,9 @@ class MoCo(nn.Module):
             q2 = qs[1]
             k1, k1_all = self._keys(im_q)
             d = self.dist
-            labels = None  # one process: the diagonal; DDP: local row j is global row rank + W * j
+            labels = None  # one process: the diagonal; DDP: local row j is global row rank * n + j
             if d.active:
-                labels = d.rank + d.world * torch.arange(q1.shape[0], device=q1.device)
+                labels = d.rank * q1.shape[0] + torch.arange(q1.shape[0], device=q1.device)
             return (in_batch_contrastive_loss(q1, k2_all, self.temperature, labels)
                     + in_batch_contrastive_loss(q2, k1_all, self.temperature, labels))
         queue = self.queue.clone()  # K x C, negatives as they were before this step's keys

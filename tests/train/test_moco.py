@@ -161,13 +161,29 @@ def test_split_bn_normalises_groups_independently() -> None:
     x = torch.randn(8, 3, 4, 4)
     y = bn(x)
     x2 = x.clone()
-    x2[1] += 5.0  # sample 1 is in group 1 (odd samples)
+    x2[5] += 5.0  # sample 5 is in group 1 (the second block of 4)
     y2 = bn(x2)
-    torch.testing.assert_close(y2[0::2], y[0::2])  # group 0 untouched
-    assert not torch.allclose(y2[3], y[3])  # group 1 statistics changed
-    # each group is normalised with its own statistics
-    ref = F.batch_norm(x[0::2], None, None, training=True, eps=bn.eps)
-    torch.testing.assert_close(y[0::2], ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y2[:4], y[:4])  # group 0 untouched
+    assert not torch.allclose(y2[6], y[6])  # group 1 statistics changed
+    # each group is normalised with its own statistics, also in NHWC (the layout the trainer runs on CPU)
+    for group in (slice(0, 4), slice(4, 8)):
+        ref = F.batch_norm(x[group], None, None, training=True, eps=bn.eps)
+        torch.testing.assert_close(y[group], ref, rtol=1e-5, atol=1e-5)
+    y_nhwc = bn(x.contiguous(memory_format=torch.channels_last))
+    assert y_nhwc.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y_nhwc, y, rtol=1e-5, atol=1e-5)
+
+
+def test_split_bn_running_statistics_are_the_mean_of_the_groups_updates() -> None:
+    torch.manual_seed(0)
+    bn = SplitBatchNorm2d(3, num_splits=2).train()
+    x = torch.randn(8, 3, 4, 4) * 3.0 + 1.0
+    bn(x)
+    groups = [nn.BatchNorm2d(3).train() for _ in range(2)]
+    for group, block in zip(groups, x.chunk(2)):
+        group(block)
+    torch.testing.assert_close(bn.running_mean, (groups[0].running_mean + groups[1].running_mean) / 2)
+    torch.testing.assert_close(bn.running_var, (groups[0].running_var + groups[1].running_var) / 2)
 
 
 def test_key_shuffle_puts_keys_in_other_groups_than_queries() -> None:
@@ -180,8 +196,8 @@ def test_key_shuffle_puts_keys_in_other_groups_than_queries() -> None:
     k_plain = model.encode_key(im)
     assert not torch.allclose(k_shuffled, k_plain, atol=1e-4)  # the groups (statistics) changed
     perm = torch.randperm(16, generator=torch.Generator().manual_seed(1))
-    query_group = torch.arange(16) % 4
-    key_group = torch.argsort(perm) % 4  # sample i sits at position argsort(perm)[i] of the shuffled batch
+    query_group = torch.arange(16) // 4  # 4 blocks of 4
+    key_group = torch.argsort(perm) // 4  # sample i sits at position argsort(perm)[i] of the shuffled batch
     assert (query_group != key_group).any()
 
 

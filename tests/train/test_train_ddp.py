@@ -1,6 +1,6 @@
 """DDP with 2 gloo processes on CPU equals one process on the same global batch; the gathered queue is right.
 
-Equivalence, by construction (train/distributed.py): rank r takes rows r, r+2, ... of each global batch, draws the
+Equivalence, by construction (train/distributed.py): rank r takes the r-th block of each global batch, draws the
 augmentation numbers of the whole global batch from the shared generator and keeps its rows, and gathers keys in
 global order. With ``ddp_bn = "shuffle"`` per-rank batch norm plus the cross-rank key shuffle is split BN with 2
 groups on one process; with ``ddp_bn = "sync"`` batch statistics span the global batch, i.e. plain batch norm on
