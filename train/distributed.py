@@ -132,7 +132,6 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
-@torch.no_grad()
 def local_rows(rows: T, rank: int, world: int) -> T:
     """This rank's block of a global-order batch (a tensor, array or list of ``N`` rows, ``N % world == 0``): rows
     ``rank * N/world .. (rank + 1) * N/world - 1``; ``rows`` itself for one process."""
@@ -142,6 +141,7 @@ def local_rows(rows: T, rank: int, world: int) -> T:
     return rows[rank * n:(rank + 1) * n]
 
 
+@torch.no_grad()
 def gather_rows(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     """``(n, ...)`` per rank -> ``(W * n, ...)`` in global order (row ``r * n + j`` is rank r's row j); no grad."""
     if not ctx.active:
