@@ -24,7 +24,7 @@ def batches(run: Run, data: torch.Tensor, stop: int) -> Iterator[tuple[int, torc
     d = run.dist
     for step, rows in step_rows(run.config.seed, data.shape[0], run.config.batch_size, run.steps_per_epoch,
                                 run.step, stop, data.device):
-        yield step, data[local_rows(rows, d.rank, d.world) if d.active else rows]
+        yield step, data[local_rows(rows, d.rank, d.world)]  # all rows for one process
 
 
 def batch_source(run: Run, images: np.ndarray | ImageSequence,

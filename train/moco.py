@@ -77,7 +77,7 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
     (``train.distributed`` gives rank r the r-th block). Blocks, not interleaved groups (lightly's and the MoCo
     code's ``(N, C, H, W) -> (N/G, G*C, H, W)`` view): a block of an NHWC batch is NHWC-contiguous, so each is
     normalised where it lies and joined with one ``cat``, where the view copies an NHWC batch in and out and hands
-    the next convolution an NCHW tensor (2.3x the time per layer, ``benchmarks/split_bn_layouts.py``).
+    the next convolution an NCHW tensor (1.4-1.6x the time over the stages, ``benchmarks/split_bn_layouts.py``).
     Together with a shuffle of the key batch it stops MoCo from "cheating" through batch statistics on one
     device. The state dict keys and eval-mode computation are those of ``nn.BatchNorm2d`` (running stats are
     the mean over groups), so a checkpoint loads into a plain ``BatchNorm2d`` with identical eval outputs.
