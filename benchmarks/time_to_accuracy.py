@@ -56,6 +56,7 @@ from edge_encoder.evaluate.knn import knn_accuracy
 from edge_encoder.export.engines import TorchEngine
 from edge_encoder.imagedata.sources import load_dataset
 from edge_encoder.imagedata.stats import channel_stats
+from edge_encoder.core.errors import UsageError
 from edge_encoder.settings import apply_overrides, load_config_file, preset_path
 from edge_encoder.train.checkpoint import load_backbone
 from edge_encoder.train.config import TrainConfig, train_config_from_dict
@@ -337,6 +338,10 @@ def main() -> None:
     if args.write_photo_folder:
         write_photo_folder(Path(args.dataset.removeprefix("npz:")), args.write_photo_folder, args.size)
         return
+    try:  # a bad --set ends in its one-line message, before any data is decoded
+        ours_config(args.preset, 1, tuple(args.overrides))
+    except (UsageError, ValueError) as error:  # a malformed override, or a key [train] does not have
+        raise SystemExit(f"time_to_accuracy.py: {error}") from None
     data = load_data(args.dataset, args.preset)
     for budget in (float(b) for b in args.budgets.split(",")):
         for which in args.which.split(","):
