@@ -51,12 +51,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from edge_encoder.core.errors import UsageError
 from edge_encoder.core.files import atomic_write_json
 from edge_encoder.evaluate.knn import knn_accuracy
 from edge_encoder.export.engines import TorchEngine
 from edge_encoder.imagedata.sources import load_dataset
 from edge_encoder.imagedata.stats import channel_stats
-from edge_encoder.core.errors import UsageError
 from edge_encoder.settings import apply_overrides, load_config_file, preset_path
 from edge_encoder.train.checkpoint import load_backbone
 from edge_encoder.train.config import TrainConfig, train_config_from_dict
