@@ -40,7 +40,7 @@ from edge_encoder.export.bundle import (
 )
 from edge_encoder.export.engines import TorchEngine
 from edge_encoder.export.precision import select_calibration_indices
-from edge_encoder.imagedata import DatasetError, ImageSplits, RunData, open_run_data
+from edge_encoder.imagedata import DatasetError, ImageSplits, RunData, open_run_data, require_classes
 from edge_encoder.imagedata.config import DataSettings, open_splits
 from edge_encoder.imagedata.stats import channel_stats, knn_monitor_rows, take_images
 from edge_encoder.settings import Settings
@@ -66,6 +66,17 @@ def load_data(settings: DataSettings) -> Any:  # -> ImageSplits, or FolderSplits
         return open_splits(settings)
     except DatasetError as exc:
         raise UsageError(str(exc)) from exc
+
+
+def load_labelled_data(settings: DataSettings) -> Any:  # -> ImageSplits, or FolderSplits for data.stream
+    """``load_data`` for measuring accuracy on: a set whose images carry one class is refused
+    (``imagedata.require_classes``: every figure would read 1.0)."""
+    data = load_data(settings)
+    try:
+        require_classes(data, settings.dataset)
+    except DatasetError as exc:
+        raise UsageError(str(exc)) from exc
+    return data
 
 
 def load_run_data(settings: DataSettings) -> RunData:

@@ -61,7 +61,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     run_dir = Path(args.runs_dir) / settings.name
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    data = stages.load_data(settings.data)
+    data = stages.load_labelled_data(settings.data)
     timings["data"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     with removed_if_left_empty(run_dir / "cache" / "embeddings"):  # a failed evaluation leaves no empty run folder

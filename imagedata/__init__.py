@@ -9,7 +9,7 @@ from edge_encoder.imagedata.sources import (
     load_dataset,
 )
 from edge_encoder.imagedata.run_data import RunData, open_run_data
-from edge_encoder.imagedata.splits import DatasetError, ImageSplits
+from edge_encoder.imagedata.splits import DatasetError, ImageSplits, require_classes
 
 __all__ = ["DATASET_NAMES", "DatasetError", "FolderImages", "FolderSplits", "ImageSplits", "RunData", "default_data_root",
-           "load_dataset", "open_run_data"]
+           "load_dataset", "open_run_data", "require_classes"]

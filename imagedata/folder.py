@@ -14,6 +14,9 @@ Layouts (``folder_layout``; hidden entries — names starting with ``.``, such a
   ``PATH/<class>/`` belong to it, so ``PATH/<class>/<subdir>/*.jpg`` works. Folders holding no image at all are
   not classes (logged), nor, with ``skip_corrupt``, are those whose every image is unreadable
   (``without_empty_classes``: logged, listed in the report's ``classes_without_readable_images``).
+- **wrapped**: ``PATH`` whose only folder with images holds only sub-folders (``food-101/images/<class>/`` beside
+  ``meta/``, a zip's doubled ``dataset/dataset/train/``) is read as that folder's layout, logged; as one class
+  it would make every accuracy 1.0 (a labelled set of one class is refused: ``require_classes``).
 - **images** (unlabelled): image files directly in ``PATH``. Every image at any depth is one of the set; there
   are no labels. ``imagedata.unlabelled`` reads it; the labelled listing (``list_folder``) refuses it.
 
@@ -55,6 +58,7 @@ SPLITS = ("train", "test")  # the two splits FolderImages.open lists ("test" = t
 TRAIN_DIR = "train"
 VAL_DIRS = ("val", "valid", "validation")  # preferred over test/ as the evaluation split when both are present
 EVAL_DIRS = (*VAL_DIRS, "test")
+MAX_WRAPPER_DEPTH = 4  # wrapper folders entered to find the classes (_wrapped_layout); deeper is not a download
 # Folder names that look like a split: at the class level they are never taken silently.
 SPLIT_LIKE = {TRAIN_DIR, *EVAL_DIRS, "training", "testing", "eval", "evaluation"}
 IGNORED_NAMES = {"__MACOSX"}  # the resource-fork folder macOS zips add; dot-names are ignored as hidden
@@ -145,8 +149,10 @@ class FolderLayout:
         return text + ("" if not self.notes else " — " + "; ".join(self.notes))
 
 
-def folder_layout(root: Path) -> FolderLayout:
+def folder_layout(root: Path, depth: int = 0) -> FolderLayout:
     """Read the layout of the folder ``root`` (module docstring): which folders are splits, classes or images.
+
+    ``depth``: how many wrapper folders were entered to reach ``root`` (``_wrapped_layout``).
 
     Raises:
         DatasetError: missing path, not a folder, no images, or an ambiguous layout (one line naming what was found).
@@ -166,7 +172,39 @@ def folder_layout(root: Path) -> FolderLayout:
     if not dirs:
         raise DatasetError(f"image folder {root} has no class sub-folders and no images (expected {root}/<class>/*.png, "
                            f"{root}/train/<class>/ + {root}/val/<class>/, or image files)")
-    return FolderLayout(root, "classes", root, None, _split_named_classes(root, dirs))
+    return _wrapped_layout(root, dirs, depth) or FolderLayout(root, "classes", root, None,
+                                                              tuple(_split_named_classes(root, dirs)))
+
+
+def _wrapped_layout(root: Path, dirs: list[str], depth: int) -> FolderLayout | None:
+    """The layout inside the one folder of ``root`` that holds images, when that folder holds only sub-folders:
+    a wrapper, as downloads have them (``food-101/images/<class>/``, ``101_ObjectCategories/<class>/``, a zip's
+    doubled ``dataset/dataset/train/``). Read as ``root``'s one class, it would make every accuracy 1.0. ``None``
+    when there is no such folder, it is named like a split (refused or read as a class by the caller), it is a
+    symlink (a link back up the tree would loop), or what lies inside is not a labelled layout."""
+    holding = _image_folders(root, dirs)
+    if len(holding) != 1 or holding[0].lower() in SPLIT_LIKE or depth >= MAX_WRAPPER_DEPTH:
+        return None
+    inner = root / holding[0]
+    if inner.is_symlink() or _entries(inner)[1]:
+        return None
+    nested = folder_layout(inner, depth + 1)
+    if nested.kind == "images" or (nested.kind == "classes" and len(_image_folders(nested.train)) < 2):
+        return None  # inside is still one class (cats/2019/*.jpg): keep the folder as given, refused as one class
+    note = f"read inside {inner}/: the only folder of {root} with images, and it holds only sub-folders (a wrapper)"
+    return FolderLayout(root, nested.kind, nested.train, nested.test, (note, *nested.notes))
+
+
+def _image_folders(folder: Path, dirs: list[str] | None = None) -> list[str]:
+    """The first two of ``dirs`` (default: ``folder``'s visible sub-folders) that hold an image at any depth; it stops
+    there, so a class tree of 1,000 folders is not walked."""
+    found = []
+    for name in _entries(folder)[0] if dirs is None else dirs:
+        if _holds_image(folder / name):
+            found.append(name)
+            if len(found) == 2:
+                break
+    return found
 
 
 def _split_layout(root: Path, dirs: list[str], loose: list[str], trains: list[str], evals: list[str]) -> FolderLayout:
@@ -236,7 +274,7 @@ def list_folder(root: Path, test_fraction: float, seed: int) -> tuple[list[str],
                            f"images, not class folders: a labelled set needs {root}/<class>/*.png (or train/ + val/); "
                            f"to train on it give --train-data folder:{root}")
     if layout.kind == "classes":
-        images = _class_images(root)
+        images = _class_images(layout.train)
         classes = sorted(images)
         files = [(p, label) for label, name in enumerate(classes) for p in images[name]]
         train_files, test_files = _split_files(files, test_fraction, seed)

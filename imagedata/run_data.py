@@ -45,7 +45,7 @@ from edge_encoder.imagedata.folder import (
     list_folder,
 )
 from edge_encoder.imagedata.sources import _read_images, load_dataset
-from edge_encoder.imagedata.splits import DatasetError, ImageSplits, resize_images
+from edge_encoder.imagedata.splits import DatasetError, ImageSplits, require_classes, resize_images
 from edge_encoder.imagedata.unlabelled import (
     image_files,
     is_file_spec,
@@ -218,8 +218,11 @@ def _open_labelled(spec: str, opts: _Options) -> ImageSplits | FolderSplits:
                   skip_corrupt=opts.skip_corrupt, max_train=opts.max_train, max_test=opts.max_test,
                   max_image_pixels=opts.max_pixels)
     if opts.stream and spec.startswith("folder:"):
-        return FolderSplits.open(spec, spec[7:], **common)  # type: ignore[arg-type]
-    return load_dataset(spec, data_root=opts.data_root, **common)  # type: ignore[arg-type]
+        splits = FolderSplits.open(spec, spec[7:], **common)  # type: ignore[arg-type]
+    else:
+        splits = load_dataset(spec, data_root=opts.data_root, **common)  # type: ignore[arg-type]
+    require_classes(splits, spec)
+    return splits
 
 
 def _query_files(spec: str, opts: _Options, labelled: bool) -> EvalFiles | None:

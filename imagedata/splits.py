@@ -74,6 +74,24 @@ def splits_summary(splits: Any) -> dict[str, object]:
     }
 
 
+def require_classes(splits: Any, spec: str) -> None:
+    """Refuse a labelled evaluation set whose images carry fewer than two labels (``y_train`` and ``y_test``
+    together): every kNN answer and every probe prediction would be right, so each accuracy and retrieval figure
+    would read 1.0 and say nothing about the encoder.
+
+    Raises:
+        DatasetError: one line naming the set, its one class and what to give instead.
+    """
+    present = np.union1d(np.asarray(splits.y_train), np.asarray(splits.y_test)).astype(np.int64)
+    if len(present) >= 2:
+        return
+    names = [str(splits.class_names[i]) for i in present if 0 <= i < len(splits.class_names)] or ["?"]
+    raise DatasetError(
+        f"the labelled evaluation set {spec} has images of one class only ({names[0]!r}): kNN, retrieval and the "
+        "linear probe need two or more (with one, every answer is right and every figure reads 1.0). Give a set "
+        f"with a folder per class, or --train-data {spec} alone to train without measuring accuracy")
+
+
 def as_rgb_nhwc(images: np.ndarray, where: str) -> np.ndarray:
     """Validate ``uint8`` images as ``(N, H, W)``, ``(N, H, W, 1)`` or ``(N, H, W, 3)``; return ``(N, H, W, 3)``."""
     if not isinstance(images, np.ndarray):

@@ -122,3 +122,14 @@ def test_bad_engines_are_one_line_exit_2(capsys, tmp_path: Path, tiny_bundle: Pa
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     code, _, err = call(capsys, "evaluate", tiny_bundle, "--dataset", "nope", "--runs-dir", tmp_path)
     assert code == 2 and "unknown dataset 'nope'" in err
+
+
+def test_a_dataset_of_one_class_is_refused_before_any_figure(capsys, tmp_path: Path, tiny_bundle: Path) -> None:
+    """One class: every kNN answer right, every figure 1.0 (a wrapper folder read as one class did this)."""
+    from tests.imagedata.test_layouts import write_images
+
+    write_images(tmp_path / "cats" / "cat", 6)
+    code, _, err = call(capsys, "evaluate", tiny_bundle, "--dataset", f"folder:{tmp_path / 'cats'}",
+                        "--runs-dir", tmp_path / "runs")
+    assert code == 2 and "has images of one class only ('cat')" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from edge_encoder.imagedata import DatasetError, FolderSplits, load_dataset
-from edge_encoder.imagedata.folder import folder_layout, list_folder, list_images
+from edge_encoder.imagedata.folder import MAX_WRAPPER_DEPTH, folder_layout, list_folder, list_images
 from PIL import Image
 
 
@@ -219,3 +219,69 @@ def test_a_class_of_only_unreadable_images_is_not_counted(tmp_path: Path, caplog
     assert small_lazy.summary() == small.summary()
     with pytest.raises(DatasetError, match="cannot read image"):  # without --skip-corrupt: refused naming a file
         load_dataset(f"folder:{root}", image_size=8)
+
+
+def test_a_wrapper_folder_as_downloads_have_it_is_read_inside(tmp_path: Path, caplog) -> None:
+    """food-101/images/<class>/ beside meta/: read as one class 'images', every accuracy was 1.0."""
+    root = tmp_path / "food-101"
+    for c in ("apple_pie", "baklava", "churros"):
+        write_images(root / "images" / c, 5, ".jpg", seed=len(c))
+    (root / "meta").mkdir()
+    (root / "meta" / "classes.txt").write_text("apple_pie\nbaklava\nchurros\n")
+    (root / "README.txt").write_text("Food-101\n")
+    with caplog.at_level(logging.WARNING):
+        data = load_dataset(f"folder:{root}", image_size=8)
+    assert data.class_names == ("apple_pie", "baklava", "churros")
+    assert f"read inside {root / 'images'}/" in caplog.text
+    layout = folder_layout(root)
+    assert (layout.root, layout.kind, layout.train) == (root, "classes", root / "images")
+    assert "read inside" in layout.describe()
+    lazy = FolderSplits.open(f"folder:{root}", root, image_size=8)
+    assert lazy.summary() == data.summary() and lazy.x_train.root == root
+
+
+def test_a_doubled_zip_folder_around_a_split_layout_is_read_inside(tmp_path: Path) -> None:
+    """kaggle_download/dataset/dataset/{train,test}/<class>/: two wrappers, then the split layout."""
+    root = tmp_path / "kaggle_download"
+    write_split_tree(root / "dataset" / "dataset", "test", {"cat": (4, 2), "dog": (3, 2)})
+    layout = folder_layout(root)
+    assert (layout.kind, layout.train, layout.test) == ("splits", root / "dataset" / "dataset" / "train",
+                                                         root / "dataset" / "dataset" / "test")
+    data = load_dataset(f"folder:{root}", image_size=8)
+    assert data.class_names == ("cat", "dog") and (len(data.x_train), len(data.x_test)) == (7, 4)
+
+
+@pytest.mark.parametrize("make, kind", [
+    (lambda r: (write_images(r / "cats", 3), write_images(r / "cats" / "2019", 2)), "classes"),  # loose images in it
+    (lambda r: write_images(r / "cats" / "2019", 4), "classes"),  # inside: image files, i.e. unlabelled
+    (lambda r: (write_images(r / "a" / "x", 2), write_images(r / "b", 2)), "classes"),  # two folders with images
+])
+def test_a_folder_that_is_not_a_wrapper_stays_one_class(tmp_path: Path, make, kind: str) -> None:
+    root = tmp_path / "tree"
+    make(root)
+    layout = folder_layout(root)
+    assert (layout.kind, layout.train, layout.notes) == (kind, root, ())
+
+
+def test_a_symlinked_wrapper_is_not_entered_so_a_loop_ends(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    write_images(root / "real" / "a", 2)
+    write_images(root / "real" / "b", 2)
+    (root / "real" / "loop").symlink_to(root, target_is_directory=True)
+    outer = tmp_path / "outer"
+    outer.mkdir()
+    (outer / "link").symlink_to(root / "real", target_is_directory=True)
+    assert folder_layout(outer).train == outer  # the symlink is not entered
+    assert folder_layout(root).train == root / "real"  # entered once; its loop/ holds no image (links not walked)
+
+
+@pytest.mark.parametrize("wrappers", [MAX_WRAPPER_DEPTH, MAX_WRAPPER_DEPTH + 1])
+def test_wrappers_are_entered_a_bounded_number_of_times(tmp_path: Path, wrappers: int) -> None:
+    chain = [f"w{i}" for i in range(wrappers + 1)]  # w0 holds w1 ... holds w(wrappers), which holds a/ and b/
+    write_images(tmp_path.joinpath(*chain, "a"), 2)
+    write_images(tmp_path.joinpath(*chain, "b"), 2)
+    layout = folder_layout(tmp_path / "w0")
+    if wrappers <= MAX_WRAPPER_DEPTH:
+        assert layout.train == tmp_path.joinpath(*chain) and len(layout.notes) == wrappers
+    else:  # past the bound: the folder as given, one class (w1), which a labelled run refuses
+        assert (layout.train, layout.notes) == (tmp_path / "w0", ())

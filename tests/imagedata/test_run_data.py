@@ -253,3 +253,35 @@ def test_eval_files_tell_a_copy_from_a_file_sharing_its_first_64_kib(tmp_path: P
     assert files.match(tmp_path / "missing.bin") is None
     kept, same, copies = files.split([query, copy, other])
     assert (kept, same, copies) == ([other], 1, 1)
+
+
+def _one_class_npz(path: Path, class_names: list[str] | None) -> Path:
+    rng = np.random.default_rng(0)
+    arrays = dict(x_train=rng.integers(0, 256, (8, 8, 8, 3), dtype=np.uint8), y_train=np.zeros(8, np.int64),
+                  x_test=rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8), y_test=np.zeros(4, np.int64))
+    np.savez(path, **arrays, **({} if class_names is None else {"class_names": np.array(class_names)}))
+    return path
+
+
+@pytest.mark.parametrize("make", ["folder", "folder_stream", "npz", "npz_named", "eval_data"])
+def test_a_labelled_set_of_one_class_is_refused_every_figure_would_read_one(tmp_path: Path, make: str) -> None:
+    """Every kNN answer is right when there is one class: a report of 1.0 everywhere said nothing of the encoder."""
+    write_images(tmp_path / "cats" / "cat", 10)
+    spec = {"folder": f"folder:{tmp_path / 'cats'}", "folder_stream": f"folder:{tmp_path / 'cats'}",
+            "npz": f"npz:{_one_class_npz(tmp_path / 'one.npz', None)}",
+            "npz_named": f"npz:{_one_class_npz(tmp_path / 'named.npz', ['cat', 'dog', 'emu'])}",
+            "eval_data": f"folder:{tmp_path / 'cats'}"}[make]
+    settings = (DataSettings(train_data=f"images:{tmp_path / 'cats'}", eval_data=spec, image_size=8)
+                if make == "eval_data" else DataSettings(dataset=spec, image_size=8, stream=make == "folder_stream"))
+    with pytest.raises(DatasetError) as info:
+        open_run_data(settings)
+    message = str(info.value)
+    name = "'0'" if make == "npz" else "'cat'"  # an npz without class_names names its labels by number
+    assert f"{spec} has images of one class only ({name})" in message and "--train-data" in message
+    assert "\n" not in message
+
+
+def test_a_one_class_folder_still_trains_as_unlabelled_images(tmp_path: Path) -> None:
+    write_images(tmp_path / "cats" / "cat", 10)
+    data = open_run_data(DataSettings(train_data=f"folder:{tmp_path / 'cats'}", image_size=8))
+    assert data.evaluation is None and len(data.train_images) + len(data.heldout) == 10
