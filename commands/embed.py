@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from edge_encoder.commands.errors import UsageError, require_training_stack, usa
 from edge_encoder.commands.options import DATASET_HELP, dataset_options, output_options, show_progress
 from edge_encoder.core.files import atomic_write
 from edge_encoder.evaluate.extract import extract
-from edge_encoder.imagedata.folder import IMAGE_SUFFIXES, read_image
+from edge_encoder.imagedata.folder import IMAGE_SUFFIXES, read_image, walk_images
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "test", "all")
@@ -64,15 +63,11 @@ class ImageFiles:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Every image file under ``folder`` (any depth; suffixes of ``imagedata.folder.IMAGE_SUFFIXES`` in any case),
-    in order of relative path; hidden files and folders (``.name``) are left out."""
+    """Every image file under ``folder`` (any depth; ``imagedata.folder.walk_images``: suffixes of ``IMAGE_SUFFIXES``
+    in any case, hidden files and folders and ``__MACOSX/`` left out), in order of relative path."""
     if not folder.is_dir():
         raise UsageError(f"--images {folder}: not a folder" if folder.exists() else f"--images {folder} does not exist")
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found += [Path(dirpath) / f for f in filenames
-                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    found = walk_images(folder)
     if not found:
         raise UsageError(f"--images {folder}: no image files in it (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())

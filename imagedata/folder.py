@@ -53,7 +53,13 @@ log = logging.getLogger(__name__)
 
 # Bump when read_image would decode the same file differently: old embedding caches keyed by fingerprint() then miss.
 FINGERPRINT_FORMAT = f"edge-encoder/folder-images/2 ({DECODER})"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+# .jfif / .jpe: JPEGs as Windows and browsers save them; .avif: decoded by Pillow >= 11.3 (an older Pillow refuses the
+# file in one line naming it, or --skip-corrupt leaves it out).
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jfif", ".jpe", ".bmp", ".gif", ".webp", ".avif", ".tif", ".tiff", ".ppm",
+                  ".pgm", ".pbm", ".pnm"}
+# Photos Pillow does not decode (iPhone HEIC, camera raw, vector): never read, but a listing says how many it left out,
+# so a phone's folder is not quietly a third of itself.
+UNREAD_PHOTO_SUFFIXES = {".heic", ".heif", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".svg"}
 SPLITS = ("train", "test")  # the two splits FolderImages.open lists ("test" = the evaluation split, e.g. val/)
 TRAIN_DIR = "train"
 VAL_DIRS = ("val", "valid", "validation")  # preferred over test/ as the evaluation split when both are present
@@ -79,13 +85,39 @@ def is_image_name(name: str) -> bool:
 def list_images(folder: Path) -> list[Path]:
     """Every image file under ``folder`` at any depth, hidden files and folders skipped, sorted by path.
 
-    Symlinked folders are not followed (a link back up the tree would loop); symlinked files are listed.
+    Symlinked folders are not followed (a link back up the tree would loop); symlinked files are listed. Photos of
+    a type not read (``UNREAD_PHOTO_SUFFIXES``: HEIC, camera raw) are counted in one warning naming the folder.
     """
+    return sorted(walk_images(folder))
+
+
+def walk_images(folder: Path) -> list[Path]:
+    """``list_images`` unsorted (a caller with its own order sorts them), with the same warning."""
+    found, unread = _walk(folder)
+    _warn_unread(folder, unread)
+    return found
+
+
+def _walk(folder: Path) -> tuple[list[Path], list[str]]:
+    """``(image files, photos of a type not read)`` under ``folder``, unsorted."""
     found: list[Path] = []
+    unread: list[str] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if visible(d)]  # pruned in place: os.walk does not descend into them
         found += [Path(dirpath, name) for name in filenames if is_image_name(name)]
-    return sorted(found)
+        unread += [os.path.join(dirpath, name) for name in filenames
+                   if visible(name) and os.path.splitext(name)[1].lower() in UNREAD_PHOTO_SUFFIXES]
+    return found, unread
+
+
+def _warn_unread(folder: Path, unread: list[str]) -> None:
+    """One warning counting the photos of ``folder`` left out for their type (none: nothing)."""
+    if not unread:
+        return
+    suffixes = sorted(os.path.splitext(path)[1].lower() for path in unread)
+    counts = ", ".join(f"{suffixes.count(suffix)} {suffix}" for suffix in sorted(set(suffixes)))
+    _warn(f"{folder}: {len(unread)} photo(s) of a type not read here left out ({counts}; e.g. {min(unread)}): "
+          "convert them to JPEG or PNG to include them")
 
 
 def _holds_image(folder: Path) -> bool:
@@ -312,7 +344,13 @@ def _class_images(folder: Path) -> dict[str, list[Path]]:
     if loose:
         raise DatasetError(f"image folder {folder} holds image files directly (e.g. {loose[0]}) instead of class "
                            f"folders {folder}/<class>/*")
-    images = {name: list_images(folder / name) for name in dirs}
+    images: dict[str, list[Path]] = {}
+    unread: list[str] = []
+    for name in dirs:
+        found, left_out = _walk(folder / name)
+        images[name] = sorted(found)
+        unread += left_out
+    _warn_unread(folder, unread)  # one line for the tree, not one a class
     for name in [n for n, files in images.items() if not files]:
         _warn(f"{folder / name}/ holds no images: not a class")
         del images[name]

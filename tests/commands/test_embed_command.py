@@ -52,15 +52,23 @@ def test_embed_rows_match_evaluate_for_the_same_images(capsys, resnet18_onnx: Pa
         assert saved["paths"][0] == "test/0"
 
 
-def test_embed_a_folder_at_any_depth_through_a_bundle(capsys, tiny_bundle: Path, image_tree: Path,
+def test_embed_a_folder_at_any_depth_through_a_bundle(capsys, caplog, tiny_bundle: Path, image_tree: Path,
                                                        tmp_path: Path) -> None:
     from edge_encoder.device.bundle_files import open_engine
 
+    from PIL import Image
+
+    pixels = np.random.default_rng(5).integers(0, 256, (18, 22, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(image_tree / "sub" / "g.jfif", format="JPEG")  # a JPEG as Windows saves it
+    (image_tree / "__MACOSX" / "sub").mkdir(parents=True)
+    Image.fromarray(pixels).save(image_tree / "__MACOSX" / "sub" / "c.jpg", format="JPEG")  # a zip's resource forks
+    (image_tree / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic")  # not read, but counted
     out = tmp_path / "photos.npz"
     code, _, err = call(capsys, "embed", tiny_bundle, "--images", image_tree, "--out", out, "--batch-size", "4",
                         "--no-progress")
     assert code == 0, err[-2000:]
-    expected = ["a.png", "b.PNG", "sub/c.jpg", "sub/d.JPEG", "sub/deeper/e.Jpg", "sub/deeper/f.png"]
+    assert "1 photo(s) of a type not read here left out (1 .heic" in caplog.text + err
+    expected = ["a.png", "b.PNG", "sub/c.jpg", "sub/d.JPEG", "sub/deeper/e.Jpg", "sub/deeper/f.png", "sub/g.jfif"]
     with np.load(out, allow_pickle=False) as saved:
         assert list(saved["paths"]) == expected and "labels" not in saved.files  # a folder has no labels
         embeddings = saved["embeddings"]

@@ -285,3 +285,27 @@ def test_wrappers_are_entered_a_bounded_number_of_times(tmp_path: Path, wrappers
         assert layout.train == tmp_path.joinpath(*chain) and len(layout.notes) == wrappers
     else:  # past the bound: the folder as given, one class (w1), which a labelled run refuses
         assert (layout.train, layout.notes) == (tmp_path / "w0", ())
+
+
+def test_jpeg_and_avif_as_browsers_save_them_are_read_and_unread_photos_are_counted(tmp_path: Path, caplog) -> None:
+    """A phone or browser folder: .jfif/.jpe JPEGs and AVIF are images; HEIC and camera raw are not read, but a
+    warning says how many were left out, so the folder is not quietly a part of itself."""
+    root = tmp_path / "tree"
+    write_images(root / "a", 2, ".jpg")
+    rng = np.random.default_rng(3)
+    for name, fmt in (("x.jfif", "JPEG"), ("y.JPE", "JPEG"), ("z.avif", "AVIF")):
+        Image.fromarray(rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)).save(root / "b" / name if (root / "b").is_dir()
+                                                                               else _mkdir(root / "b") / name, format=fmt)
+    for name in ("IMG_0001.HEIC", "IMG_0002.heic", "DSC_0001.NEF", ".hidden.heic"):
+        (root / "b" / name).write_bytes(b"\0\0\0\x18ftypheic")
+    with caplog.at_level(logging.WARNING):
+        data = load_dataset(f"folder:{root}", image_size=8, test_fraction=0.5)
+    assert data.class_names == ("a", "b") and len(data.x_train) + len(data.x_test) == 5
+    assert (f"{root}: 3 photo(s) of a type not read here left out (2 .heic, 1 .nef; e.g. {root / 'b' / 'DSC_0001.NEF'})"
+            in caplog.text)
+    assert f"{root / 'b'}: " not in caplog.text  # one line for the tree, not one a class
+
+
+def _mkdir(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
