@@ -5,8 +5,9 @@ input contract; its variants are opened through ``device.bundle_files.open_engin
 
 Any other ``.onnx`` file (the user's own encoder, a torchvision model exported as it is) has no such metadata, so
 its contract is read from the graph and declared on the command line: uint8 NHWC (normalisation inside the graph),
-or float32 NCHW with ``--mean``/``--std`` (or ``--preset imagenet``); ``--image-size`` where the graph's height and
-width are dynamic. Its output may be un-normalised features, logits or ``(N, C, 1, 1)``: the engine wrapper
+or float32 NCHW or NHWC (Keras/TensorFlow) with ``--mean``/``--std`` (or ``--preset imagenet``, ``tf``, ``raw255``);
+``--image-size`` where the graph's height and width are dynamic; ``--output NAME`` where the graph has several
+outputs (default: the first, logged). Its output may be un-normalised features, logits or ``(N, C, 1, 1)``: the engine wrapper
 flattens it to ``(N, D)`` and L2-normalises the rows (``OnnxRuntimeEngine(l2_normalize_output=True)``), and the
 report says so. A graph with a static batch (``torch.onnx.export`` without ``dynamic_axes``: 1) runs in chunks of
 that batch, said once in the log; an output that cannot be an embedding (zero-width, a fixed first dimension other
@@ -22,13 +23,19 @@ from pathlib import Path
 from typing import Any
 
 from edge_encoder.commands.errors import UsageError, usage_errors
+from edge_encoder.device.engines import GRAPH_INPUT_LAYOUTS
 from edge_encoder.device.manifest import manifest_preprocess
 
-LAYOUTS = ("uint8_nhwc", "float_nchw")
 # torchvision's ImageNet weights take RGB on the 0..1 scale normalised with these
 # (https://pytorch.org/vision/0.8/models.html: "mean = [0.485, 0.456, 0.406] and std = [0.229, 0.224, 0.225]").
-NORMALIZATION_PRESETS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
-CONTRACT_OPTIONS = "--input-layout/--mean/--std/--preset/--image-size"
+# Keras applications' preprocess_input mode "tf" (MobileNet, Inception, Xception, ResNetV2) "will scale pixels
+# between -1 and 1", i.e. x / 127.5 - 1 = (x / 255 - 0.5) / 0.5; EfficientNet and ConvNeXt take the 0..255 values
+# themselves (mean 0, std 1/255 on the 0..1 scale). tensorflow.org/api_docs/python/tf/keras/applications/
+# imagenet_utils/preprocess_input.
+NORMALIZATION_PRESETS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+                         "tf": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+                         "raw255": ((0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255))}
+CONTRACT_OPTIONS = "--input-layout/--mean/--std/--preset/--image-size/--output"
 
 
 @dataclass(frozen=True)
@@ -39,10 +46,11 @@ class InputContract:
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     image_size: int | None = None
+    output: str | None = None  # the graph output that is the embedding (default: the first)
 
     @property
     def declared(self) -> bool:
-        return any(v is not None for v in (self.layout, self.mean, self.std, self.image_size))
+        return any(v is not None for v in (self.layout, self.mean, self.std, self.image_size, self.output))
 
 
 @dataclass(frozen=True)
@@ -72,15 +80,20 @@ def engine_options(*, variant_help: str, many_variants: bool) -> argparse.Argume
                              "encoder file")
     parser.add_argument("--variant", metavar="V", action="append" if many_variants else "store", help=variant_help)
     group = parser.add_argument_group("input contract of an ONNX file (a bundle's manifest declares its own)")
-    group.add_argument("--input-layout", choices=LAYOUTS,
+    group.add_argument("--input-layout", choices=GRAPH_INPUT_LAYOUTS,
                        help="uint8_nhwc: uint8 (N, H, W, 3), normalised inside the graph; float_nchw: float32 "
-                            "(N, 3, H, W) normalised with --mean/--std (default: as the graph's input says)")
-    group.add_argument("--mean", metavar="R,G,B", help="per-channel mean on the 0..1 scale (float_nchw input)")
-    group.add_argument("--std", metavar="R,G,B", help="per-channel std on the 0..1 scale (float_nchw input)")
+                            "(N, 3, H, W), float_nhwc: float32 (N, H, W, 3) (Keras/TensorFlow), both normalised "
+                            "with --mean/--std (default: as the graph's input says)")
+    group.add_argument("--mean", metavar="R,G,B", help="per-channel mean on the 0..1 scale (float input)")
+    group.add_argument("--std", metavar="R,G,B", help="per-channel std on the 0..1 scale (float input)")
     group.add_argument("--preset", choices=sorted(NORMALIZATION_PRESETS),
-                       help="a known mean/std: imagenet = 0.485,0.456,0.406 / 0.229,0.224,0.225")
+                       help="a known mean/std: imagenet = 0.485,0.456,0.406 / 0.229,0.224,0.225 (torchvision); "
+                            "tf = 0.5 / 0.5, pixels -1..1 (Keras MobileNet, Inception); raw255 = 0 / 1/255, pixels "
+                            "0..255 (Keras EfficientNet)")
     group.add_argument("--image-size", type=int, metavar="N",
                        help="input side in pixels; required when the graph's height/width are dynamic")
+    group.add_argument("--output", metavar="NAME",
+                       help="the graph output that is the embedding, for a graph with several (default: the first)")
     return parser
 
 
@@ -110,7 +123,7 @@ def contract_from_args(args: argparse.Namespace) -> InputContract:
         raise UsageError(f"--image-size must be >= 1, got {args.image_size}")
     if args.input_layout == "uint8_nhwc" and mean is not None:
         raise UsageError("--input-layout uint8_nhwc normalises inside the graph: --mean/--std/--preset do not apply")
-    return InputContract(args.input_layout, mean, std, args.image_size)
+    return InputContract(args.input_layout, mean, std, args.image_size, args.output)
 
 
 def _bundle_dir(path: Path) -> Path | None:
@@ -166,7 +179,8 @@ def open_target(target: EngineTarget, variant: str | None = None) -> Any:
     preprocess = {"mean": contract.mean, "std": contract.std} if contract.mean is not None else None
     with usage_errors():
         engine = OnnxRuntimeEngine(target.path, preprocess=preprocess, image_size=contract.image_size,
-                                   l2_normalize_output=True, input_layout=contract.layout)
+                                   l2_normalize_output=True, input_layout=contract.layout,
+                                   output_name=contract.output)
     if engine.input_layout == "uint8_nhwc" and contract.mean is not None:
         engine.close()
         raise UsageError(f"{target.path}: its input is uint8 NHWC (normalised inside the graph): "
@@ -196,10 +210,11 @@ def describe_engine(target: EngineTarget, engine: Any, variant: str | None = Non
                      output="(N, D) L2-normalised inside the graph (the bundle's contract)")
         return entry
     contract = target.contract
-    entry.update(kind="onnx file", graph_output_shape=getattr(engine, "output_shape", None),
+    entry.update(kind="onnx file", graph_output=getattr(engine, "output_name", None),
+                 graph_output_shape=getattr(engine, "output_shape", None),
                  output="flattened to (N, D) and L2-normalised by the engine wrapper (the model's own output is "
                         "not assumed normalised)")
-    if engine.input_layout == "float_nchw":
+    if engine.input_layout != "uint8_nhwc":
         declared = contract.mean is not None
         entry.update(mean=list(contract.mean) if declared else "from the model's metadata",
                      std=list(contract.std) if declared else "from the model's metadata",

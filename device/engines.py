@@ -8,7 +8,8 @@ embeddings (the contract in docs/CONTRACTS.md). One class per backend; backends 
 
 Models exported with ``input_layout="float_nchw"`` take normalised float32 ``(N, 3, H, W)``; their engines
 still take uint8 NHWC in ``embed`` and apply the recorded mean/std themselves (``normalize_images``), so
-every engine keeps the same contract.
+every engine keeps the same contract. A foreign float32 ``(N, H, W, 3)`` graph (``float_nhwc``, as Keras and
+TensorFlow export) is fed the same normalised values, channels last.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def _float_normalization(path: Path, meta: dict[str, str], preprocess: Preproces
     source = {k: meta[f"edge_encoder.{k}"] for k in ("mean", "std") if f"edge_encoder.{k}" in meta}
     missing = [k for k in ("mean", "std") if k not in source]
     if missing:
-        raise ValueError(f"{path}: float NCHW model needs the normalisation {missing}; it is not in the model "
+        raise ValueError(f"{path}: a float-input model needs the normalisation {missing}; it is not in the model "
                          "metadata: pass preprocess={'mean': ..., 'std': ...} (edge-encoder: --mean R,G,B --std R,G,B "
                          "or --preset imagenet)")
     mean = _parse_floats(source["mean"], "mean", path)
@@ -83,6 +84,50 @@ def _float_normalization(path: Path, meta: dict[str, str], preprocess: Preproces
     if min(std) <= 0:
         raise ValueError(f"{path}: std must be > 0, got {std}")
     return mean, std
+
+
+GRAPH_INPUT_LAYOUTS = ("uint8_nhwc", "float_nchw", "float_nhwc")
+
+
+def _single_input(path: Path, inputs: Sequence[Any]) -> Any:
+    """The graph's one input; an encoder graph with several (a mask, a second image) is refused naming them."""
+    if len(inputs) != 1:
+        names = ", ".join(f"{i.name!r} ({i.type} {i.shape})" for i in inputs) or "none"
+        raise ValueError(f"{path}: the graph has {len(inputs)} inputs ({names}); an image encoder takes one, the "
+                         "images")
+    return inputs[0]
+
+
+def _input_layout(path: Path, inp: Any, declared: str | None) -> str:
+    """The layout of the graph's image input: uint8 ``(N, H, W, 3)`` is ``uint8_nhwc``; float32 ``(N, 3, H, W)``
+    ``float_nchw``; float32 ``(N, H, W, 3)`` ``float_nhwc`` (Keras/TensorFlow exports). A float ``(N, 3, H, 3)`` is
+    both: the declared one, else ``float_nchw``. A declared layout the graph does not have is refused."""
+    shape = list(inp.shape) if inp.shape is not None else []
+    found: list[str] = []
+    if len(shape) == 4 and inp.type == "tensor(uint8)" and shape[3] == 3:
+        found = ["uint8_nhwc"]
+    elif len(shape) == 4 and inp.type == "tensor(float)":
+        found = [layout for layout, axis in (("float_nchw", 1), ("float_nhwc", 3)) if shape[axis] == 3]
+    if not found:
+        raise ValueError(f"{path}: input {inp.name!r} must be uint8 (N, H, W, 3), float32 (N, 3, H, W) or float32 "
+                         f"(N, H, W, 3), got {inp.type} {inp.shape}")
+    if declared is not None and declared not in found:
+        raise ValueError(f"{path}: input {inp.name!r} is {found[0]} ({inp.type} {inp.shape}), not the declared "
+                         f"{declared}")
+    return declared or found[0]
+
+
+def _chosen_output(path: Path, outputs: Sequence[Any], name: str | None) -> Any:
+    """The output named ``name``, else the first (the others named in the log); an unknown name is refused."""
+    names = [o.name for o in outputs]
+    if name is not None:
+        if name not in names:
+            raise ValueError(f"{path}: no output {name!r}; the graph's outputs are {', '.join(map(repr, names))}")
+        return outputs[names.index(name)]
+    if len(outputs) > 1:
+        logger.warning("%s: %d outputs (%s): the first, %r, is taken as the embedding (choose another with "
+                       "--output NAME)", path, len(names), ", ".join(map(repr, names)), names[0])
+    return outputs[0]
 
 
 def _static_dim(dim: Any) -> int | None:
@@ -196,40 +241,33 @@ class OnnxRuntimeEngine(EngineBase):
             ResNet exported as it is): their output may be un-normalised features, logits, or ``(N, C, 1, 1)``;
             with this flag an output ``(N, D)`` or ``(N, C, H, W)`` is flattened to ``(N, D)`` (``D = C*H*W``) and
             its rows L2-normalised here, so the engine contract holds. Other output ranks are refused.
-        input_layout: the layout the caller declares (``"uint8_nhwc"`` or ``"float_nchw"``); a graph whose input
-            is the other one is refused. Default: whichever the graph has.
+        input_layout: the layout the caller declares (``GRAPH_INPUT_LAYOUTS``); a graph whose input is another one is
+            refused. Default: whichever the graph has (``_input_layout``).
+        output_name: the graph output that is the embedding, for a graph with several (e.g. features and logits);
+            default: the first, logged when there are others.
     """
 
     def __init__(self, path: Path | str, *, name: str | None = None, providers: Sequence[str] | None = None,
                  intra_op_threads: int | None = None, preprocess: Preprocess | Mapping[str, Any] | None = None,
                  image_size: int | None = None, l2_normalize_output: bool = False,
-                 input_layout: str | None = None) -> None:
+                 input_layout: str | None = None, output_name: str | None = None) -> None:
         self.source_path = Path(path)
         if not self.source_path.is_file():
             raise ValueError(f"ONNX model file not found: {self.source_path}")
         self._session = _open_session(self.source_path, providers, intra_op_threads)
         meta = self._session.get_modelmeta().custom_metadata_map
-        inp = self._session.get_inputs()[0]
+        inp = _single_input(self.source_path, self._session.get_inputs())
         self._input_name = inp.name
         self._normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
-        graph_layout = {"tensor(uint8)": "uint8_nhwc", "tensor(float)": "float_nchw"}.get(inp.type)
-        if input_layout is not None and graph_layout is not None and graph_layout != input_layout:
-            raise ValueError(f"{self.source_path}: input {inp.name!r} is {graph_layout} ({inp.type} {inp.shape}), "
-                             f"not the declared {input_layout}")
-        if inp.type == "tensor(uint8)" and len(inp.shape) == 4:
-            self.input_layout = "uint8_nhwc"
-            height, width = _input_size(self.source_path, inp.name, inp.shape[1:3], image_size)
-            self.input_spec = InputSpec(height=height, width=width, channels=int(inp.shape[3]))
-        elif inp.type == "tensor(float)" and len(inp.shape) == 4 and inp.shape[1] == 3:
-            self.input_layout = "float_nchw"
+        self.input_layout = _input_layout(self.source_path, inp, input_layout)
+        channels_last = self.input_layout != "float_nchw"
+        height, width = _input_size(self.source_path, inp.name, inp.shape[1:3] if channels_last else inp.shape[2:4],
+                                    image_size)
+        self.input_spec = InputSpec(height=height, width=width)
+        if self.input_layout != "uint8_nhwc":
             self._normalize = _float_normalization(self.source_path, meta, preprocess)
-            height, width = _input_size(self.source_path, inp.name, inp.shape[2:4], image_size)
-            self.input_spec = InputSpec(height=height, width=width)
-        else:
-            raise ValueError(f"{self.source_path}: input {inp.name!r} must be uint8 (N, H, W, 3) or float32 "
-                             f"(N, 3, H, W), got {inp.type} {inp.shape}")
-        output = self._session.get_outputs()[0]
-        self._output_name = output.name
+        output = _chosen_output(self.source_path, self._session.get_outputs(), output_name)
+        self._output_name = self.output_name = output.name
         self.output_shape = list(output.shape) if output.shape is not None else None
         self._l2_normalize_output = l2_normalize_output
         # The batch every session call holds: None (any), or the graph's static batch B, in chunks of exactly B.
@@ -245,6 +283,8 @@ class OnnxRuntimeEngine(EngineBase):
             raise RuntimeError(f"engine {self.name!r} is closed")
         if self._normalize is not None:
             images = normalize_images(images, *self._normalize)
+            if self.input_layout == "float_nhwc":  # a Keras/TensorFlow export: channels last
+                images = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
         if self.graph_batch is None:
             out = self._session_run(images)
         else:
@@ -279,7 +319,7 @@ class OnnxRuntimeEngine(EngineBase):
 
     def _session_run(self, batch: np.ndarray) -> np.ndarray:
         """One session call; its output must have one row per image of ``batch``."""
-        out = np.asarray(self._session.run(None, {self._input_name: batch})[0])
+        out = np.asarray(self._session.run([self._output_name], {self._input_name: batch})[0])
         if out.ndim == 0 or out.shape[0] != len(batch):
             raise ValueError(f"{self.source_path}: output {self._output_name!r} has shape {out.shape} for a batch of "
                              f"{len(batch)} images (graph output {self.output_shape}); an encoder output has one row "

@@ -217,7 +217,8 @@ def _md_engines(report: dict[str, Any]) -> str | None:
     if not isinstance(engines, dict) or not engines:
         return None
     rows = [[name, str(e.get("kind", "")), str(e.get("source", "")), str(e.get("input_layout", "")),
-             "x".join(str(v) for v in e.get("input_size", [])), str(e.get("output", ""))]
+             "x".join(str(v) for v in e.get("input_size", [])),
+             (f"`{e['graph_output']}`: " if e.get("graph_output") else "") + str(e.get("output", ""))]
             for name, e in engines.items() if isinstance(e, dict)]
     return _md_table(["engine", "kind", "source", "input", "size", "output"], rows)
 

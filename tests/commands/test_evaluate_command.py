@@ -95,6 +95,9 @@ def test_dynamic_height_width_needs_and_takes_image_size(capsys, tmp_path: Path)
     (["--preset", "imagenet", "--set", "train.epochs=3"], "data.KEY/evaluate.KEY only"),
     (["--preset", "imagenet", "--set", "evaluate.knn_kk=3"], "knn_kk"),
     (["--preset", "imagenet", "--variant", "fp32"], "single ONNX file"),
+    (["--preset", "imagenet", "--output", "logits"], "no output 'logits'; the graph's outputs are"),
+    (["--input-layout", "float_nhwc", "--preset", "tf"], "is float_nchw (tensor(float) ['batch', 3, 24, 24]), not the "
+                                                         "declared float_nhwc"),
 ])
 def test_contract_mistakes_are_one_line_exit_2(capsys, tmp_path: Path, extra: list[str], message: str) -> None:
     model = export_onnx(tiny_cnn(), tmp_path / "cnn.onnx", 24)

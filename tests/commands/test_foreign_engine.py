@@ -43,3 +43,81 @@ def test_declared_contract_mismatches_are_value_errors(tmp_path: Path) -> None:
     rank3 = export_onnx(tiny_cnn("rank3"), tmp_path / "r3.onnx", 20)
     with pytest.raises(ValueError, match=r"must be \(N, D\) or \(N, C, H, W\)"):
         OnnxRuntimeEngine(rank3, preprocess={"mean": MEAN, "std": STD}, l2_normalize_output=True)
+
+
+class ChannelsLast(torch.nn.Module):
+    """``model`` behind a float32 (N, H, W, 3) input, as Keras/TensorFlow export a graph."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.permute(0, 3, 1, 2))
+
+
+class FeaturesAndLogits(torch.nn.Module):
+    """Two outputs, features first, as classifiers exported with their penultimate layer have."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body, self.head = tiny_cnn(), torch.nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.body(x)
+        return features, self.head(features)
+
+
+def test_a_channels_last_float_graph_gives_the_channels_first_graphs_rows(tmp_path: Path) -> None:
+    model = tiny_cnn().eval()
+    nchw = export_onnx(model, tmp_path / "nchw.onnx", 20)
+    nhwc = tmp_path / "nhwc.onnx"
+    torch.onnx.export(ChannelsLast(model).eval(), (torch.randn(1, 20, 20, 3),), str(nhwc), dynamo=False,
+                      input_names=["input_1"], dynamic_axes={"input_1": {0: "batch"}})
+    images = np.random.default_rng(1).integers(0, 256, (6, 20, 20, 3), dtype=np.uint8)
+    common = dict(preprocess={"mean": MEAN, "std": STD}, l2_normalize_output=True)
+    with OnnxRuntimeEngine(nchw, **common) as first, OnnxRuntimeEngine(nhwc, **common) as last:
+        assert (first.input_layout, last.input_layout) == ("float_nchw", "float_nhwc")
+        assert (last.input_spec.height, last.input_spec.width) == (20, 20)
+        np.testing.assert_allclose(last.embed(images), first.embed(images), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="is float_nhwc .* not the declared float_nchw"):
+        OnnxRuntimeEngine(nhwc, input_layout="float_nchw", **common)
+    with pytest.raises(ValueError, match="needs the normalisation"):
+        OnnxRuntimeEngine(nhwc, l2_normalize_output=True)
+
+
+def test_the_embedding_output_is_chosen_by_name_and_the_first_by_default(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "two.onnx"
+    model = FeaturesAndLogits().eval()
+    torch.onnx.export(model, (torch.randn(1, 3, 20, 20),), str(path), dynamo=False, input_names=["x"],
+                      output_names=["features", "logits"], dynamic_axes={"x": {0: "n"}})
+    images = np.random.default_rng(2).integers(0, 256, (4, 20, 20, 3), dtype=np.uint8)
+    common = dict(preprocess={"mean": MEAN, "std": STD}, l2_normalize_output=True)
+    with caplog.at_level("WARNING"), OnnxRuntimeEngine(path, **common) as engine:
+        assert engine.output_name == "features" and engine.embed(images).shape == (4, 16)
+    assert "2 outputs ('features', 'logits'): the first, 'features', is taken" in caplog.text
+    with OnnxRuntimeEngine(path, output_name="logits", **common) as engine:
+        assert engine.output_name == "logits" and engine.embed(images).shape == (4, 5)
+    with pytest.raises(ValueError, match="no output 'emb'; the graph's outputs are 'features', 'logits'"):
+        OnnxRuntimeEngine(path, output_name="emb", **common)
+
+
+def test_a_graph_with_two_inputs_is_refused_naming_them(tmp_path: Path) -> None:
+    class TwoInputs(torch.nn.Module):
+        def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return (x * mask).mean(dim=(2, 3))
+
+    path = tmp_path / "two_in.onnx"
+    torch.onnx.export(TwoInputs(), (torch.randn(1, 3, 8, 8), torch.ones(1, 1, 8, 8)), str(path), dynamo=False,
+                      input_names=["x", "mask"])
+    with pytest.raises(ValueError, match=r"the graph has 2 inputs \('x' .*'mask' .*\); an image encoder takes one"):
+        OnnxRuntimeEngine(path, preprocess={"mean": MEAN, "std": STD})
+
+
+@pytest.mark.parametrize("preset, expected", [("tf", 200 / 127.5 - 1), ("raw255", 200.0)])
+def test_keras_presets_give_the_values_keras_preprocessing_gives(preset: str, expected: float) -> None:
+    from edge_encoder.commands.engine_args import NORMALIZATION_PRESETS
+    from edge_encoder.device.engines import normalize_images
+
+    got = normalize_images(np.full((1, 2, 2, 3), 200, np.uint8), *NORMALIZATION_PRESETS[preset])
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
