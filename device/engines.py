@@ -130,6 +130,23 @@ def _chosen_output(path: Path, outputs: Sequence[Any], name: str | None) -> Any:
     return outputs[0]
 
 
+def _contract_token(layout: str, normalize: tuple[tuple[float, ...], tuple[float, ...]] | None, output: str,
+                    n_outputs: int, l2_normalize: bool) -> str:
+    """What besides the model file decides the embeddings: the mean/std fed to a float graph, the output taken
+    from several, the wrapper's L2 normalisation. ``evaluate.extract`` keys its embedding cache on it with the file's
+    hash, so evaluating the same file again with another ``--preset`` or ``--output`` computes new embeddings
+    instead of reading the old ones. Empty for a uint8 graph with one output, as a bundle's (their keys unchanged).
+    """
+    parts = []
+    if normalize is not None:
+        parts.append(f"{layout} mean={','.join(map(repr, normalize[0]))} std={','.join(map(repr, normalize[1]))}")
+    if n_outputs > 1:
+        parts.append(f"output={output}")
+    if l2_normalize:
+        parts.append("l2_normalize_output")
+    return "; ".join(parts)
+
+
 def _static_dim(dim: Any) -> int | None:
     """A graph dimension as an int when it is fixed (``>= 0``), ``None`` when symbolic/unknown."""
     return dim if isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 else None
@@ -266,10 +283,13 @@ class OnnxRuntimeEngine(EngineBase):
         self.input_spec = InputSpec(height=height, width=width)
         if self.input_layout != "uint8_nhwc":
             self._normalize = _float_normalization(self.source_path, meta, preprocess)
-        output = _chosen_output(self.source_path, self._session.get_outputs(), output_name)
+        outputs = self._session.get_outputs()
+        output = _chosen_output(self.source_path, outputs, output_name)
         self._output_name = self.output_name = output.name
         self.output_shape = list(output.shape) if output.shape is not None else None
         self._l2_normalize_output = l2_normalize_output
+        self.cache_variant = _contract_token(self.input_layout, self._normalize, output.name, len(outputs),
+                                             l2_normalize_output)
         # The batch every session call holds: None (any), or the graph's static batch B, in chunks of exactly B.
         self.graph_batch, self._batch_reason = _graph_batch(self.source_path, inp, output, self.output_shape,
                                                             l2_normalize_output)

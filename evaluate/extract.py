@@ -4,7 +4,8 @@ Images go through ``engine.embed`` in batches; the result is validated (2-D, one
 cached on disk so that re-evaluating an engine costs nothing. The images are a ``uint8 (N, H, W, 3)`` array, or
 an :class:`ImageSource` (``len``, ``images[i] -> uint8 (H, W, 3)``, e.g. a folder decoded on access): its items
 are read and stacked one batch at a time, so a split larger than memory can be embedded. The cache key hashes:
-the engine's model file (``engine.source_path``, SHA-256) or, for engines without a file, their ``cache_token``;
+the engine's model file (``engine.source_path``, SHA-256, with its ``cache_variant``: a foreign float graph's
+mean/std, the output taken of several) or, for engines without a file, their ``cache_token``;
 the dataset id and split; for an array its shape and a BLAKE2 digest of its bytes, for a source its length, item
 shape and ``fingerprint()`` (a source without one is not cached). A sidecar JSON keeps the throughput measured
 when the embeddings were computed, so a cache hit reports the same ``images_per_s``.
@@ -88,13 +89,16 @@ def file_sha256(path: Path) -> str:
 
 
 def engine_fingerprint(engine: Any) -> str | None:
-    """Identity of the engine's weights: the model file hash, else its ``cache_token``, else ``None``."""
+    """Identity of the engine: the model file hash, with its ``cache_variant`` when it has one (what else decides
+    the embeddings: the normalisation fed to a foreign float graph, the output taken), else its ``cache_token``,
+    else ``None``."""
     source = getattr(engine, "source_path", None)
     if source is not None:
         source = Path(source)
         if not source.is_file():
             raise ValueError(f"engine {getattr(engine, 'name', '?')!r}: source_path {source} is not a file")
-        return "sha256:" + file_sha256(source)
+        variant = getattr(engine, "cache_variant", "")
+        return "sha256:" + file_sha256(source) + (f" ({variant})" if variant else "")
     token = getattr(engine, "cache_token", None)
     return f"token:{token}" if token else None
 

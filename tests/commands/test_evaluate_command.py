@@ -136,3 +136,18 @@ def test_a_dataset_of_one_class_is_refused_before_any_figure(capsys, tmp_path: P
                         "--runs-dir", tmp_path / "runs")
     assert code == 2 and "has images of one class only ('cat')" in err, err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
+def test_another_normalisation_or_output_of_the_same_file_is_not_read_from_the_cache(capsys, tmp_path: Path) -> None:
+    """The embedding cache was keyed on the file alone: a rerun with another --preset reported the first one's
+    figures, to the last digit."""
+    model = export_onnx(tiny_cnn(), tmp_path / "cnn.onnx", 24)
+    hits = []
+    for extra in (["--preset", "imagenet"], ["--preset", "tf"], ["--preset", "imagenet"]):
+        code, _, err = call(capsys, "evaluate", model, "--dataset", "digits", *extra, *SMALL, *QUICK,
+                            "--no-baselines", "--runs-dir", tmp_path, "--name", "same")
+        assert code == 0, err[-2000:]
+        metrics = load_report(tmp_path / "same")["metrics"]["cnn"]
+        hits.append((metrics["cache_hit"], metrics["map_at_r"]))
+    assert [hit for hit, _ in hits] == [False, False, True]  # tf computed anew; imagenet again read back
+    assert hits[0][1] != hits[1][1] and hits[0][1] == hits[2][1]
