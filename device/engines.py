@@ -117,17 +117,22 @@ def _input_layout(path: Path, inp: Any, declared: str | None) -> str:
     return declared or found[0]
 
 
-def _chosen_output(path: Path, outputs: Sequence[Any], name: str | None) -> Any:
-    """The output named ``name``, else the first (the others named in the log); an unknown name is refused."""
+def _chosen_output(path: Path, outputs: Sequence[Any], name: str | None, flatten: bool) -> Any:
+    """The output named ``name``; else the first whose rank can be an embedding (``(N, D)``, or ``(N, C, H, W)``
+    with ``flatten``: a ViT export's ``last_hidden_state`` ``(N, T, D)`` is passed over for its ``pooler_output``),
+    the others named in the log; else the first (refused by ``_graph_batch``). An unknown name is refused."""
     names = [o.name for o in outputs]
+    listed = ", ".join(f"{o.name!r} {o.shape}" for o in outputs)
     if name is not None:
         if name not in names:
             raise ValueError(f"{path}: no output {name!r}; the graph's outputs are {', '.join(map(repr, names))}")
         return outputs[names.index(name)]
+    ranks = (2, 4) if flatten else (2,)
+    usable = [o for o in outputs if o.shape is None or len(o.shape) in ranks] or list(outputs[:1])
     if len(outputs) > 1:
-        logger.warning("%s: %d outputs (%s): the first, %r, is taken as the embedding (choose another with "
-                       "--output NAME)", path, len(names), ", ".join(map(repr, names)), names[0])
-    return outputs[0]
+        logger.warning("%s: %d outputs (%s): %r is taken as the embedding (choose another with --output NAME)",
+                       path, len(names), listed, usable[0].name)
+    return usable[0]
 
 
 def _contract_token(layout: str, normalize: tuple[tuple[float, ...], tuple[float, ...]] | None, output: str,
@@ -178,7 +183,7 @@ def _graph_batch(path: Path, inp: Any, out: Any, out_shape: list[Any] | None,
     ranks = (2, 4) if flatten else (2,)
     if len(out_shape) not in ranks:
         raise ValueError(f"{what} has rank {len(out_shape)}; an encoder output must be (N, D)"
-                         + (" or (N, C, H, W)" if flatten else ""))
+                         + (" or (N, C, H, W)" if flatten else "") + " (of several outputs, --output NAME picks one)")
     if any(_static_dim(d) == 0 for d in out_shape[1:]):
         raise ValueError(f"{what} has a zero-width feature axis: an embedding needs at least one value per image")
     out_batch = _static_dim(out_shape[0])
@@ -261,7 +266,7 @@ class OnnxRuntimeEngine(EngineBase):
         input_layout: the layout the caller declares (``GRAPH_INPUT_LAYOUTS``); a graph whose input is another one is
             refused. Default: whichever the graph has (``_input_layout``).
         output_name: the graph output that is the embedding, for a graph with several (e.g. features and logits);
-            default: the first, logged when there are others.
+            default: the first whose rank can be an embedding (``_chosen_output``), logged when there are others.
     """
 
     def __init__(self, path: Path | str, *, name: str | None = None, providers: Sequence[str] | None = None,
@@ -284,7 +289,7 @@ class OnnxRuntimeEngine(EngineBase):
         if self.input_layout != "uint8_nhwc":
             self._normalize = _float_normalization(self.source_path, meta, preprocess)
         outputs = self._session.get_outputs()
-        output = _chosen_output(self.source_path, outputs, output_name)
+        output = _chosen_output(self.source_path, outputs, output_name, l2_normalize_output)
         self._output_name = self.output_name = output.name
         self.output_shape = list(output.shape) if output.shape is not None else None
         self._l2_normalize_output = l2_normalize_output

@@ -95,7 +95,7 @@ def test_the_embedding_output_is_chosen_by_name_and_the_first_by_default(tmp_pat
     common = dict(preprocess={"mean": MEAN, "std": STD}, l2_normalize_output=True)
     with caplog.at_level("WARNING"), OnnxRuntimeEngine(path, **common) as engine:
         assert engine.output_name == "features" and engine.embed(images).shape == (4, 16)
-    assert "2 outputs ('features', 'logits'): the first, 'features', is taken" in caplog.text
+    assert "2 outputs ('features' ['n', 16], 'logits' ['n', 5]): 'features' is taken as the embedding" in caplog.text
     with OnnxRuntimeEngine(path, output_name="logits", **common) as engine:
         assert engine.output_name == "logits" and engine.embed(images).shape == (4, 5)
     with pytest.raises(ValueError, match="no output 'emb'; the graph's outputs are 'features', 'logits'"):
@@ -121,3 +121,23 @@ def test_keras_presets_give_the_values_keras_preprocessing_gives(preset: str, ex
 
     got = normalize_images(np.full((1, 2, 2, 3), 200, np.uint8), *NORMALIZATION_PRESETS[preset])
     np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_a_token_output_is_passed_over_for_the_pooled_one(tmp_path: Path, caplog) -> None:
+    """A ViT export: last_hidden_state (N, T, D) first, pooler_output (N, D) second."""
+
+    class TokensAndPooled(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            tokens = x.flatten(2).transpose(1, 2)  # (N, H*W, 3)
+            return tokens, tokens.mean(dim=1)
+
+    path = tmp_path / "vit.onnx"
+    torch.onnx.export(TokensAndPooled(), (torch.randn(1, 3, 8, 8),), str(path), dynamo=False, input_names=["pixels"],
+                      output_names=["last_hidden_state", "pooler_output"], dynamic_axes={"pixels": {0: "n"}})
+    common = dict(preprocess={"mean": MEAN, "std": STD}, l2_normalize_output=True)
+    with caplog.at_level("WARNING"), OnnxRuntimeEngine(path, **common) as engine:
+        assert engine.output_name == "pooler_output"
+        assert engine.embed(np.zeros((2, 8, 8, 3), np.uint8)).shape == (2, 3)
+    assert "'pooler_output' is taken as the embedding" in caplog.text
+    with pytest.raises(ValueError, match="has rank 3; .* --output NAME picks one"):
+        OnnxRuntimeEngine(path, output_name="last_hidden_state", **common)
