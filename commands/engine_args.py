@@ -7,13 +7,13 @@ Any other ``.onnx`` file (the user's own encoder, a torchvision model exported a
 its contract is read from the graph and declared on the command line: uint8 NHWC (normalisation inside the graph),
 or float32 NCHW or NHWC (Keras/TensorFlow) with ``--mean``/``--std`` (or ``--preset imagenet``, ``tf``, ``raw255``);
 ``--image-size`` where the graph's height and width are dynamic; ``--output NAME`` where the graph has several
-outputs (default: the first that can be an embedding, logged). Its output may be un-normalised features,
-logits or ``(N, C, 1, 1)``: the engine wrapper
-flattens it to ``(N, D)`` and L2-normalises the rows (``OnnxRuntimeEngine(l2_normalize_output=True)``), and the
-report says so. A graph with a static batch (``torch.onnx.export`` without ``dynamic_axes``: 1) runs in chunks of
-that batch, said once in the log; an output that cannot be an embedding (zero-width, a fixed first dimension other
-than the batch, a wrong rank) is refused when the file is opened, naming it and the shape (exit 2). Either way the
-engine takes ``uint8 (N, H, W, 3)`` RGB and returns ``float32 (N, D)`` unit rows.
+outputs (default: the first that can be an embedding, logged). Its output may be un-normalised features, logits or
+``(N, C, 1, 1)``: the engine wrapper flattens it to ``(N, D)`` and L2-normalises the rows
+(``OnnxRuntimeEngine(l2_normalize_output=True)``), and the report says so. A graph with a static batch
+(``torch.onnx.export`` without ``dynamic_axes``: 1) runs in chunks of that batch, said once in the log; an output
+that cannot be an embedding (zero-width, a fixed first dimension other than the batch, a wrong rank) is refused when
+the file is opened, naming it and the shape (exit 2). Either way the engine takes ``uint8 (N, H, W, 3)`` RGB and
+returns ``float32 (N, D)`` unit rows.
 """
 
 from __future__ import annotations
