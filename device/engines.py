@@ -87,6 +87,9 @@ def _float_normalization(path: Path, meta: dict[str, str], preprocess: Preproces
 
 
 GRAPH_INPUT_LAYOUTS = ("uint8_nhwc", "float_nchw", "float_nhwc")
+# A float graph's input element type -> what the normalised images are cast to (a model exported after .half()
+# takes float16).
+FLOAT_INPUT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
 def _single_input(path: Path, inputs: Sequence[Any]) -> Any:
@@ -106,10 +109,10 @@ def _input_layout(path: Path, inp: Any, declared: str | None) -> str:
     found: list[str] = []
     if len(shape) == 4 and inp.type == "tensor(uint8)" and shape[3] == 3:
         found = ["uint8_nhwc"]
-    elif len(shape) == 4 and inp.type == "tensor(float)":
+    elif len(shape) == 4 and inp.type in FLOAT_INPUT_TYPES:
         found = [layout for layout, axis in (("float_nchw", 1), ("float_nhwc", 3)) if shape[axis] == 3]
     if not found:
-        raise ValueError(f"{path}: input {inp.name!r} must be uint8 (N, H, W, 3), float32 (N, 3, H, W) or float32 "
+        raise ValueError(f"{path}: input {inp.name!r} must be uint8 (N, H, W, 3), or float32/float16 (N, 3, H, W) or "
                          f"(N, H, W, 3), got {inp.type} {inp.shape}")
     if declared is not None and declared not in found:
         raise ValueError(f"{path}: input {inp.name!r} is {found[0]} ({inp.type} {inp.shape}), not the declared "
@@ -288,6 +291,7 @@ class OnnxRuntimeEngine(EngineBase):
         self.input_spec = InputSpec(height=height, width=width)
         if self.input_layout != "uint8_nhwc":
             self._normalize = _float_normalization(self.source_path, meta, preprocess)
+        self._input_dtype = FLOAT_INPUT_TYPES.get(inp.type, np.uint8)
         outputs = self._session.get_outputs()
         output = _chosen_output(self.source_path, outputs, output_name, l2_normalize_output)
         self._output_name = self.output_name = output.name
@@ -310,6 +314,7 @@ class OnnxRuntimeEngine(EngineBase):
             images = normalize_images(images, *self._normalize)
             if self.input_layout == "float_nhwc":  # a Keras/TensorFlow export: channels last
                 images = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
+            images = images.astype(self._input_dtype, copy=False)
         if self.graph_batch is None:
             out = self._session_run(images)
         else:

@@ -141,3 +141,18 @@ def test_a_token_output_is_passed_over_for_the_pooled_one(tmp_path: Path, caplog
     assert "'pooler_output' is taken as the embedding" in caplog.text
     with pytest.raises(ValueError, match="has rank 3; .* --output NAME picks one"):
         OnnxRuntimeEngine(path, output_name="last_hidden_state", **common)
+
+
+def test_a_half_precision_graph_takes_float16_and_gives_the_float_graphs_rows(tmp_path: Path) -> None:
+    model = tiny_cnn().eval()
+    full = export_onnx(model, tmp_path / "full.onnx", 20)
+    half = tmp_path / "half.onnx"
+    torch.onnx.export(tiny_cnn().eval().half(), (torch.randn(1, 3, 20, 20).half(),), str(half), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    images = np.random.default_rng(4).integers(0, 256, (3, 20, 20, 3), dtype=np.uint8)
+    common = dict(preprocess={"mean": MEAN, "std": STD}, l2_normalize_output=True)
+    with OnnxRuntimeEngine(full, **common) as f32, OnnxRuntimeEngine(half, **common) as f16:
+        assert f16.input_layout == "float_nchw"
+        rows = f16.embed(images)
+        assert rows.dtype == np.float32
+        np.testing.assert_allclose(rows, f32.embed(images), rtol=0, atol=5e-3)  # float16 rounding
