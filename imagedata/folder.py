@@ -314,6 +314,12 @@ def list_folder(root: Path, test_fraction: float, seed: int) -> tuple[list[str],
     assert layout.test is not None
     train_images, test_images = _class_images(layout.train), _class_images(layout.test)
     classes = sorted(set(train_images) | set(test_images))
+    if not set(train_images) & set(test_images):  # every query a certain miss: figures of 0 that say nothing
+        raise DatasetError(
+            f"image folder {root}: no class of {layout.test}/ ({_listed([repr(n) for n in sorted(test_images)], 3)}) "
+            f"has images in {layout.train}/ ({_listed([repr(n) for n in sorted(train_images)], 3)}), so every query "
+            f"would be a miss: {layout.test}/ is not labelled by the same class folders (Tiny ImageNet's val/images/ "
+            f"is labelled by a text file). Give folder:{layout.train} to split train/ by data.test_fraction")
     test_only = [f"{name!r} ({len(test_images[name])} images)" for name in classes if name not in train_images]
     if test_only:
         _warn(f"{_listed(test_only)} of {layout.test}/ {'has' if len(test_only) == 1 else 'have'} no images in "

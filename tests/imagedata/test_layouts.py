@@ -309,3 +309,22 @@ def test_jpeg_and_avif_as_browsers_save_them_are_read_and_unread_photos_are_coun
 def _mkdir(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def test_an_evaluation_split_sharing_no_class_with_train_is_refused(tmp_path: Path) -> None:
+    """Tiny ImageNet: train/<wnid>/images/*.JPEG, but val/images/*.JPEG labelled by val_annotations.txt. Read as a
+    class 'images' of val/ only, every query was a certain miss and every figure 0."""
+    root = tmp_path / "tiny-imagenet-200"
+    for wnid in ("n01443537", "n01629819"):
+        write_images(root / "train" / wnid / "images", 3, ".JPEG")
+        (root / "train" / wnid / f"{wnid}_boxes.txt").write_text("x 0 0 1 1\n")
+    write_images(root / "val" / "images", 4, ".JPEG")
+    (root / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn01443537\t0\t0\t1\t1\n")
+    (root / "wnids.txt").write_text("n01443537\nn01629819\n")
+    with pytest.raises(DatasetError) as info:
+        load_dataset(f"folder:{root}", image_size=8)
+    message = str(info.value)
+    assert "no class of" in message and "'images'" in message and f"folder:{root / 'train'}" in message
+    assert "\n" not in message
+    data = load_dataset(f"folder:{root / 'train'}", image_size=8, test_fraction=0.34)
+    assert data.class_names == ("n01443537", "n01629819")
