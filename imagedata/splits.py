@@ -77,13 +77,19 @@ def splits_summary(splits: Any) -> dict[str, object]:
 def require_classes(splits: Any, spec: str) -> None:
     """Refuse a labelled evaluation set whose images carry fewer than two labels (``y_train`` and ``y_test``
     together): every kNN answer and every probe prediction would be right, so each accuracy and retrieval figure
-    would read 1.0 and say nothing about the encoder.
+    would read 1.0 and say nothing about the encoder. Refuse one whose test labels share no class with the train
+    split too: every answer would be wrong.
 
     Raises:
         DatasetError: one line naming the set, its one class and what to give instead.
     """
-    present = np.union1d(np.asarray(splits.y_train), np.asarray(splits.y_test)).astype(np.int64)
+    y_train, y_test = np.asarray(splits.y_train), np.asarray(splits.y_test)
+    present = np.union1d(y_train, y_test).astype(np.int64)
     if len(present) >= 2:
+        if len(y_test) and not np.isin(y_test, y_train).any():
+            raise DatasetError(f"the labelled evaluation set {spec}: no test image's class has a train image, so every "
+                               "kNN query and probe prediction would be a miss and every figure 0; its train and test "
+                               "labels must share classes")
         return
     names = [str(splits.class_names[i]) for i in present if 0 <= i < len(splits.class_names)] or ["?"]
     raise DatasetError(

@@ -285,3 +285,12 @@ def test_a_one_class_folder_still_trains_as_unlabelled_images(tmp_path: Path) ->
     write_images(tmp_path / "cats" / "cat", 10)
     data = open_run_data(DataSettings(train_data=f"folder:{tmp_path / 'cats'}", image_size=8))
     assert data.evaluation is None and len(data.train_images) + len(data.heldout) == 10
+
+
+def test_a_labelled_set_whose_test_classes_have_no_train_image_is_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "disjoint.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8), y_train=np.array([0, 0, 0, 1, 1, 1]),
+             x_test=rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8), y_test=np.array([2, 2, 3, 3]))
+    with pytest.raises(DatasetError, match="no test image's class has a train image"):
+        open_run_data(DataSettings(dataset=f"npz:{path}", image_size=8))
