@@ -84,7 +84,9 @@ def embed_command(args: argparse.Namespace) -> int:
     progress = show_progress(args)
     with open_target(target, target.variants[0] if target.variants else None) as engine:
         size = square_size(engine)
-        if args.images:
+        if args.images is not None:
+            if not args.images.strip():  # Path("") is the current folder: never embedded by accident
+                raise UsageError("--images names no folder: give --images PATH")
             if args.skip_corrupt or args.set or args.config:
                 raise UsageError("--skip-corrupt/--set/--config apply to --dataset; --images reads every image file "
                                  "(an unreadable one stops the command, naming it)")

@@ -30,6 +30,9 @@ MIN_IMAGE_SIZE = 8
 MIN_TEST_IMAGES = 2
 
 
+PATH_SPECS = {"folder": "PATH", "images": "PATH", "list": "FILE.txt", "npz": "PATH.npz"}  # spec kinds naming a path
+
+
 @dataclass(frozen=True)
 class DataSettings:
     """The ``[data]`` section. ``0`` means "not set" for the size limits.
@@ -83,6 +86,11 @@ class DataSettings:
         require(self.seed >= 0, SECTION, "seed", "must be >= 0", self.seed)
         require(self.max_image_pixels >= 1, SECTION, "max_image_pixels", "must be >= 1 (pixels per image)",
                 self.max_image_pixels)
+        for key in ("dataset", "train_data", "eval_data"):  # "folder:" alone was read as the current folder
+            spec = getattr(self, key).strip()
+            kind, colon, rest = spec.partition(":")
+            require(not (colon and kind in PATH_SPECS and not rest.strip()), SECTION, key,
+                    f"names no path: give {kind}:{PATH_SPECS.get(kind, 'PATH')}", spec)
         require(not self.stream or self.train_spec.startswith(("folder:", "images:", "list:")), SECTION, "stream",
                 f"only folder:PATH datasets stream from disk (and images:PATH, list:FILE training images), not "
                 f"{self.train_spec!r} (set data.stream = false)", self.stream)

@@ -92,6 +92,8 @@ def test_embed_mistakes_are_one_line_exit_2(capsys, tiny_bundle: Path, image_tre
         (["--images", image_tree, "--variant", "fp64", "--out", tmp_path / "x.npz"], "not in"),
         (["--dataset", "digits", "--set", "evaluate.knn_k=3", "--out", tmp_path / "x.npz"], "data.KEY only"),
         (["--images", image_tree, "--skip-corrupt", "--out", tmp_path / "x.npz"], "apply to --dataset"),
+        (["--images", "", "--out", tmp_path / "x.npz"], "--images names no folder"),  # not the current folder
+        (["--dataset", "folder:", "--out", tmp_path / "x.npz"], "names no path: give folder:PATH"),
     ]
     for argv, message in cases:
         code, _, err = call(capsys, "embed", tiny_bundle, *argv)

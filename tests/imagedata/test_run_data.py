@@ -294,3 +294,11 @@ def test_a_labelled_set_whose_test_classes_have_no_train_image_is_refused(tmp_pa
              x_test=rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8), y_test=np.array([2, 2, 3, 3]))
     with pytest.raises(DatasetError, match="no test image's class has a train image"):
         open_run_data(DataSettings(dataset=f"npz:{path}", image_size=8))
+
+
+@pytest.mark.parametrize("key, spec", [("dataset", "folder:"), ("dataset", "npz: "), ("train_data", "images:"),
+                                       ("eval_data", "list:")])
+def test_a_spec_naming_no_path_is_refused_not_read_as_the_current_folder(key: str, spec: str) -> None:
+    """``folder:`` alone trained and reported on every image under the working directory."""
+    with pytest.raises(ValueError, match=f"config key 'data.{key}': names no path: give {spec.split(':')[0]}:"):
+        DataSettings(**{key: spec}, **({} if key == "dataset" else {"dataset": "digits"}))
