@@ -143,7 +143,8 @@ def _contract_token(layout: str, normalize: tuple[tuple[float, ...], tuple[float
     """What besides the model file decides the embeddings: the mean/std fed to a float graph, the output taken
     from several, the wrapper's L2 normalisation. ``evaluate.extract`` keys its embedding cache on it with the file's
     hash, so evaluating the same file again with another ``--preset`` or ``--output`` computes new embeddings
-    instead of reading the old ones. Empty for a uint8 graph with one output, as a bundle's (their keys unchanged).
+    instead of reading the old ones. Empty for a uint8 graph with one output, as the default bundle's (its keys are
+    unchanged; a ``float_nchw`` bundle's entries are computed once more under the new key).
     """
     parts = []
     if normalize is not None:

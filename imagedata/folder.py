@@ -41,6 +41,7 @@ import hashlib
 import json
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection, Sequence
@@ -114,8 +115,8 @@ def _warn_unread(folder: Path, unread: list[str]) -> None:
     """One warning counting the photos of ``folder`` left out for their type (none: nothing)."""
     if not unread:
         return
-    suffixes = sorted(os.path.splitext(path)[1].lower() for path in unread)
-    counts = ", ".join(f"{suffixes.count(suffix)} {suffix}" for suffix in sorted(set(suffixes)))
+    by_suffix = Counter(os.path.splitext(path)[1].lower() for path in unread)
+    counts = ", ".join(f"{n} {suffix}" for suffix, n in sorted(by_suffix.items()))
     _warn(f"{folder}: {len(unread)} photo(s) of a type not read here left out ({counts}; e.g. {min(unread)}): "
           "convert them to JPEG or PNG to include them")
 
